@@ -1,0 +1,177 @@
+"""Backup flows: one tenant, or every tenant."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from typing import Literal
+from uuid import UUID
+
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.futures import PrefectFuture, wait
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from blocks import database_url
+from tasks import backup as t
+from tasks.report import publish_backup_report
+from tenant_backup.backup import BackupRequest, build_manifest, error_text
+from tenant_backup.db import tenant_lock
+from tenant_backup.errors import ThrottledError
+from tenant_backup.extract import TablePart
+from tenant_backup.progress import Progress, publish
+from tenant_backup.results import BackupResult, TenantOutcome
+from tenant_backup.settings import get_settings
+
+__all__ = ["backup_all_tenants", "backup_tenant"]
+
+_settings = get_settings()
+
+
+def _results(futures: list[PrefectFuture[TablePart]]) -> list[TablePart]:
+    """Wait for every future, then raise the first failure: a failed task never goes unnoticed,
+    and no task is still writing when the caller cleans up."""
+    wait(futures)
+    return [f.result() for f in futures]
+
+
+@flow(
+    name="backup-tenant",
+    flow_run_name="backup-{tenant_id}",
+    description="Back up one tenant's rows from one consistent snapshot to object storage.",
+    task_runner=ThreadPoolTaskRunner(max_workers=_settings.max_workers),
+)
+def backup_tenant(
+    tenant_id: str,
+    categories: list[str] | None = None,
+    format: Literal["csv"] = "csv",
+    requested_by: UUID | None = None,
+    profile: str | None = "pos",
+    tenant_column: str | None = None,
+    backup_type: Literal["manual", "scheduled"] = "manual",
+    force: bool = False,
+    name: str | None = None,
+    database_block: str | None = None,
+    storage_block: str | None = None,
+) -> BackupResult:
+    """Back up one tenant.
+
+    Args:
+        tenant_id: The tenant (établissement, company) to back up.
+        categories: Categories of the profile (all when empty), or tables with a tenant column.
+        format: Artifact format: a ZIP of CSV files with manifest.json.
+        requested_by: The app user asking; checked against the profile's admin rule. Empty for
+            the operator or a schedule.
+        profile: A shipped profile (pos, crm) or a profile file; empty to use tenant_column.
+        tenant_column: Discover the tables holding this column instead of using a profile.
+        backup_type: manual or scheduled (recorded in the ledger).
+        force: Ignore the throttle (one backup per tenant per 5 minutes).
+        name: A name for the ledger row.
+        database_block: A tenant-backup-database block; else TENANT_BACKUP_DATABASE_URL.
+        storage_block: A tenant-backup-storage block; else TENANT_BACKUP_STORAGE_URL.
+    """
+    started = time.perf_counter()
+    request = BackupRequest(
+        tenant_id=tenant_id,
+        categories=categories or None,
+        profile=profile if not tenant_column else None,
+        tenant_column=tenant_column,
+        requested_by=str(requested_by) if requested_by else None,
+        backup_type=backup_type,
+        force=force,
+        name=name,
+    )
+    plan = t.plan_backup(request, database_block)
+    publish(Progress(tenant_id=tenant_id, table="", rows=0, bytes=0, expected_rows=sum(s.est_rows for s in plan.tables)))
+    with tenant_lock(database_url(database_block), tenant_id, lock_timeout=_settings.lock_timeout) as lock:
+        backup_id = t.open_entry(plan, database_block)
+        try:
+            t.check_storage(storage_block)
+            with tempfile.TemporaryDirectory(prefix="tenant-backup-", dir=_settings.spool_dir) as spool:
+                with lock.snapshot(plan.db_schema, [s.table for s in plan.tables]) as snapshot:
+                    t.mark_started(backup_id, snapshot, database_block)
+                    futures = t.extract_table.map(
+                        plan.tables, unmapped(tenant_id), unmapped(snapshot.snapshot_id), unmapped(spool),
+                        unmapped(database_block),
+                    )
+                    parts = _results(futures)
+                manifest = build_manifest(plan, backup_id, snapshot, parts)
+                artifact = t.write_artifact(manifest, parts, storage_block)
+            t.finish_entry(backup_id, manifest, artifact, database_block)
+        except BaseException as exc:
+            t.fail_entry(backup_id, tenant_id, error_text(exc), database_block)
+            raise
+    result = BackupResult(
+        backup_id=backup_id,
+        tenant_id=tenant_id,
+        tenant_name=plan.tenant_name,
+        storage_path=artifact.storage_path,
+        checksum=artifact.checksum,
+        record_count=manifest.total_records,
+        file_size=artifact.size,
+        type=plan.type,
+        categories=plan.categories,
+        tables={name: table.rows for name, table in manifest.tables.items()},
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    publish_backup_report(result)
+    return result
+
+
+@task(name="backup-one-tenant", task_run_name="backup-{tenant_id}")
+def _backup_one(
+    tenant_id: str,
+    categories: list[str] | None,
+    profile: str | None,
+    tenant_column: str | None,
+    backup_type: Literal["manual", "scheduled"],
+    force: bool,
+    database_block: str | None,
+    storage_block: str | None,
+) -> TenantOutcome:
+    """Run backup_tenant as a child flow run; a failure is reported, not raised, so that one
+    tenant never stops the others."""
+    try:
+        result = backup_tenant(
+            tenant_id=tenant_id, categories=categories, profile=profile, tenant_column=tenant_column,
+            backup_type=backup_type, force=force, database_block=database_block, storage_block=storage_block,
+        )
+    except ThrottledError as exc:
+        return TenantOutcome(tenant_id=tenant_id, status="skipped", error=str(exc))
+    except Exception as exc:
+        return TenantOutcome(tenant_id=tenant_id, status="failed", error=error_text(exc))
+    return TenantOutcome(tenant_id=tenant_id, status="completed", backup_id=result.backup_id)
+
+
+@flow(
+    name="backup-all-tenants",
+    description="Back up every tenant, a bounded number at a time.",
+    task_runner=ThreadPoolTaskRunner(max_workers=_settings.tenant_concurrency),
+)
+def backup_all_tenants(
+    categories: list[str] | None = None,
+    profile: str | None = "pos",
+    tenant_column: str | None = None,
+    backup_type: Literal["manual", "scheduled"] = "scheduled",
+    force: bool = False,
+    database_block: str | None = None,
+    storage_block: str | None = None,
+) -> list[TenantOutcome]:
+    """Back up every tenant of the profile (TENANT_BACKUP_TENANT_CONCURRENCY at a time).
+
+    The run fails when any tenant failed; throttled tenants are skipped, not failed.
+    """
+    profile = profile if not tenant_column else None
+    tenants = t.list_tenants(profile, tenant_column, database_block)
+    futures = _backup_one.map(
+        tenants, unmapped(categories), unmapped(profile), unmapped(tenant_column), unmapped(backup_type),
+        unmapped(force), unmapped(database_block), unmapped(storage_block),
+    )
+    wait(futures)
+    outcomes = [f.result() for f in futures]
+    failed = [o for o in outcomes if o.status == "failed"]
+    logger = get_run_logger()
+    for o in failed:
+        logger.error("tenant %s failed: %s", o.tenant_id, o.error)
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(outcomes)} tenant backups failed: {', '.join(o.tenant_id for o in failed)}")
+    return outcomes

@@ -1,0 +1,322 @@
+"""The steps of a tenant backup as plain functions; ``tasks/`` wraps each one as a Prefect task.
+
+Each step opens what it needs from a database URL and returns small serializable values
+(a plan, a backup id, a table part, artifact info), never connections.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Literal
+
+from psycopg import sql
+from pydantic import BaseModel, ConfigDict
+
+from tenant_backup import ledger
+from tenant_backup.artifact import ArtifactInfo, artifact_key, write_csv_zip
+from tenant_backup.catalog import TableScope, plan_scope, read_catalog, schema_fingerprint
+from tenant_backup.db import Snapshot, connect, import_snapshot
+from tenant_backup.errors import ConfigurationError, PermissionDeniedError, TenantBackupError
+from tenant_backup.extract import TablePart, extract_table
+from tenant_backup.manifest import Manifest, TableManifest
+from tenant_backup.profiles import Profile, discovered_profile, load_profile
+from tenant_backup.settings import Settings
+from tenant_backup.sqlbuild import qualified
+from tenant_backup.storage import Storage
+
+__all__ = [
+    "BackupPlan",
+    "BackupRequest",
+    "build_manifest",
+    "extract_part",
+    "open_entry",
+    "plan_backup",
+    "resolve_profile",
+    "write_artifact",
+]
+
+
+def tool_version() -> str:
+    try:
+        return version("tenant-backup")
+    except PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+class BackupRequest(BaseModel):
+    """What was asked: the flow's parameters, minus where things live."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant_id: str
+    categories: list[str] | None = None
+    profile: str | None = None
+    tenant_column: str | None = None
+    requested_by: str | None = None
+    backup_type: Literal["manual", "scheduled"] = "manual"
+    force: bool = False
+    name: str | None = None
+
+
+class BackupPlan(BaseModel):
+    """The checked request and every table's scope, largest table first."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request: BackupRequest
+    profile: str
+    tenant_column: str
+    tenant_name: str | None
+    db_schema: str
+    type: Literal["full", "partial"]
+    categories: list[str]
+    tables: list[TableScope]
+    schema_fingerprint: str
+
+
+def resolve_profile(profile: str | None, tenant_column: str | None) -> Profile:
+    """A shipped or file profile, or a discovered one from a tenant column; exactly one of them."""
+    if profile and tenant_column:
+        raise ConfigurationError("give either a profile or a tenant column, not both")
+    if profile:
+        return load_profile(profile)
+    if tenant_column:
+        return discovered_profile(tenant_column)
+    raise ConfigurationError("no profile and no tenant column: pass --profile pos|crm|FILE or --tenant-column COLUMN")
+
+
+def _check_admin(conn: object, profile: Profile, tenant_id: str, requested_by: str) -> None:
+    rule = profile.admin
+    assert rule is not None
+    query = sql.SQL("SELECT {} FROM {} WHERE {} = %s AND {} = %s").format(
+        sql.Identifier(rule.role_column),
+        qualified(profile.db_schema, rule.table),
+        sql.Identifier(rule.user_column),
+        sql.Identifier(rule.tenant_column),
+    )
+    row = conn.execute(query, (requested_by, tenant_id)).fetchone()  # type: ignore[attr-defined]
+    if row is None or row[0] not in rule.roles:
+        what = "is not a user of" if row is None else f"has role {row[0]!r} in"
+        raise PermissionDeniedError(
+            f"user {requested_by} {what} tenant {tenant_id}; only {' / '.join(rule.roles)} users may back up "
+            "or restore it: ask an admin to run it, or run it as the operator without requested_by",
+            tenant_id=tenant_id,
+        )
+
+
+def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> BackupPlan:
+    """Check the request against the catalog, the profile and the admin rule.
+
+    Raises before anything is written. A refused requester is logged in backup_restore_logs.
+    """
+    profile = resolve_profile(request.profile, request.tenant_column)
+    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
+        ledger.migrate(conn, settings.ledger_schema)
+        if request.requested_by and profile.admin is not None:
+            try:
+                _check_admin(conn, profile, request.tenant_id, request.requested_by)
+            except PermissionDeniedError as exc:
+                ledger.log_action(
+                    conn, settings.ledger_schema, action="backup", result="failed", tenant_id=request.tenant_id,
+                    performed_by=request.requested_by, error=str(exc),
+                )
+                raise
+        catalog = read_catalog(conn, profile.db_schema)
+        tables = profile.tables_for(request.categories) if profile.categories else None
+        if tables is None and request.categories:
+            tables = request.categories  # discovered profile: categories are table names
+        scopes = plan_scope(catalog, profile, tables)
+        tenant_name = _tenant_name(conn, profile, catalog, request.tenant_id)
+    categories = request.categories or (list(profile.categories) or [s.table for s in scopes])
+    return BackupPlan(
+        request=request,
+        profile=profile.name,
+        tenant_column=profile.tenant_column,
+        tenant_name=tenant_name,
+        db_schema=profile.db_schema,
+        type="full" if profile.is_full(request.categories) else "partial",
+        categories=categories,
+        tables=sorted(scopes, key=lambda s: -s.est_rows),
+        schema_fingerprint=schema_fingerprint(scopes),
+    )
+
+
+def _tenant_name(conn: object, profile: Profile, catalog: object, tenant_id: str) -> str | None:
+    from tenant_backup.catalog import Catalog, find_tenant_table
+
+    assert isinstance(catalog, Catalog)
+    table = find_tenant_table(catalog, profile)
+    if table is None or table.display_name is None:
+        return None
+    row = conn.execute(  # type: ignore[attr-defined]
+        sql.SQL("SELECT {}::text FROM {} WHERE {} = %s").format(
+            sql.Identifier(table.display_name), qualified(profile.db_schema, table.name), sql.Identifier(table.key)
+        ),
+        (tenant_id,),
+    ).fetchone()
+    if row is None:
+        raise ConfigurationError(
+            f"tenant {tenant_id} does not exist in {table.name}.{table.key}; check the tenant id", tenant_id=tenant_id
+        )
+    return str(row[0]) if row[0] is not None else None
+
+
+def open_entry(db_url: str, settings: Settings, plan: BackupPlan) -> str:
+    """Create the ledger row (pending); the caller holds the tenant lock."""
+    req = plan.request
+    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
+        return ledger.create_backup(
+            conn,
+            settings.ledger_schema,
+            tenant_id=req.tenant_id,
+            tenant_column=plan.tenant_column,
+            name=req.name or f"{req.backup_type} backup {datetime.now():%Y-%m-%d %H:%M}",
+            backup_type=req.backup_type,
+            type_=plan.type,
+            format_="csv",
+            categories=plan.categories,
+            created_by=req.requested_by,
+            throttle=None if req.force else timedelta(seconds=settings.throttle_seconds),
+        )
+
+
+def extract_part(
+    db_url: str, settings: Settings, scope: TableScope, tenant_id: str, snapshot_id: str, spool: Path
+) -> TablePart:
+    """Extract one table inside the shared snapshot into ``spool``."""
+    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
+        import_snapshot(conn, snapshot_id, tenant_id)
+        try:
+            return extract_table(
+                conn, scope, tenant_id, spool / f"{scope.table}.csv.deflate", level=settings.compress_level
+            )
+        finally:
+            conn.execute("ROLLBACK")
+
+
+def build_manifest(plan: BackupPlan, backup_id: str, snapshot: Snapshot, parts: list[TablePart]) -> Manifest:
+    by_table = {p.table: p for p in parts}
+    tables = {
+        s.table: TableManifest(
+            file=f"{s.table}.csv",
+            rows=by_table[s.table].rows,
+            size=by_table[s.table].size,
+            compressed_size=by_table[s.table].compressed_size,
+            sha256=by_table[s.table].sha256,
+            columns=list(s.columns),
+            primary_key=list(s.primary_key),
+            scope=s.describe(),
+        )
+        for s in sorted(plan.tables, key=lambda s: s.table)
+    }
+    return Manifest(
+        backup_id=backup_id,
+        date=snapshot.taken_at,
+        tenant_id=plan.request.tenant_id,
+        tenant_column=plan.tenant_column,
+        tenant_name=plan.tenant_name,
+        profile=plan.profile,
+        db_schema=plan.db_schema,
+        type=plan.type,
+        categories=plan.categories,
+        tables=tables,
+        total_records=sum(p.rows for p in parts),
+        tables_count=len(parts),
+        size_bytes=sum(p.size for p in parts),
+        schema_fingerprint=plan.schema_fingerprint,
+        server_version=snapshot.server_version,
+        tool_version=tool_version(),
+    )
+
+
+def write_artifact(storage: Storage, manifest: Manifest, parts: list[TablePart]) -> ArtifactInfo:
+    key = artifact_key(manifest.tenant_id, manifest.backup_id, manifest.date)
+    ordered = sorted(parts, key=lambda p: p.table)
+    return write_csv_zip(storage, key, manifest, ordered)
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for the ledger: our messages as they are, others with their type."""
+    if isinstance(exc, TenantBackupError):
+        return str(exc)
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def list_tenants(db_url: str, settings: Settings, profile_name: str | None, tenant_column: str | None) -> list[str]:
+    """Every tenant id: the tenant table's keys, else the distinct values of the tenant column."""
+    from tenant_backup.catalog import find_tenant_table
+
+    profile = resolve_profile(profile_name, tenant_column)
+    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
+        catalog = read_catalog(conn, profile.db_schema)
+        table = find_tenant_table(catalog, profile)
+        if table is not None:
+            query = sql.SQL("SELECT {}::text FROM {} ORDER BY 1").format(
+                sql.Identifier(table.key), qualified(profile.db_schema, table.name)
+            )
+        else:
+            holders = [t for t in catalog.tables.values() if t.has_column(profile.tenant_column)]
+            if not holders:
+                raise ConfigurationError(f"no table has column {profile.tenant_column!r}; check --tenant-column")
+            query = sql.SQL(" UNION ").join(
+                sql.SQL("SELECT {}::text FROM {} WHERE {} IS NOT NULL").format(
+                    sql.Identifier(profile.tenant_column),
+                    qualified(profile.db_schema, t.name),
+                    sql.Identifier(profile.tenant_column),
+                )
+                for t in holders
+            ) + sql.SQL(" ORDER BY 1")
+        return [row[0] for row in conn.execute(query)]
+
+
+def finish_entry(db_url: str, settings: Settings, backup_id: str, manifest: Manifest, artifact: ArtifactInfo) -> None:
+    """Mark the row completed with the artifact's path, size and checksum, and log the action."""
+    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
+        with conn.transaction():
+            ledger.complete_backup(
+                conn,
+                settings.ledger_schema,
+                backup_id,
+                storage_path=artifact.storage_path,
+                file_size=artifact.size,
+                record_count=manifest.total_records,
+                checksum=artifact.checksum,
+                tables=sorted(manifest.tables),
+                metadata={
+                    "storage_key": artifact.key,
+                    "snapshot_time": manifest.date.isoformat(),
+                    "schema_fingerprint": manifest.schema_fingerprint,
+                    "server_version": manifest.server_version,
+                    "artifact_version": manifest.version,
+                    "profile": manifest.profile,
+                    "tenant_name": manifest.tenant_name,
+                    "rows": {name: t.rows for name, t in manifest.tables.items()},
+                },
+            )
+            ledger.log_action(
+                conn, settings.ledger_schema, action="backup", result="success", tenant_id=manifest.tenant_id,
+                backup_id=backup_id, details={"records": manifest.total_records, "bytes": artifact.size},
+            )
+
+
+def fail_entry(db_url: str, settings: Settings, backup_id: str, tenant_id: str, error: str) -> None:
+    """Mark the row failed with the error, and log the action."""
+    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
+        with conn.transaction():
+            ledger.fail_backup(conn, settings.ledger_schema, backup_id, error)
+            ledger.log_action(
+                conn, settings.ledger_schema, action="backup", result="failed", tenant_id=tenant_id,
+                backup_id=backup_id, error=error,
+            )
+
+
+def mark_started(db_url: str, settings: Settings, backup_id: str, snapshot: Snapshot) -> None:
+    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
+        ledger.mark_in_progress(
+            conn, settings.ledger_schema, backup_id,
+            {"snapshot_time": snapshot.taken_at.isoformat(), "server_version": snapshot.server_version},
+        )
+

@@ -1,0 +1,199 @@
+"""``tenant-backup``: the command line. It runs the same Prefect flows as the deployments.
+
+With ``--json`` a command prints exactly one JSON object on stdout; without it, a readable
+summary (and a progress bar on a terminal). Errors: one line on stderr, exit status 2 for
+errors of ours (bad input, refused, throttled, unreachable), 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tenant_backup.errors import TenantBackupError
+
+__all__ = ["main"]
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    """Settings that must be in place before Prefect is imported."""
+    # Logs still reach the Prefect API (and UI); only the console copy is silenced.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO" if verbose else "CRITICAL")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+
+
+def _set_locations(args: argparse.Namespace) -> None:
+    """--db / --storage go to the environment that blocks/ reads, so secrets never become flow
+    parameters (which the Prefect API stores and shows)."""
+    if getattr(args, "db", None):
+        os.environ["TENANT_BACKUP_DATABASE_URL"] = args.db
+    if getattr(args, "storage", None):
+        os.environ["TENANT_BACKUP_STORAGE_URL"] = args.storage
+    if getattr(args, "storage_options", None):
+        os.environ["TENANT_BACKUP_STORAGE_OPTIONS"] = args.storage_options
+
+
+def _run_flow(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """Run a flow in this process with the run heartbeat off (it costs ~1 s at exit)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        return fn(**kwargs)
+
+
+def _cmd_migrate(args: argparse.Namespace) -> dict[str, Any]:
+    from tenant_backup import ledger
+    from tenant_backup.db import connect
+    from tenant_backup.settings import get_settings
+
+    settings = get_settings()
+    with connect(_require(args.db or settings.database_url, "--db")) as conn:
+        ledger.migrate(conn, settings.ledger_schema)
+    return {"status": "migrated", "schema": settings.ledger_schema}
+
+
+def _require(value: str | None, flag: str) -> str:
+    if not value:
+        raise TenantBackupError(f"{flag} is required (or set TENANT_BACKUP_{flag.strip('-').upper()}_URL)")
+    return value
+
+
+class _Bar:
+    """A rich progress bar on stderr fed by extraction progress events."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, MofNCompleteColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn(),
+            console=__import__("rich.console", fromlist=["Console"]).Console(stderr=True), transient=True,
+        )
+        self.task = self.progress.add_task("backing up", total=None)
+
+    def __call__(self, event: Any) -> None:
+        if event.expected_rows:
+            self.progress.update(self.task, total=event.expected_rows)
+        self.progress.update(self.task, advance=event.rows, description=f"backing up {event.table}".strip())
+
+
+def _cmd_backup(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.backup import backup_tenant
+    from tenant_backup import progress
+
+    bar = _Bar() if (not args.json and sys.stderr.isatty()) else None
+    if bar:
+        progress.subscribe(bar)
+        bar.progress.start()
+    try:
+        result = _run_flow(
+            backup_tenant,
+            tenant_id=args.tenant,
+            categories=args.category or None,
+            format=args.format,
+            requested_by=args.requested_by,
+            profile=None if args.tenant_column else (args.profile or "pos"),
+            tenant_column=args.tenant_column,
+            force=args.force,
+            name=args.name,
+        )
+    finally:
+        if bar:
+            bar.progress.stop()
+            progress.unsubscribe(bar)
+    out = result.model_dump(mode="json")
+    if not args.json:
+        print(
+            f"backup {out['backup_id']} of tenant {out['tenant_id']} ({out['tenant_name'] or '-'}): "
+            f"{out['record_count']:,} rows in {len(out['tables'])} tables, {out['file_size']:,} bytes, "
+            f"{out['seconds']:.2f} s\n  artifact: {out['storage_path']}\n  checksum: {out['checksum']}"
+        )
+    return out
+
+
+def _cmd_list(args: argparse.Namespace) -> dict[str, Any]:
+    from tenant_backup import ledger
+    from tenant_backup.db import connect
+    from tenant_backup.settings import get_settings
+
+    settings = get_settings()
+    with connect(_require(args.db or settings.database_url, "--db")) as conn:
+        ledger.migrate(conn, settings.ledger_schema)
+        rows = ledger.list_backups(conn, settings.ledger_schema, tenant_id=args.tenant, limit=args.limit,
+                                   offset=args.offset)
+    out = {"backups": [r.model_dump(mode="json") for r in rows], "limit": args.limit, "offset": args.offset}
+    if not args.json:
+        if not rows:
+            print("no backups")
+        for r in rows:
+            size = f"{r.file_size:,} B" if r.file_size is not None else "-"
+            print(f"{r.created_at:%Y-%m-%d %H:%M:%S}  {r.id}  {r.tenant_id}  {r.status:<11} {r.type:<7} "
+                  f"{r.record_count or 0:>10,} rows  {size:>14}  {r.storage_path or r.error_message or ''}")
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tenant-backup", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, storage: bool = False) -> None:
+        p.add_argument("--db", help="PostgreSQL URL (default: TENANT_BACKUP_DATABASE_URL)")
+        if storage:
+            p.add_argument("--storage", help="storage URL: s3://bucket/prefix, file:///dir (default: TENANT_BACKUP_STORAGE_URL)")
+            p.add_argument("--storage-options", help="fsspec options as JSON, e.g. for an S3 endpoint")
+        p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    p = sub.add_parser("migrate", help="create or update the ledger tables")
+    common(p)
+    p.set_defaults(func=_cmd_migrate)
+
+    p = sub.add_parser("backup", help="back up one tenant")
+    common(p, storage=True)
+    p.add_argument("--tenant", required=True, help="tenant id")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--tenant-column", help="discover tables holding this column (no profile)")
+    scope.add_argument("--profile", help="shipped profile (pos, crm) or a .toml / .yaml file (default: pos)")
+    p.add_argument("--category", action="append", help="a category of the profile (repeatable; default: all)")
+    p.add_argument("--format", choices=["csv"], default="csv", help="artifact format (default: csv ZIP)")
+    p.add_argument("--force", action="store_true", help="ignore the one-backup-per-5-minutes throttle")
+    p.add_argument("--requested-by", help="app user id to check against the profile's admin rule")
+    p.add_argument("--name", help="name of the backup in the ledger")
+    p.set_defaults(func=_cmd_backup)
+
+    p = sub.add_parser("list", help="list backups, newest first")
+    common(p)
+    p.add_argument("--tenant", help="only this tenant")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--offset", type=int, default=0)
+    p.set_defaults(func=_cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _quiet_prefect(args.verbose)
+    _set_locations(args)
+    try:
+        out = args.func(args)
+    except TenantBackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(out, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Connections, the per-tenant lock and the shared snapshot.
+
+Every session is pinned to ``TimeZone=UTC``, ``DateStyle=ISO``, ``IntervalStyle=iso_8601`` so
+artifacts do not depend on server or role settings, and carries a ``lock_timeout``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+
+from tenant_backup.errors import (
+    ConfigurationError,
+    PoolerNotSupportedError,
+    SnapshotError,
+    TenantBusyError,
+)
+
+__all__ = ["Snapshot", "TenantLock", "check_session_capable", "connect", "import_snapshot", "tenant_lock"]
+
+TRANSACTION_POOLER_PORT = 6543  # Supabase's transaction pooler (Supavisor / PgBouncer)
+_POOLER_HINT = (
+    "a backup shares one snapshot between several sessions, which a transaction pooler cannot keep: "
+    "use the direct connection (db.<project>.supabase.co:5432) or the session pooler "
+    "(<pooler host>:5432) instead"
+)
+
+
+def check_session_capable(url: str) -> None:
+    """Refuse a transaction pooler's URL up front, naming the URL to use instead."""
+    try:
+        port = urlsplit(url).port
+    except ValueError as exc:
+        raise ConfigurationError(f"database URL is not valid ({exc}); expected postgresql://user@host:5432/db") from exc
+    if port == TRANSACTION_POOLER_PORT:
+        raise PoolerNotSupportedError(f"the database URL uses port 6543, a transaction pooler; {_POOLER_HINT}")
+
+
+def connect(url: str, *, lock_timeout: str = "10s", autocommit: bool = True) -> psycopg.Connection:
+    """Open a session pinned to stable output settings and a lock timeout."""
+    check_session_capable(url)
+    try:
+        conn = psycopg.connect(url, autocommit=autocommit, application_name="tenant-backup")
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigurationError(
+            f"cannot connect to the database: {first}; check the URL (--db / TENANT_BACKUP_DATABASE_URL)"
+        ) from exc
+    conn.execute(
+        "SELECT set_config('TimeZone', 'UTC', false), set_config('DateStyle', 'ISO', false),"
+        " set_config('IntervalStyle', 'iso_8601', false), set_config('lock_timeout', %s, false),"
+        " set_config('extra_float_digits', '1', false)",
+        (lock_timeout,),
+    )
+    if not autocommit:
+        conn.commit()
+    return conn
+
+
+def _lock_key(tenant_id: str) -> tuple[str, str]:
+    return ("tenant-backup", tenant_id)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An exported snapshot: its id for ``SET TRANSACTION SNAPSHOT``, and when it was taken."""
+
+    snapshot_id: str
+    taken_at: datetime
+    server_version: str
+
+
+class TenantLock:
+    """A session holding the tenant's advisory lock; it can also export the shared snapshot.
+
+    Backups and restores of one tenant take the same lock, so they never interleave.
+    """
+
+    def __init__(self, conn: psycopg.Connection, tenant_id: str) -> None:
+        self.conn = conn
+        self.tenant_id = tenant_id
+
+    @contextmanager
+    def snapshot(self, schema: str, tables: list[str]) -> Iterator[Snapshot]:
+        """Open a REPEATABLE READ, READ ONLY transaction, lock ``tables`` in ACCESS SHARE mode
+        (no concurrent DROP or ALTER, as pg_dump does), export its snapshot, and keep it open
+        until the block ends."""
+        conn = self.conn
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        try:
+            try:
+                if tables:
+                    conn.execute(
+                        sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(
+                            sql.SQL(", ").join(
+                                sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(t)) for t in tables
+                            )
+                        )
+                    )
+                row = conn.execute(
+                    "SELECT pg_export_snapshot(), now(), current_setting('server_version')"
+                ).fetchone()
+            except pg_errors.LockNotAvailable as exc:
+                raise TenantBusyError(
+                    f"tables of tenant {self.tenant_id} are locked by another session (an ALTER or a "
+                    "restore?); retry later or raise lock_timeout",
+                    tenant_id=self.tenant_id,
+                ) from exc
+            assert row is not None
+            yield Snapshot(snapshot_id=row[0], taken_at=row[1], server_version=row[2])
+        finally:
+            if not conn.closed:
+                conn.execute("ROLLBACK")
+
+
+@contextmanager
+def tenant_lock(url: str, tenant_id: str, *, lock_timeout: str = "10s") -> Iterator[TenantLock]:
+    """Hold the tenant's session-level advisory lock for the block (waits up to lock_timeout)."""
+    conn = connect(url, lock_timeout=lock_timeout)
+    try:
+        try:
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s), hashtext(%s))", _lock_key(tenant_id))
+        except pg_errors.LockNotAvailable as exc:
+            raise TenantBusyError(
+                f"another backup or restore of tenant {tenant_id} is running (its lock was not free "
+                f"within lock_timeout={lock_timeout}); wait for it to finish, then run again",
+                tenant_id=tenant_id,
+            ) from exc
+        yield TenantLock(conn, tenant_id)
+    finally:
+        conn.close()  # closing the session releases the lock
+
+
+def import_snapshot(conn: psycopg.Connection, snapshot_id: str, tenant_id: str) -> None:
+    """Start a REPEATABLE READ, READ ONLY transaction that sees exactly ``snapshot_id``."""
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    try:
+        # SET TRANSACTION SNAPSHOT takes no bind parameters: the id goes in as a quoted literal.
+        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+    except (pg_errors.InvalidParameterValue, pg_errors.ObjectNotInPrerequisiteState) as exc:
+        conn.execute("ROLLBACK")
+        raise SnapshotError(
+            f"cannot import snapshot {snapshot_id} for tenant {tenant_id} ({exc}); this happens behind "
+            f"a transaction pooler or when the coordinating session ended: {_POOLER_HINT}",
+            tenant_id=tenant_id,
+        ) from exc

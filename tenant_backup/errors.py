@@ -1,0 +1,129 @@
+"""The one exception tree of tenant-backup.
+
+::
+
+    TenantBackupError                 every error this package raises on purpose
+    ├── ConfigurationError            bad input: fix the call, the profile or the settings
+    │   ├── UnknownCategoryError      a category or table that the profile or schema lacks
+    │   ├── ScopeError                a table that cannot be tied to a tenant
+    │   └── PoolerNotSupportedError   a transaction pooler, where a session is needed
+    ├── PermissionDeniedError         the requester is not an admin of the tenant
+    ├── ThrottledError                a backup of the tenant ran less than the throttle window ago
+    ├── TenantBusyError               another backup or restore of the tenant holds its lock
+    ├── SnapshotError                 the shared snapshot could not be taken or imported
+    ├── ExtractError                  COPY of one table failed
+    ├── StorageError                  the object store refused or could not be reached
+    └── LedgerError                   the ledger row is missing or in the wrong state
+
+Every error carries ``tenant_id``, ``backup_id`` and ``table`` when they are known, says what
+failed and what to do next, and survives pickling (Prefect may carry it across processes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ConfigurationError",
+    "ExtractError",
+    "LedgerError",
+    "PermissionDeniedError",
+    "PoolerNotSupportedError",
+    "ScopeError",
+    "SnapshotError",
+    "StorageError",
+    "TenantBackupError",
+    "TenantBusyError",
+    "ThrottledError",
+    "UnknownCategoryError",
+]
+
+
+class TenantBackupError(Exception):
+    """Base of every error raised on purpose by tenant-backup."""
+
+    transient = False  # True where the same call may succeed later (retries look at this)
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tenant_id: str | None = None,
+        backup_id: str | None = None,
+        table: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.tenant_id = tenant_id
+        self.backup_id = backup_id
+        self.table = table
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only attributes are not restored by the default Exception pickling.
+        return (
+            _rebuild,
+            (type(self), self.message, self.tenant_id, self.backup_id, self.table),
+        )
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(
+    cls: type[TenantBackupError],
+    message: str,
+    tenant_id: str | None,
+    backup_id: str | None,
+    table: str | None,
+) -> TenantBackupError:
+    return cls(message, tenant_id=tenant_id, backup_id=backup_id, table=table)
+
+
+class ConfigurationError(TenantBackupError):
+    """Raised when the call, the profile or the settings are wrong; nothing was written."""
+
+
+class UnknownCategoryError(ConfigurationError):
+    """Raised when a requested category or table is not in the profile or the schema."""
+
+
+class ScopeError(ConfigurationError):
+    """Raised when a table has neither the tenant column nor a foreign-key path to one."""
+
+
+class PoolerNotSupportedError(ConfigurationError):
+    """Raised when the database URL points at a transaction pooler (Supabase port 6543)."""
+
+
+class PermissionDeniedError(TenantBackupError):
+    """Raised when ``requested_by`` is not an admin of the tenant under the profile's rule."""
+
+
+class ThrottledError(TenantBackupError):
+    """Raised when the tenant was backed up less than the throttle window ago."""
+
+
+class TenantBusyError(TenantBackupError):
+    """Raised when another backup or restore of the tenant holds its lock past lock_timeout."""
+
+    transient = True
+
+
+class SnapshotError(TenantBackupError):
+    """Raised when the shared snapshot cannot be exported or imported."""
+
+
+class ExtractError(TenantBackupError):
+    """Raised when the COPY of one table fails."""
+
+    transient = True
+
+
+class StorageError(TenantBackupError):
+    """Raised when the object store cannot be reached or refuses a write."""
+
+    transient = True
+
+
+class LedgerError(TenantBackupError):
+    """Raised when a ledger row is missing or not in the state the step expects."""

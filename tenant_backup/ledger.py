@@ -1,0 +1,235 @@
+"""The ledger: ``backups``, ``backup_schedules`` and ``backup_restore_logs`` in their own schema.
+
+Lifecycle of a backup row: ``pending`` (created under the tenant lock) -> ``in_progress`` (the
+snapshot is taken) -> ``completed`` (artifact in place, checksum recorded: the commit marker) or
+``failed`` (with ``error_message``). A run that died leaves its row pending or in_progress; the
+next run of that tenant, holding the tenant lock, knows no live run owns such a row and reaps it
+to failed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel
+
+from tenant_backup.errors import LedgerError, ThrottledError
+
+__all__ = [
+    "BackupRow",
+    "complete_backup",
+    "create_backup",
+    "fail_backup",
+    "list_backups",
+    "log_action",
+    "mark_in_progress",
+    "migrate",
+]
+
+BackupStatus = Literal["pending", "in_progress", "completed", "failed"]
+
+
+class BackupRow(BaseModel):
+    """One row of the ``backups`` table."""
+
+    id: str
+    tenant_id: str
+    nom: str
+    type: str
+    format: str
+    status: BackupStatus
+    backup_type: str
+    storage_path: str | None = None
+    file_size: int | None = None
+    record_count: int | None = None
+    checksum: str | None = None
+    error_message: str | None = None
+    created_by: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    tables_backed_up: list[str] | None = None
+    categories: list[str] = []
+    metadata: dict[str, Any] = {}
+
+
+def _q(schema: str, table: str) -> sql.Composed:
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+
+
+def migrate(conn: psycopg.Connection, schema: str) -> None:
+    """Create or update the ledger tables (idempotent; concurrent callers wait for each other)."""
+    ddl = resources.files("tenant_backup").joinpath("ledger.sql").read_text(encoding="utf-8")
+    # The file holds '{}' literals: escape every brace, then restore the one placeholder.
+    template = ddl.replace("{", "{{").replace("}", "}}").replace("{{schema}}", "{schema}")
+    statement = sql.SQL(template).format(schema=sql.Identifier(schema))  # type: ignore[arg-type]
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('tenant-backup-migrate'))")
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".backup_restore_logs',)).fetchone()
+        if not (exists and exists[0]):
+            conn.execute(statement)
+
+
+def create_backup(
+    conn: psycopg.Connection,
+    schema: str,
+    *,
+    tenant_id: str,
+    tenant_column: str,
+    name: str,
+    backup_type: str,
+    type_: str,
+    format_: str,
+    categories: list[str],
+    created_by: str | None,
+    throttle: timedelta | None,
+) -> str:
+    """Insert a ``pending`` row and return its id; call while holding the tenant lock.
+
+    First reaps rows of the tenant left pending / in_progress by a run that died (no live run
+    can own them: it would hold the lock), then applies the throttle unless ``throttle`` is None.
+    """
+    with conn.transaction():
+        conn.execute(
+            sql.SQL(
+                "UPDATE {} SET status = 'failed', completed_at = now(), error_message = "
+                "'the run that wrote this row ended without finishing it (process killed or connection "
+                "lost); reaped by the next backup of the tenant' "
+                "WHERE tenant_id = %s AND status IN ('pending', 'in_progress')"
+            ).format(_q(schema, "backups")),
+            (tenant_id,),
+        )
+        if throttle is not None:
+            row = conn.execute(
+                sql.SQL(
+                    "SELECT id, created_at FROM {} WHERE tenant_id = %s AND status = 'completed' "
+                    "AND created_at > now() - %s ORDER BY created_at DESC LIMIT 1"
+                ).format(_q(schema, "backups")),
+                (tenant_id, throttle),
+            ).fetchone()
+            if row is not None:
+                next_at = row[1] + throttle
+                raise ThrottledError(
+                    f"tenant {tenant_id} was backed up at {row[1]:%Y-%m-%d %H:%M:%S %Z} (backup {row[0]}); "
+                    f"at most one backup per {int(throttle.total_seconds() // 60)} minutes: wait until "
+                    f"{next_at:%H:%M:%S %Z} or force it (--force / force=True)",
+                    tenant_id=tenant_id,
+                    backup_id=str(row[0]),
+                )
+        row = conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (tenant_id, tenant_column, nom, type, format, categories, created_by, "
+                "backup_type, status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'pending') RETURNING id"
+            ).format(_q(schema, "backups")),
+            (tenant_id, tenant_column, name, type_, format_, Jsonb(categories), created_by, backup_type),
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _transition(
+    conn: psycopg.Connection, schema: str, backup_id: str, expected: tuple[str, ...], assignments: sql.Composable,
+    params: tuple[Any, ...],
+) -> None:
+    cur = conn.execute(
+        sql.SQL("UPDATE {} SET {} WHERE id = %s AND status = ANY(%s)").format(_q(schema, "backups"), assignments),
+        (*params, backup_id, list(expected)),
+    )
+    if cur.rowcount != 1:
+        raise LedgerError(
+            f"backup {backup_id} is not {' or '.join(expected)} in the ledger (was it reaped or deleted?)",
+            backup_id=backup_id,
+        )
+
+
+def mark_in_progress(conn: psycopg.Connection, schema: str, backup_id: str, metadata: dict[str, Any]) -> None:
+    _transition(
+        conn, schema, backup_id, ("pending",),
+        sql.SQL("status = 'in_progress', started_at = now(), metadata = metadata || %s"), (Jsonb(metadata),),
+    )
+
+
+def complete_backup(
+    conn: psycopg.Connection,
+    schema: str,
+    backup_id: str,
+    *,
+    storage_path: str,
+    file_size: int,
+    record_count: int,
+    checksum: str,
+    tables: list[str],
+    metadata: dict[str, Any],
+) -> None:
+    """Record the artifact: from here on the backup exists."""
+    _transition(
+        conn, schema, backup_id, ("in_progress",),
+        sql.SQL(
+            "status = 'completed', completed_at = now(), error_message = NULL, storage_path = %s, "
+            "file_size = %s, record_count = %s, checksum = %s, tables_backed_up = %s, metadata = metadata || %s"
+        ),
+        (storage_path, file_size, record_count, checksum, tables, Jsonb(metadata)),
+    )
+
+
+def fail_backup(conn: psycopg.Connection, schema: str, backup_id: str, error: str) -> None:
+    _transition(
+        conn, schema, backup_id, ("pending", "in_progress"),
+        sql.SQL("status = 'failed', completed_at = now(), error_message = %s"), (error[:4000],),
+    )
+
+
+def log_action(
+    conn: psycopg.Connection,
+    schema: str,
+    *,
+    action: str,
+    result: Literal["success", "failed"],
+    tenant_id: str | None,
+    backup_id: str | None = None,
+    performed_by: str | None = None,
+    error: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Append one row to ``backup_restore_logs`` (seed 001's audit of backups and restores)."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (backup_id, tenant_id, performed_by, action, result, error_message, details) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        ).format(_q(schema, "backup_restore_logs")),
+        (backup_id, tenant_id, performed_by, action, result, error, Jsonb(details or {})),
+    )
+
+
+def get_backup(conn: psycopg.Connection, schema: str, backup_id: str) -> BackupRow:
+    rows = _select(conn, schema, sql.SQL("id = %s"), (backup_id,), limit=1)
+    if not rows:
+        raise LedgerError(f"no backup {backup_id} in the ledger; `tenant-backup list` shows them", backup_id=backup_id)
+    return rows[0]
+
+
+def list_backups(
+    conn: psycopg.Connection, schema: str, *, tenant_id: str | None = None, limit: int = 50, offset: int = 0
+) -> list[BackupRow]:
+    """Newest first, optionally for one tenant."""
+    where: sql.Composable = sql.SQL("tenant_id = %s") if tenant_id else sql.SQL("true")
+    return _select(conn, schema, where, (tenant_id,) if tenant_id else (), limit=limit, offset=offset)
+
+
+def _select(
+    conn: psycopg.Connection, schema: str, where: sql.Composable, params: tuple[Any, ...], *, limit: int,
+    offset: int = 0,
+) -> list[BackupRow]:
+    query = sql.SQL(
+        "SELECT id::text, tenant_id, nom, type, format, status, backup_type, storage_path, file_size, "
+        "record_count, checksum, error_message, created_by::text, created_at, started_at, completed_at, "
+        "tables_backed_up, categories, metadata FROM {} WHERE {} ORDER BY created_at DESC, id LIMIT %s OFFSET %s"
+    ).format(_q(schema, "backups"), where)
+    with conn.cursor(row_factory=dict_row) as cur:
+        return [BackupRow.model_validate(r) for r in cur.execute(query, (*params, limit, offset))]

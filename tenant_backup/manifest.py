@@ -1,0 +1,55 @@
+"""The artifact's ``manifest.json``: what was backed up, from where, and how to check it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tenant_backup.catalog import ColumnInfo
+
+__all__ = ["ARTIFACT_VERSION", "Manifest", "TableManifest"]
+
+# Bumped on any change a reader must know about; a reader refuses a newer major version.
+ARTIFACT_VERSION = "1.0.0"
+
+
+class TableManifest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    file: str
+    rows: int
+    size: int = Field(description="Bytes of CSV.")
+    compressed_size: int
+    sha256: str = Field(description="sha256 of the CSV file, hex.")
+    columns: list[ColumnInfo] = Field(description="Every column, generated ones flagged (not in the CSV).")
+    primary_key: list[str]
+    scope: str = Field(description="How the tenant's rows were selected, e.g. lignes_vente.vente_id -> ventes.etablissement_id.")
+
+
+class Manifest(BaseModel):
+    """Seed 000's backup document fields, plus what a verified restore needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    format: Literal["tenant-backup"] = "tenant-backup"
+    version: str = ARTIFACT_VERSION
+    backup_id: str
+    date: datetime = Field(description="Snapshot time (UTC): the data is as of this instant.")
+    tenant_id: str
+    tenant_column: str
+    tenant_name: str | None
+    profile: str
+    db_schema: str
+    type: Literal["full", "partial"]
+    categories: list[str]
+    artifact_format: Literal["csv"] = "csv"
+    compression: str = "deflate"
+    tables: dict[str, TableManifest]
+    total_records: int
+    tables_count: int
+    size_bytes: int = Field(description="Bytes of CSV over all tables.")
+    schema_fingerprint: str
+    server_version: str
+    tool_version: str

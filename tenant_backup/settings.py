@@ -1,0 +1,37 @@
+"""Runtime knobs, read from the environment with the ``TENANT_BACKUP_`` prefix."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Settings of tenant-backup; each field is also ``TENANT_BACKUP_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="TENANT_BACKUP_", extra="ignore")
+
+    database_url: str | None = Field(None, description="PostgreSQL URL (direct or session pooler).")
+    storage_url: str | None = Field(None, description="Where artifacts go: s3://bucket/prefix, file:///dir.")
+    storage_options: dict[str, object] = Field(
+        default_factory=dict, description="fsspec options for the storage, as JSON."
+    )
+    ledger_schema: str = Field("tenant_backup", description="Schema of the ledger tables.")
+    max_workers: int = Field(
+        default_factory=lambda: max(2, min(4, os.cpu_count() or 2)),
+        description="Tables extracted at once for one tenant (one connection each).",
+    )
+    tenant_concurrency: int = Field(2, description="Tenants backed up at once by backup_all_tenants.")
+    lock_timeout: str = Field("10s", description="PostgreSQL lock_timeout for every session.")
+    throttle_seconds: int = Field(300, description="At most one backup per tenant in this window.")
+    compress_level: int = Field(1, ge=0, le=3, description="Deflate level (ISA-L, 0..3).")
+    spool_dir: str | None = Field(None, description="Local folder for table parts (default: temp).")
+
+
+def get_settings() -> Settings:
+    """Fresh settings from the current environment (cheap; never cached, so tests can change it)."""
+    return Settings()

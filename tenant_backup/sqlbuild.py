@@ -1,0 +1,62 @@
+"""SQL builders: pure functions that return ``psycopg.sql.Composed`` values.
+
+Identifiers only go through :class:`psycopg.sql.Identifier`; the tenant id is always the
+named parameter ``%(tenant)s``.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from tenant_backup.catalog import Hop, TableScope
+
+__all__ = ["copy_out", "qualified", "select_tenant_rows", "tenant_filter"]
+
+
+def qualified(schema: str, table: str) -> sql.Composed:
+    """``"schema"."table"``."""
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+
+
+def _row(columns: tuple[str, ...]) -> sql.Composable:
+    idents = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    return sql.SQL("({})").format(idents) if len(columns) > 1 else idents
+
+
+def tenant_filter(scope: TableScope) -> sql.Composable:
+    """WHERE condition selecting the tenant's rows of ``scope.table``.
+
+    Along a foreign-key path each hop is a semi-join, innermost last::
+
+        vente_id IN (SELECT id FROM ventes WHERE etablissement_id = %(tenant)s)
+
+    Each subquery has one table, so unqualified column names always resolve to it.
+    """
+    condition: sql.Composable = sql.SQL("{} = %(tenant)s").format(sql.Identifier(scope.tenant_column))
+    for hop in reversed(scope.path):
+        condition = _semi_join(scope.schema_name, hop, condition)
+    return condition
+
+
+def _semi_join(schema: str, hop: Hop, inner: sql.Composable) -> sql.Composable:
+    return sql.SQL("{} IN (SELECT {} FROM {} WHERE {})").format(
+        _row(hop.columns),
+        sql.SQL(", ").join(sql.Identifier(c) for c in hop.ref_columns),
+        qualified(schema, hop.ref_table),
+        inner,
+    )
+
+
+def select_tenant_rows(scope: TableScope) -> sql.Composed:
+    """``SELECT <copied columns> FROM <table> WHERE <tenant filter>``."""
+    return sql.SQL("SELECT {} FROM {} WHERE {}").format(
+        sql.SQL(", ").join(sql.Identifier(c.name) for c in scope.copied_columns),
+        qualified(scope.schema_name, scope.table),
+        tenant_filter(scope),
+    )
+
+
+def copy_out(scope: TableScope) -> sql.Composed:
+    """``COPY (<select>) TO STDOUT`` as CSV with a header row: NULL is an unquoted empty field,
+    the empty string is ``""``, so COPY FROM tells them apart again."""
+    return sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER true)").format(select_tenant_rows(scope))

@@ -1,0 +1,53 @@
+"""Reading artifacts back, for assertions."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from tenant_backup.catalog import TableScope, plan_scope, read_catalog
+from tenant_backup.profiles import load_profile
+from tenant_backup.sqlbuild import copy_out
+from tenant_backup.storage import Storage
+
+
+def read_artifact(storage_url: str, storage_path: str, options: dict[str, Any] | None = None) -> zipfile.ZipFile:
+    storage = Storage(storage_url, options)
+    with storage.open_read(storage.key_of(storage_path)) as fh:
+        return zipfile.ZipFile(io.BytesIO(fh.read()))
+
+
+def manifest_of(archive: zipfile.ZipFile) -> dict[str, Any]:
+    return json.loads(archive.read("manifest.json"))  # type: ignore[no-any-return]
+
+
+def rows_of(archive: zipfile.ZipFile, table: str) -> list[dict[str, str]]:
+    text = archive.read(f"{table}.csv").decode("utf-8")
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+def scopes(conn: psycopg.Connection, profile: str) -> dict[str, TableScope]:
+    prof = load_profile(profile)
+    catalog = read_catalog(conn, prof.db_schema)
+    return {s.table: s for s in plan_scope(catalog, prof, prof.tables_for(None))}
+
+
+def tenant_csv(conn: psycopg.Connection, scope: TableScope, tenant_id: str) -> bytes:
+    """The tenant's rows of one table as our COPY writes them, straight from the database."""
+    out = bytearray()
+    with conn.cursor() as cur, cur.copy(copy_out(scope), {"tenant": tenant_id}) as copy:
+        for chunk in copy:
+            out += chunk
+    return bytes(out)
+
+
+def count(conn: psycopg.Connection, table: str) -> int:
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+    assert row is not None
+    return int(row[0])
