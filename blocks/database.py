@@ -43,6 +43,7 @@ def database_url(block_name: str | None = None) -> str:
                 f"no {TenantDatabase._block_type_slug} block named {block_name!r}; create it in the Prefect UI "
                 "or with TenantDatabase(url=...).save(name)"
             ) from exc
+        assert isinstance(block, TenantDatabase)
         return block.get_url()
     url = get_settings().database_url
     if not url:

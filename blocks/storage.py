@@ -37,12 +37,14 @@ def open_storage(block_name: str | None = None) -> Storage:
     """The storage of the named block, else ``TENANT_BACKUP_STORAGE_URL`` / ``_STORAGE_OPTIONS``."""
     if block_name:
         try:
-            return BackupStorage.load(block_name).get_storage()
+            block = BackupStorage.load(block_name)
         except ValueError as exc:
             raise ConfigurationError(
                 f"no {BackupStorage._block_type_slug} block named {block_name!r}; create it in the Prefect UI "
                 "or with BackupStorage(url=...).save(name)"
             ) from exc
+        assert isinstance(block, BackupStorage)
+        return block.get_storage()
     settings = get_settings()
     if not settings.storage_url:
         raise ConfigurationError(

@@ -38,7 +38,7 @@ def _results(futures: list[PrefectFuture[TablePart]]) -> list[TablePart]:
     name="backup-tenant",
     flow_run_name="backup-{tenant_id}",
     description="Back up one tenant's rows from one consistent snapshot to object storage.",
-    task_runner=ThreadPoolTaskRunner(max_workers=_settings.max_workers),
+    task_runner=ThreadPoolTaskRunner(max_workers=_settings.max_workers),  # type: ignore[arg-type]
 )
 def backup_tenant(
     tenant_id: str,
@@ -81,7 +81,9 @@ def backup_tenant(
         name=name,
     )
     plan = t.plan_backup(request, database_block)
-    publish(Progress(tenant_id=tenant_id, table="", rows=0, bytes=0, expected_rows=sum(s.est_rows for s in plan.tables)))
+    publish(
+        Progress(tenant_id=tenant_id, table="", rows=0, bytes=0, expected_rows=sum(s.est_rows for s in plan.tables))
+    )
     with tenant_lock(database_url(database_block), tenant_id, lock_timeout=_settings.lock_timeout) as lock:
         backup_id = t.open_entry(plan, database_block)
         try:
@@ -90,7 +92,10 @@ def backup_tenant(
                 with lock.snapshot(plan.db_schema, [s.table for s in plan.tables]) as snapshot:
                     t.mark_started(backup_id, snapshot, database_block)
                     futures = t.extract_table.map(
-                        plan.tables, unmapped(tenant_id), unmapped(snapshot.snapshot_id), unmapped(spool),
+                        plan.tables,
+                        unmapped(tenant_id),
+                        unmapped(snapshot.snapshot_id),
+                        unmapped(spool),
                         unmapped(database_block),
                     )
                     parts = _results(futures)
@@ -132,12 +137,18 @@ def _backup_one(
     tenant never stops the others."""
     try:
         result = backup_tenant(
-            tenant_id=tenant_id, categories=categories, profile=profile, tenant_column=tenant_column,
-            backup_type=backup_type, force=force, database_block=database_block, storage_block=storage_block,
+            tenant_id=tenant_id,
+            categories=categories,
+            profile=profile,
+            tenant_column=tenant_column,
+            backup_type=backup_type,
+            force=force,
+            database_block=database_block,
+            storage_block=storage_block,
         )
     except ThrottledError as exc:
         return TenantOutcome(tenant_id=tenant_id, status="skipped", error=str(exc))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported per tenant, the flow fails at the end
         return TenantOutcome(tenant_id=tenant_id, status="failed", error=error_text(exc))
     return TenantOutcome(tenant_id=tenant_id, status="completed", backup_id=result.backup_id)
 
@@ -145,7 +156,7 @@ def _backup_one(
 @flow(
     name="backup-all-tenants",
     description="Back up every tenant, a bounded number at a time.",
-    task_runner=ThreadPoolTaskRunner(max_workers=_settings.tenant_concurrency),
+    task_runner=ThreadPoolTaskRunner(max_workers=_settings.tenant_concurrency),  # type: ignore[arg-type]
 )
 def backup_all_tenants(
     categories: list[str] | None = None,
@@ -163,8 +174,14 @@ def backup_all_tenants(
     profile = profile if not tenant_column else None
     tenants = t.list_tenants(profile, tenant_column, database_block)
     futures = _backup_one.map(
-        tenants, unmapped(categories), unmapped(profile), unmapped(tenant_column), unmapped(backup_type),
-        unmapped(force), unmapped(database_block), unmapped(storage_block),
+        tenants,
+        unmapped(categories),
+        unmapped(profile),
+        unmapped(tenant_column),
+        unmapped(backup_type),
+        unmapped(force),
+        unmapped(database_block),
+        unmapped(storage_block),
     )
     wait(futures)
     outcomes = [f.result() for f in futures]
@@ -173,5 +190,7 @@ def backup_all_tenants(
     for o in failed:
         logger.error("tenant %s failed: %s", o.tenant_id, o.error)
     if failed:
-        raise RuntimeError(f"{len(failed)} of {len(outcomes)} tenant backups failed: {', '.join(o.tenant_id for o in failed)}")
+        raise RuntimeError(
+            f"{len(failed)} of {len(outcomes)} tenant backups failed: {', '.join(o.tenant_id for o in failed)}"
+        )
     return outcomes

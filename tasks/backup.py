@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import Task, task
 from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
+from prefect.client.schemas.objects import State
 
 from blocks import database_url, open_storage
 from tenant_backup import backup as steps
@@ -21,11 +21,11 @@ from tenant_backup.manifest import Manifest
 from tenant_backup.settings import get_settings
 
 __all__ = [
+    "check_storage",
     "extract_table",
     "fail_entry",
     "finish_entry",
     "list_tenants",
-    "check_storage",
     "mark_started",
     "open_entry",
     "plan_backup",

@@ -119,8 +119,13 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
                 _check_admin(conn, profile, request.tenant_id, request.requested_by)
             except PermissionDeniedError as exc:
                 ledger.log_action(
-                    conn, settings.ledger_schema, action="backup", result="failed", tenant_id=request.tenant_id,
-                    performed_by=request.requested_by, error=str(exc),
+                    conn,
+                    settings.ledger_schema,
+                    action="backup",
+                    result="failed",
+                    tenant_id=request.tenant_id,
+                    performed_by=request.requested_by,
+                    error=str(exc),
                 )
                 raise
         catalog = read_catalog(conn, profile.db_schema)
@@ -274,49 +279,58 @@ def list_tenants(db_url: str, settings: Settings, profile_name: str | None, tena
 
 def finish_entry(db_url: str, settings: Settings, backup_id: str, manifest: Manifest, artifact: ArtifactInfo) -> None:
     """Mark the row completed with the artifact's path, size and checksum, and log the action."""
-    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
-        with conn.transaction():
-            ledger.complete_backup(
-                conn,
-                settings.ledger_schema,
-                backup_id,
-                storage_path=artifact.storage_path,
-                file_size=artifact.size,
-                record_count=manifest.total_records,
-                checksum=artifact.checksum,
-                tables=sorted(manifest.tables),
-                metadata={
-                    "storage_key": artifact.key,
-                    "snapshot_time": manifest.date.isoformat(),
-                    "schema_fingerprint": manifest.schema_fingerprint,
-                    "server_version": manifest.server_version,
-                    "artifact_version": manifest.version,
-                    "profile": manifest.profile,
-                    "tenant_name": manifest.tenant_name,
-                    "rows": {name: t.rows for name, t in manifest.tables.items()},
-                },
-            )
-            ledger.log_action(
-                conn, settings.ledger_schema, action="backup", result="success", tenant_id=manifest.tenant_id,
-                backup_id=backup_id, details={"records": manifest.total_records, "bytes": artifact.size},
-            )
+    with connect(db_url, lock_timeout=settings.lock_timeout) as conn, conn.transaction():
+        ledger.complete_backup(
+            conn,
+            settings.ledger_schema,
+            backup_id,
+            storage_path=artifact.storage_path,
+            file_size=artifact.size,
+            record_count=manifest.total_records,
+            checksum=artifact.checksum,
+            tables=sorted(manifest.tables),
+            metadata={
+                "storage_key": artifact.key,
+                "snapshot_time": manifest.date.isoformat(),
+                "schema_fingerprint": manifest.schema_fingerprint,
+                "server_version": manifest.server_version,
+                "artifact_version": manifest.version,
+                "profile": manifest.profile,
+                "tenant_name": manifest.tenant_name,
+                "rows": {name: t.rows for name, t in manifest.tables.items()},
+            },
+        )
+        ledger.log_action(
+            conn,
+            settings.ledger_schema,
+            action="backup",
+            result="success",
+            tenant_id=manifest.tenant_id,
+            backup_id=backup_id,
+            details={"records": manifest.total_records, "bytes": artifact.size},
+        )
 
 
 def fail_entry(db_url: str, settings: Settings, backup_id: str, tenant_id: str, error: str) -> None:
     """Mark the row failed with the error, and log the action."""
-    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
-        with conn.transaction():
-            ledger.fail_backup(conn, settings.ledger_schema, backup_id, error)
-            ledger.log_action(
-                conn, settings.ledger_schema, action="backup", result="failed", tenant_id=tenant_id,
-                backup_id=backup_id, error=error,
-            )
+    with connect(db_url, lock_timeout=settings.lock_timeout) as conn, conn.transaction():
+        ledger.fail_backup(conn, settings.ledger_schema, backup_id, error)
+        ledger.log_action(
+            conn,
+            settings.ledger_schema,
+            action="backup",
+            result="failed",
+            tenant_id=tenant_id,
+            backup_id=backup_id,
+            error=error,
+        )
 
 
 def mark_started(db_url: str, settings: Settings, backup_id: str, snapshot: Snapshot) -> None:
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
         ledger.mark_in_progress(
-            conn, settings.ledger_schema, backup_id,
+            conn,
+            settings.ledger_schema,
+            backup_id,
             {"snapshot_time": snapshot.taken_at.isoformat(), "server_version": snapshot.server_version},
         )
-

@@ -164,8 +164,8 @@ def find_tenant_table(catalog: Catalog, profile: Profile) -> TenantTable | None:
     counts: dict[tuple[str, str], int] = {}
     for fk in catalog.foreign_keys:
         if fk.columns == (profile.tenant_column,) and len(fk.ref_columns) == 1:
-            key = (fk.ref_table, fk.ref_columns[0])
-            counts[key] = counts.get(key, 0) + 1
+            target = (fk.ref_table, fk.ref_columns[0])
+            counts[target] = counts.get(target, 0) + 1
     if not counts:
         return None
     (name, key), _ = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
@@ -174,9 +174,9 @@ def find_tenant_table(catalog: Catalog, profile: Profile) -> TenantTable | None:
     return TenantTable(name=name, key=key, display_name=display)
 
 
-def _path_to_tenant(catalog: Catalog, table: str, tenant_column: str, tenant_table: TenantTable | None) -> (
-    tuple[tuple[Hop, ...], str] | None
-):
+def _path_to_tenant(
+    catalog: Catalog, table: str, tenant_column: str, tenant_table: TenantTable | None
+) -> tuple[tuple[Hop, ...], str] | None:
     """Shortest foreign-key path from ``table`` to a table that identifies the tenant.
 
     NOT NULL foreign keys are tried first: a row whose nullable key is NULL cannot be tied to a

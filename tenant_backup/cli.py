@@ -67,11 +67,16 @@ class _Bar:
     """A rich progress bar on stderr fed by extraction progress events."""
 
     def __init__(self) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, MofNCompleteColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn(),
-            console=__import__("rich.console", fromlist=["Console"]).Console(stderr=True), transient=True,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("rows"),
+            TimeElapsedColumn(),
+            console=__import__("rich.console", fromlist=["Console"]).Console(stderr=True),
+            transient=True,
         )
         self.task = self.progress.add_task("backing up", total=None)
 
@@ -105,7 +110,7 @@ def _cmd_backup(args: argparse.Namespace) -> dict[str, Any]:
         if bar:
             bar.progress.stop()
             progress.unsubscribe(bar)
-    out = result.model_dump(mode="json")
+    out: dict[str, Any] = result.model_dump(mode="json")
     if not args.json:
         print(
             f"backup {out['backup_id']} of tenant {out['tenant_id']} ({out['tenant_name'] or '-'}): "
@@ -123,16 +128,19 @@ def _cmd_list(args: argparse.Namespace) -> dict[str, Any]:
     settings = get_settings()
     with connect(_require(args.db or settings.database_url, "--db")) as conn:
         ledger.migrate(conn, settings.ledger_schema)
-        rows = ledger.list_backups(conn, settings.ledger_schema, tenant_id=args.tenant, limit=args.limit,
-                                   offset=args.offset)
+        rows = ledger.list_backups(
+            conn, settings.ledger_schema, tenant_id=args.tenant, limit=args.limit, offset=args.offset
+        )
     out = {"backups": [r.model_dump(mode="json") for r in rows], "limit": args.limit, "offset": args.offset}
     if not args.json:
         if not rows:
             print("no backups")
         for r in rows:
             size = f"{r.file_size:,} B" if r.file_size is not None else "-"
-            print(f"{r.created_at:%Y-%m-%d %H:%M:%S}  {r.id}  {r.tenant_id}  {r.status:<11} {r.type:<7} "
-                  f"{r.record_count or 0:>10,} rows  {size:>14}  {r.storage_path or r.error_message or ''}")
+            print(
+                f"{r.created_at:%Y-%m-%d %H:%M:%S}  {r.id}  {r.tenant_id}  {r.status:<11} {r.type:<7} "
+                f"{r.record_count or 0:>10,} rows  {size:>14}  {r.storage_path or r.error_message or ''}"
+            )
     return out
 
 
@@ -144,7 +152,9 @@ def _parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser, storage: bool = False) -> None:
         p.add_argument("--db", help="PostgreSQL URL (default: TENANT_BACKUP_DATABASE_URL)")
         if storage:
-            p.add_argument("--storage", help="storage URL: s3://bucket/prefix, file:///dir (default: TENANT_BACKUP_STORAGE_URL)")
+            p.add_argument(
+                "--storage", help="storage URL: s3://bucket/prefix, file:///dir (default: TENANT_BACKUP_STORAGE_URL)"
+            )
             p.add_argument("--storage-options", help="fsspec options as JSON, e.g. for an S3 endpoint")
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 

@@ -104,9 +104,7 @@ class TenantLock:
                             )
                         )
                     )
-                row = conn.execute(
-                    "SELECT pg_export_snapshot(), now(), current_setting('server_version')"
-                ).fetchone()
+                row = conn.execute("SELECT pg_export_snapshot(), now(), current_setting('server_version')").fetchone()
             except pg_errors.LockNotAvailable as exc:
                 raise TenantBusyError(
                     f"tables of tenant {self.tenant_id} are locked by another session (an ALTER or a "

@@ -68,7 +68,7 @@ def migrate(conn: psycopg.Connection, schema: str) -> None:
     ddl = resources.files("tenant_backup").joinpath("ledger.sql").read_text(encoding="utf-8")
     # The file holds '{}' literals: escape every brace, then restore the one placeholder.
     template = ddl.replace("{", "{{").replace("}", "}}").replace("{{schema}}", "{schema}")
-    statement = sql.SQL(template).format(schema=sql.Identifier(schema))  # type: ignore[arg-type]
+    statement = sql.SQL(template).format(schema=sql.Identifier(schema))
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('tenant-backup-migrate'))")
         exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".backup_restore_logs',)).fetchone()
@@ -134,7 +134,11 @@ def create_backup(
 
 
 def _transition(
-    conn: psycopg.Connection, schema: str, backup_id: str, expected: tuple[str, ...], assignments: sql.Composable,
+    conn: psycopg.Connection,
+    schema: str,
+    backup_id: str,
+    expected: tuple[str, ...],
+    assignments: sql.Composable,
     params: tuple[Any, ...],
 ) -> None:
     cur = conn.execute(
@@ -150,8 +154,12 @@ def _transition(
 
 def mark_in_progress(conn: psycopg.Connection, schema: str, backup_id: str, metadata: dict[str, Any]) -> None:
     _transition(
-        conn, schema, backup_id, ("pending",),
-        sql.SQL("status = 'in_progress', started_at = now(), metadata = metadata || %s"), (Jsonb(metadata),),
+        conn,
+        schema,
+        backup_id,
+        ("pending",),
+        sql.SQL("status = 'in_progress', started_at = now(), metadata = metadata || %s"),
+        (Jsonb(metadata),),
     )
 
 
@@ -169,7 +177,10 @@ def complete_backup(
 ) -> None:
     """Record the artifact: from here on the backup exists."""
     _transition(
-        conn, schema, backup_id, ("in_progress",),
+        conn,
+        schema,
+        backup_id,
+        ("in_progress",),
         sql.SQL(
             "status = 'completed', completed_at = now(), error_message = NULL, storage_path = %s, "
             "file_size = %s, record_count = %s, checksum = %s, tables_backed_up = %s, metadata = metadata || %s"
@@ -180,8 +191,12 @@ def complete_backup(
 
 def fail_backup(conn: psycopg.Connection, schema: str, backup_id: str, error: str) -> None:
     _transition(
-        conn, schema, backup_id, ("pending", "in_progress"),
-        sql.SQL("status = 'failed', completed_at = now(), error_message = %s"), (error[:4000],),
+        conn,
+        schema,
+        backup_id,
+        ("pending", "in_progress"),
+        sql.SQL("status = 'failed', completed_at = now(), error_message = %s"),
+        (error[:4000],),
     )
 
 
@@ -223,7 +238,12 @@ def list_backups(
 
 
 def _select(
-    conn: psycopg.Connection, schema: str, where: sql.Composable, params: tuple[Any, ...], *, limit: int,
+    conn: psycopg.Connection,
+    schema: str,
+    where: sql.Composable,
+    params: tuple[Any, ...],
+    *,
+    limit: int,
     offset: int = 0,
 ) -> list[BackupRow]:
     query = sql.SQL(

@@ -25,7 +25,9 @@ class TableManifest(BaseModel):
     sha256: str = Field(description="sha256 of the CSV file, hex.")
     columns: list[ColumnInfo] = Field(description="Every column, generated ones flagged (not in the CSV).")
     primary_key: list[str]
-    scope: str = Field(description="How the tenant's rows were selected, e.g. lignes_vente.vente_id -> ventes.etablissement_id.")
+    scope: str = Field(
+        description="How the tenant's rows were selected, e.g. lignes_vente.vente_id -> ventes.etablissement_id."
+    )
 
 
 class Manifest(BaseModel):

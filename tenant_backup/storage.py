@@ -60,7 +60,9 @@ class Storage:
         except FileNotFoundError as exc:
             raise StorageError(f"storage {self.url} does not exist ({exc}); create the bucket first") from exc
         except Exception as exc:  # every backend raises its own types
-            raise StorageError(f"storage {self.url} cannot be reached: {_short(exc)}; check the URL and options") from exc
+            raise StorageError(
+                f"storage {self.url} cannot be reached: {_short(exc)}; check the URL and options"
+            ) from exc
 
     @contextmanager
     def write_atomic(self, key: str) -> Iterator[BinaryIO]:
@@ -131,4 +133,3 @@ def _is_storage_error(exc: Exception) -> bool:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-

@@ -155,21 +155,24 @@ def s3_options(endpoint: str) -> dict[str, Any]:
         "secret": "testing",
         "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
         "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2, "read_timeout": 10},
-        "retries": 1,
     }
 
 
 @pytest.fixture
 def s3_bucket(s3_endpoint: str) -> tuple[str, dict[str, Any]]:
     """A new bucket: its ``s3://`` root URL and the fsspec options to reach it."""
-    import s3fs
+    import boto3
 
     name = f"tb-{uuid.uuid4().hex[:12]}"
-    options = s3_options(s3_endpoint)
-    fs = s3fs.S3FileSystem(**options)
-    fs.mkdir(name)
-    fs.invalidate_cache()
-    return f"s3://{name}/backups", options
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    client.create_bucket(Bucket=name)
+    return f"s3://{name}/backups", s3_options(s3_endpoint)
 
 
 @pytest.fixture(scope="session")
@@ -178,6 +181,8 @@ def prefect_api() -> Iterator[str]:
     from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
-        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            yield str(PREFECT_API_URL.value())
+    with (
+        prefect_test_harness(server_startup_timeout=60),
+        temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+    ):
+        yield str(PREFECT_API_URL.value())

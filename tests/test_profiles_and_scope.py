@@ -49,7 +49,11 @@ def test_unknown_category_names_the_known_ones() -> None:
 def test_tables_for_categories_keeps_profile_order_without_repeats() -> None:
     pos = load_profile("pos")
     assert pos.tables_for(["clients", "ventes", "clients"]) == [
-        "clients", "ventes", "lignes_vente", "paiements", "sessions_caisse",
+        "clients",
+        "ventes",
+        "lignes_vente",
+        "paiements",
+        "sessions_caisse",
     ]
     assert pos.is_full(None) and not pos.is_full(["clients"])
 
@@ -65,9 +69,21 @@ def test_discovery_scopes_tables_without_tenant_column_through_foreign_keys(pos_
         catalog = read_catalog(conn, "public")
     scopes = {s.table: s for s in plan_scope(catalog, discovered_profile("etablissement_id"), None)}
     assert set(scopes) == {
-        "etablissements", "utilisateurs", "clients", "categories", "produits", "supplements", "zones",
-        "tables", "imprimantes", "sessions_caisse", "ventes", "lignes_vente", "paiements",
-        "mouvements_stock", "audit_logs",
+        "etablissements",
+        "utilisateurs",
+        "clients",
+        "categories",
+        "produits",
+        "supplements",
+        "zones",
+        "tables",
+        "imprimantes",
+        "sessions_caisse",
+        "ventes",
+        "lignes_vente",
+        "paiements",
+        "mouvements_stock",
+        "audit_logs",
     }
     assert scopes["supplements"].describe() == "supplements.produit_id -> produits.etablissement_id"
     assert scopes["lignes_vente"].describe() == "lignes_vente.vente_id -> ventes.etablissement_id"
@@ -78,9 +94,9 @@ def test_discovery_scopes_tables_without_tenant_column_through_foreign_keys(pos_
 def test_fk_path_query_selects_exactly_the_tenants_rows(pos_db: DemoDatabase) -> None:
     tenant, other = pos_db.tenants[0].id, pos_db.tenants[1].id
     with pos_db.connect() as conn:
-        scope = {s.table: s for s in plan_scope(read_catalog(conn, "public"), discovered_profile("etablissement_id"), None)}[
-            "lignes_vente"
-        ]
+        scope = {
+            s.table: s for s in plan_scope(read_catalog(conn, "public"), discovered_profile("etablissement_id"), None)
+        }["lignes_vente"]
         query = select_tenant_rows(scope)
         assert query.as_string(conn) == (
             'SELECT "id", "vente_id", "produit_id", "quantite", "prix_unitaire", "total", "notes" '
@@ -102,8 +118,10 @@ def test_fk_path_query_selects_exactly_the_tenants_rows(pos_db: DemoDatabase) ->
 
 def test_self_referencing_and_composite_paths_in_crm(crm_db: DemoDatabase) -> None:
     with crm_db.connect() as conn:
-        scopes = {s.table: s for s in plan_scope(read_catalog(conn, "public"), load_profile("crm"),
-                                                 load_profile("crm").tables_for(None))}
+        scopes = {
+            s.table: s
+            for s in plan_scope(read_catalog(conn, "public"), load_profile("crm"), load_profile("crm").tables_for(None))
+        }
     # project_tasks references itself and projects: the self-reference is never a path.
     assert scopes["project_tasks"].describe() == "project_tasks.project_id -> projects.company_id"
     assert scopes["order_items"].describe() == "order_items.order_id -> orders.company_id"

@@ -22,13 +22,14 @@ def _deflate(data: bytes) -> bytes:
 
 @pytest.mark.parametrize("zip64", [False, True])
 def test_precompressed_entries_read_back_exactly(tmp_path: Path, zip64: bool) -> None:
-    entries = {"ventes.csv": 'id,notes\n1,"a,\n""b"""\n2,\n'.encode() * 500, "vide.csv": b"", "été.csv": "é\n".encode()}
+    entries = {"ventes.csv": b'id,notes\n1,"a,\n""b"""\n2,\n' * 500, "vide.csv": b"", "été.csv": "é\n".encode()}
     out = io.BytesIO()
     writer = ZipStreamWriter(out, modified=datetime(2026, 1, 30, 12, 0, 0), force_zip64=zip64)
     for name, data in entries.items():
         packed = _deflate(data)
-        writer.add_precompressed(name, io.BytesIO(packed), crc32=isal_zlib.crc32(data), compressed_size=len(packed),
-                                 size=len(data))
+        writer.add_precompressed(
+            name, io.BytesIO(packed), crc32=isal_zlib.crc32(data), compressed_size=len(packed), size=len(data)
+        )
     writer.add_bytes("manifest.json", b'{"version": "1.0.0"}')
     writer.close()
     blob = out.getvalue()

@@ -71,7 +71,7 @@ class Profile(_Frozen):
             raise ConfigurationError(
                 f"profile {self.name!r} lists no categories; discover the tables from the catalog first"
             )
-        wanted = list(self.categories) if not categories else categories
+        wanted = categories if categories else list(self.categories)
         unknown = [c for c in wanted if c not in self.categories]
         if unknown:
             raise UnknownCategoryError(

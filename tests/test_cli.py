@@ -1,0 +1,96 @@
+"""The CLI contract: one JSON object on stdout with --json; one line on stderr and a non-zero
+exit status on error. Runs as a separate process against the session's Prefect API."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DemoDatabase
+
+
+def run(prefect_api: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TENANT_BACKUP_")}
+    env["PREFECT_API_URL"] = prefect_api
+    return subprocess.run(
+        [sys.executable, "-m", "tenant_backup.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_backup_json_is_one_object_with_the_contract_keys(
+    prefect_api: str, pos_db: DemoDatabase, tmp_path: Path
+) -> None:
+    tenant = pos_db.tenants[0]
+    store = f"file://{tmp_path}/store"
+    assert run(prefect_api, "migrate", "--db", pos_db.url).returncode == 0
+    done = run(
+        prefect_api,
+        "backup",
+        "--db",
+        pos_db.url,
+        "--storage",
+        store,
+        "--tenant",
+        tenant.id,
+        "--profile",
+        "pos",
+        "--category",
+        "ventes",
+        "--category",
+        "clients",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)  # exactly one JSON document: anything else fails here
+    assert {"backup_id", "status", "storage_path", "checksum", "record_count", "tables"} <= set(out)
+    assert out["status"] == "completed" and out["checksum"].startswith("sha256:")
+    assert Path(out["storage_path"].removeprefix("file://")).is_file()
+    assert set(out["tables"]) == {"ventes", "lignes_vente", "paiements", "sessions_caisse", "clients"}
+    assert out["record_count"] == sum(out["tables"].values())
+
+    listed = run(prefect_api, "list", "--db", pos_db.url, "--tenant", tenant.id, "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)["backups"]
+    assert rows[0]["id"] == out["backup_id"] and rows[0]["status"] == "completed"
+
+    text = run(prefect_api, "list", "--db", pos_db.url, "--tenant", tenant.id)
+    assert out["backup_id"] in text.stdout and "completed" in text.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--category", "factures"], "error: unknown category 'factures'"),
+        (["--tenant-column", "nope"], "error: no table of schema 'public' has column 'nope'"),
+    ],
+)
+def test_errors_are_one_line_on_stderr_and_nonzero(
+    prefect_api: str, pos_db: DemoDatabase, tmp_path: Path, args: list[str], message: str
+) -> None:
+    tenant = pos_db.tenants[1]
+    failed = run(
+        prefect_api,
+        "backup",
+        "--db",
+        pos_db.url,
+        "--storage",
+        f"file://{tmp_path}",
+        "--tenant",
+        tenant.id,
+        "--json",
+        *args,
+    )
+    assert failed.returncode == 2
+    assert failed.stdout == ""
+    assert failed.stderr.startswith(message) and failed.stderr.count("\n") == 1, failed.stderr
+
+
+def test_bad_database_url_is_a_clear_error(prefect_api: str, tmp_path: Path) -> None:
+    failed = run(prefect_api, "list", "--db", "postgresql://postgres@127.0.0.1:1/none", "--json")
+    assert failed.returncode == 2 and failed.stdout == ""
+    assert failed.stderr.startswith("error: cannot connect to the database") and failed.stderr.count("\n") == 1
