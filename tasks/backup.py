@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import Task, task
-from prefect.client.schemas.objects import TaskRun
-from prefect.client.schemas.objects import State
+from prefect.client.schemas.objects import State, TaskRun
 
 from blocks import database_url, open_storage
 from tenant_backup import backup as steps

@@ -9,14 +9,23 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import psycopg
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict
 
 from tenant_backup import ledger
 from tenant_backup.artifact import ArtifactInfo, artifact_key, write_csv_zip
-from tenant_backup.catalog import TableScope, plan_scope, read_catalog, schema_fingerprint
+from tenant_backup.authz import check_admin
+from tenant_backup.catalog import (
+    Catalog,
+    TableScope,
+    find_tenant_table,
+    plan_scope,
+    read_catalog,
+    schema_fingerprint,
+)
 from tenant_backup.db import Snapshot, connect, import_snapshot
 from tenant_backup.errors import ConfigurationError, PermissionDeniedError, TenantBackupError
 from tenant_backup.extract import TablePart, extract_table
@@ -67,6 +76,7 @@ class BackupPlan(BaseModel):
 
     request: BackupRequest
     profile: str
+    profile_doc: dict[str, Any]
     tenant_column: str
     tenant_name: str | None
     db_schema: str
@@ -87,25 +97,6 @@ def resolve_profile(profile: str | None, tenant_column: str | None) -> Profile:
     raise ConfigurationError("no profile and no tenant column: pass --profile pos|crm|FILE or --tenant-column COLUMN")
 
 
-def _check_admin(conn: object, profile: Profile, tenant_id: str, requested_by: str) -> None:
-    rule = profile.admin
-    assert rule is not None
-    query = sql.SQL("SELECT {} FROM {} WHERE {} = %s AND {} = %s").format(
-        sql.Identifier(rule.role_column),
-        qualified(profile.db_schema, rule.table),
-        sql.Identifier(rule.user_column),
-        sql.Identifier(rule.tenant_column),
-    )
-    row = conn.execute(query, (requested_by, tenant_id)).fetchone()  # type: ignore[attr-defined]
-    if row is None or row[0] not in rule.roles:
-        what = "is not a user of" if row is None else f"has role {row[0]!r} in"
-        raise PermissionDeniedError(
-            f"user {requested_by} {what} tenant {tenant_id}; only {' / '.join(rule.roles)} users may back up "
-            "or restore it: ask an admin to run it, or run it as the operator without requested_by",
-            tenant_id=tenant_id,
-        )
-
-
 def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> BackupPlan:
     """Check the request against the catalog, the profile and the admin rule.
 
@@ -114,9 +105,9 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
     profile = resolve_profile(request.profile, request.tenant_column)
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
         ledger.migrate(conn, settings.ledger_schema)
-        if request.requested_by and profile.admin is not None:
+        if request.requested_by:
             try:
-                _check_admin(conn, profile, request.tenant_id, request.requested_by)
+                check_admin(conn, profile, request.tenant_id, request.requested_by, "back up")
             except PermissionDeniedError as exc:
                 ledger.log_action(
                     conn,
@@ -138,6 +129,7 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
     return BackupPlan(
         request=request,
         profile=profile.name,
+        profile_doc=profile.model_dump(mode="json", by_alias=True),
         tenant_column=profile.tenant_column,
         tenant_name=tenant_name,
         db_schema=profile.db_schema,
@@ -148,14 +140,11 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
     )
 
 
-def _tenant_name(conn: object, profile: Profile, catalog: object, tenant_id: str) -> str | None:
-    from tenant_backup.catalog import Catalog, find_tenant_table
-
-    assert isinstance(catalog, Catalog)
+def _tenant_name(conn: psycopg.Connection, profile: Profile, catalog: Catalog, tenant_id: str) -> str | None:
     table = find_tenant_table(catalog, profile)
     if table is None or table.display_name is None:
         return None
-    row = conn.execute(  # type: ignore[attr-defined]
+    row = conn.execute(
         sql.SQL("SELECT {}::text FROM {} WHERE {} = %s").format(
             sql.Identifier(table.display_name), qualified(profile.db_schema, table.name), sql.Identifier(table.key)
         ),
@@ -223,6 +212,7 @@ def build_manifest(plan: BackupPlan, backup_id: str, snapshot: Snapshot, parts: 
         tenant_column=plan.tenant_column,
         tenant_name=plan.tenant_name,
         profile=plan.profile,
+        profile_doc=plan.profile_doc,
         db_schema=plan.db_schema,
         type=plan.type,
         categories=plan.categories,
@@ -252,8 +242,6 @@ def error_text(exc: BaseException) -> str:
 
 def list_tenants(db_url: str, settings: Settings, profile_name: str | None, tenant_column: str | None) -> list[str]:
     """Every tenant id: the tenant table's keys, else the distinct values of the tenant column."""
-    from tenant_backup.catalog import find_tenant_table
-
     profile = resolve_profile(profile_name, tenant_column)
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
         catalog = read_catalog(conn, profile.db_schema)
@@ -296,6 +284,7 @@ def finish_entry(db_url: str, settings: Settings, backup_id: str, manifest: Mani
                 "server_version": manifest.server_version,
                 "artifact_version": manifest.version,
                 "profile": manifest.profile,
+                "profile_doc": manifest.profile_doc,
                 "tenant_name": manifest.tenant_name,
                 "rows": {name: t.rows for name, t in manifest.tables.items()},
             },

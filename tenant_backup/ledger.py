@@ -40,6 +40,7 @@ class BackupRow(BaseModel):
 
     id: str
     tenant_id: str
+    tenant_column: str
     nom: str
     type: str
     format: str
@@ -247,7 +248,7 @@ def _select(
     offset: int = 0,
 ) -> list[BackupRow]:
     query = sql.SQL(
-        "SELECT id::text, tenant_id, nom, type, format, status, backup_type, storage_path, file_size, "
+        "SELECT id::text, tenant_id, tenant_column, nom, type, format, status, backup_type, storage_path, file_size, "
         "record_count, checksum, error_message, created_by::text, created_at, started_at, completed_at, "
         "tables_backed_up, categories, metadata FROM {} WHERE {} ORDER BY created_at DESC, id LIMIT %s OFFSET %s"
     ).format(_q(schema, "backups"), where)

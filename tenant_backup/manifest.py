@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +43,7 @@ class Manifest(BaseModel):
     tenant_column: str
     tenant_name: str | None
     profile: str
+    profile_doc: dict[str, Any] = Field(default_factory=dict, description="The profile used, whole.")
     db_schema: str
     type: Literal["full", "partial"]
     categories: list[str]

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Progress", "publish", "subscribe", "unsubscribe"]
+__all__ = ["Progress", "listening", "publish", "subscribe", "unsubscribe"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,11 @@ def unsubscribe(listener: Listener) -> None:
     with _lock:
         if listener in _listeners:
             _listeners.remove(listener)
+
+
+def listening() -> bool:
+    """Whether anyone listens (so that producers can skip the work of measuring)."""
+    return bool(_listeners)
 
 
 def publish(event: Progress) -> None:

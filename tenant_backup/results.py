@@ -6,7 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-__all__ = ["BackupResult", "TenantOutcome"]
+from tenant_backup.restore import RestorePlan
+
+__all__ = ["BackupResult", "RestoreResult", "TableCounts", "TenantOutcome"]
 
 
 class BackupResult(BaseModel):
@@ -29,3 +31,49 @@ class TenantOutcome(BaseModel):
     status: Literal["completed", "failed", "skipped"]
     backup_id: str | None = None
     error: str | None = None
+
+
+class TableCounts(BaseModel):
+    rows: int
+    inserted: int
+    updated: int
+    deleted: int
+
+
+class RestoreResult(BaseModel):
+    """What the restore (or its dry run, or a verify) did, per table."""
+
+    status: Literal["completed", "planned", "verified"]
+    backup_id: str
+    tenant_id: str
+    source_tenant: str
+    mode: Literal["replace", "merge"]
+    applied: bool
+    tables: dict[str, TableCounts]
+    outside: list[dict[str, object]]
+    dropped_columns: dict[str, list[str]]
+    added_columns: dict[str, list[str]]
+    triggers: str
+    seconds: float
+
+    @classmethod
+    def from_plan(
+        cls, plan: RestorePlan, seconds: float, status: Literal["completed", "planned", "verified"] | None = None
+    ) -> RestoreResult:
+        return cls(
+            status=status or ("completed" if plan.applied else "planned"),
+            backup_id=plan.backup_id,
+            tenant_id=plan.tenant_id,
+            source_tenant=plan.source_tenant,
+            mode=plan.mode,
+            applied=plan.applied,
+            tables={
+                t.table: TableCounts(rows=t.rows, inserted=t.inserted, updated=t.updated, deleted=t.deleted)
+                for t in plan.tables
+            },
+            outside=[o.model_dump() for o in plan.outside],
+            dropped_columns=plan.dropped_columns,
+            added_columns=plan.added_columns,
+            triggers=plan.triggers,
+            seconds=round(seconds, 3),
+        )

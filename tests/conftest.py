@@ -186,3 +186,22 @@ def prefect_api() -> Iterator[str]:
         temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
     ):
         yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Where the flow finds things: TENANT_BACKUP_* variables, as blocks/ reads them."""
+    import json
+
+    store = f"file://{tmp_path / 'store'}"
+
+    def use(db: DemoDatabase, storage: str = store, options: dict[str, Any] | None = None) -> None:
+        monkeypatch.setenv("TENANT_BACKUP_DATABASE_URL", db.url)
+        monkeypatch.setenv("TENANT_BACKUP_STORAGE_URL", storage)
+        monkeypatch.setenv("TENANT_BACKUP_STORAGE_OPTIONS", json.dumps(options or {}))
+        state.update(db=db, storage=storage, options=options or {})
+
+    state: dict[str, Any] = {"use": use, "store": store}
+    yield state
+
+

@@ -32,21 +32,6 @@ from tests.helpers import manifest_of, read_artifact, rows_of, scopes, tenant_cs
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """Where the flow finds things: TENANT_BACKUP_* variables, as blocks/ reads them."""
-    store = f"file://{tmp_path / 'store'}"
-
-    def use(db: DemoDatabase, storage: str = store, options: dict[str, Any] | None = None) -> None:
-        monkeypatch.setenv("TENANT_BACKUP_DATABASE_URL", db.url)
-        monkeypatch.setenv("TENANT_BACKUP_STORAGE_URL", storage)
-        monkeypatch.setenv("TENANT_BACKUP_STORAGE_OPTIONS", json.dumps(options or {}))
-        state.update(db=db, storage=storage, options=options or {})
-
-    state: dict[str, Any] = {"use": use, "store": store}
-    yield state
-
-
 def _ledger(db: DemoDatabase, backup_id: str) -> dict[str, Any]:
     with db.connect() as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         row = cur.execute("SELECT * FROM tenant_backup.backups WHERE id = %s", (backup_id,)).fetchone()

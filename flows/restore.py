@@ -1,0 +1,157 @@
+"""Restore and verify flows."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from typing import Literal
+from uuid import UUID
+
+from prefect import flow, pause_flow_run
+from prefect.exceptions import FlowPauseTimeout
+from prefect.input import RunInput
+
+from tasks import restore as t
+from tasks.report import publish_restore_plan, publish_restore_report
+from tenant_backup.backup import error_text
+from tenant_backup.errors import ApprovalRejectedError
+from tenant_backup.restore import RestorePlan
+from tenant_backup.restoring import RestoreRequest, RestoreTarget
+from tenant_backup.results import RestoreResult
+from tenant_backup.settings import get_settings
+
+__all__ = ["RestoreApproval", "restore_backup", "verify_backup"]
+
+_settings = get_settings()
+
+
+class RestoreApproval(RunInput):
+    """The approver's answer. Not approved unless someone says so."""
+
+    approve: bool = False
+    approver: str = ""
+    reason: str = ""
+
+
+def _ask_approval(plan: RestorePlan, timeout: int, poll_interval: int) -> RestoreApproval:
+    from tasks.report import plan_markdown
+
+    try:
+        answer = pause_flow_run(
+            wait_for_input=RestoreApproval.with_initial_data(
+                description=plan_markdown(plan, title="Approve this restore?"), approve=False
+            ),
+            timeout=timeout,
+            poll_interval=poll_interval,
+        )
+    except FlowPauseTimeout as exc:
+        raise ApprovalRejectedError(
+            f"no approval within {timeout} s for restoring backup {plan.backup_id}: nothing was changed",
+            backup_id=plan.backup_id,
+            tenant_id=plan.tenant_id,
+        ) from exc
+    assert isinstance(answer, RestoreApproval)
+    if not answer.approve:
+        raise ApprovalRejectedError(
+            f"restore of backup {plan.backup_id} rejected by {answer.approver or 'the approver'}"
+            f"{': ' + answer.reason if answer.reason else ''}; nothing was changed",
+            backup_id=plan.backup_id,
+            tenant_id=plan.tenant_id,
+        )
+    return answer
+
+
+@flow(
+    name="restore-backup",
+    flow_run_name="restore-{backup_id}",
+    description="Restore one tenant's rows from a verified backup, in one transaction, after approval.",
+)
+def restore_backup(
+    backup_id: UUID,
+    confirm: str | None = None,
+    requested_by: UUID | None = None,
+    mode: Literal["replace", "merge"] = "replace",
+    dry_run: bool = False,
+    tables: list[str] | None = None,
+    require_approval: bool = False,
+    target_tenant: str | None = None,
+    approval_timeout_seconds: int = 3600,
+    approval_poll_seconds: int = 10,
+    database_block: str | None = None,
+    storage_block: str | None = None,
+) -> RestoreResult:
+    """Restore a backup.
+
+    Args:
+        backup_id: The backup to restore (tenant-backup list).
+        confirm: Type RESTORE to confirm (not needed for a dry run).
+        requested_by: The app user asking; must be an admin of the tenant under the profile's rule.
+        mode: replace: the tenant's rows become exactly the backup's; merge: insert missing rows and
+            update changed ones, delete nothing.
+        dry_run: Verify and plan only: count what would change, write nothing.
+        tables: Restore only these tables of the backup.
+        require_approval: Pause with the plan until someone approves it in the Prefect UI.
+        target_tenant: Restore into another tenant (refused unless given).
+        approval_timeout_seconds: How long to wait for approval before giving up (nothing changed).
+        approval_poll_seconds: How often the paused run checks for an answer.
+        database_block: A tenant-backup-database block; else TENANT_BACKUP_DATABASE_URL.
+        storage_block: A tenant-backup-storage block; else TENANT_BACKUP_STORAGE_URL.
+    """
+    started = time.perf_counter()
+    req = RestoreRequest(
+        backup_id=str(backup_id),
+        confirm=confirm,
+        requested_by=str(requested_by) if requested_by else None,
+        mode=mode,
+        dry_run=dry_run,
+        tables=tables or None,
+        target_tenant=target_tenant,
+    )
+    target = t.check_restore(req, database_block)  # logs its own refusals
+    plan: RestorePlan | None = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="tenant-restore-", dir=_settings.spool_dir) as spool:
+            artifact = t.fetch_and_verify(target, spool, storage_block)
+            if dry_run or require_approval:
+                plan = t.plan_restore(req, target, artifact, database_block)
+                publish_restore_plan(plan)
+                if not dry_run:
+                    _ask_approval(plan, approval_timeout_seconds, approval_poll_seconds)
+            if not dry_run:
+                plan = t.apply_restore(req, target, artifact, database_block)
+    except BaseException as exc:
+        t.log_restore(req, target.tenant_id, plan, error_text(exc), time.perf_counter() - started, database_block)
+        raise
+    assert plan is not None
+    seconds = time.perf_counter() - started
+    t.log_restore(req, target.tenant_id, plan, None, seconds, database_block)
+    result = RestoreResult.from_plan(plan, seconds)
+    publish_restore_report(result, plan)
+    return result
+
+
+@flow(
+    name="verify-backup",
+    flow_run_name="verify-{backup_id}",
+    description="Check a backup without restoring it: checksums, manifest, and a rolled-back test restore.",
+)
+def verify_backup(
+    backup_id: UUID, database_block: str | None = None, storage_block: str | None = None
+) -> RestoreResult:
+    """Verify a backup: download it, check its checksum against the ledger and every table's sha256
+    against its manifest, then stage it in the database and plan a restore, rolled back."""
+    started = time.perf_counter()
+    req = RestoreRequest(backup_id=str(backup_id), confirm=None, dry_run=True)
+    target: RestoreTarget = t.check_restore(req, database_block, need_confirmation=False)
+    try:
+        with tempfile.TemporaryDirectory(prefix="tenant-verify-", dir=_settings.spool_dir) as spool:
+            artifact = t.fetch_and_verify(target, spool, storage_block)
+            plan = t.plan_restore(req, target, artifact, database_block)
+    except BaseException as exc:
+        t.log_restore(
+            req, target.tenant_id, None, error_text(exc), time.perf_counter() - started, database_block, "verify"
+        )
+        raise
+    seconds = time.perf_counter() - started
+    t.log_restore(req, target.tenant_id, plan, None, seconds, database_block, "verify")
+    return RestoreResult.from_plan(plan, seconds, status="verified")

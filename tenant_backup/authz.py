@@ -1,0 +1,42 @@
+"""Who may back up or restore a tenant: the profile's admin rule (seed 000: SUPER_ADMIN / ADMIN)."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from tenant_backup.errors import PermissionDeniedError
+from tenant_backup.profiles import Profile
+from tenant_backup.sqlbuild import qualified
+
+__all__ = ["check_admin"]
+
+
+def check_admin(conn: psycopg.Connection, profile: Profile, tenant_id: str, requested_by: str, action: str) -> None:
+    """Raise PermissionDeniedError unless ``requested_by`` is an admin of ``tenant_id``.
+
+    A profile without an admin rule lets everyone through: the caller holds the database
+    credentials, which say more than any app role.
+    """
+    rule = profile.admin
+    if rule is None:
+        return
+    query = sql.SQL("SELECT {}::text FROM {} WHERE {} = %s AND {} = %s").format(
+        sql.Identifier(rule.role_column),
+        qualified(profile.db_schema, rule.table),
+        sql.Identifier(rule.user_column),
+        sql.Identifier(rule.tenant_column),
+    )
+    try:
+        row = conn.execute(query, (requested_by, tenant_id)).fetchone()
+    except psycopg.errors.InvalidTextRepresentation as exc:
+        raise PermissionDeniedError(
+            f"requested_by {requested_by!r} is not a valid user id", tenant_id=tenant_id
+        ) from exc
+    if row is None or row[0] not in rule.roles:
+        what = "is not a user of" if row is None else f"has role {row[0]!r} in"
+        raise PermissionDeniedError(
+            f"user {requested_by} {what} tenant {tenant_id}; only {' / '.join(rule.roles)} users may {action} "
+            "it: ask an admin to run it, or run it as the operator without requested_by",
+            tenant_id=tenant_id,
+        )
