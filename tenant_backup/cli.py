@@ -125,6 +125,48 @@ def _cmd_backup(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _cmd_restore(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.restore import restore_backup
+
+    result = _run_flow(
+        restore_backup,
+        backup_id=args.backup_id,
+        confirm=args.confirm,
+        requested_by=args.requested_by,
+        mode=args.mode,
+        dry_run=args.dry_run,
+        tables=args.table or None,
+        target_tenant=args.target_tenant,
+        require_approval=args.require_approval,
+    )
+    out: dict[str, Any] = result.model_dump(mode="json")
+    if not args.json:
+        _print_counts(out, "dry run: would change" if args.dry_run else "restored")
+    return out
+
+
+def _cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.restore import verify_backup
+
+    out: dict[str, Any] = _run_flow(verify_backup, backup_id=args.backup_id).model_dump(mode="json")
+    if not args.json:
+        _print_counts(out, "verified (checksums, manifest, and a rolled-back test restore); a restore would change")
+    return out
+
+
+def _print_counts(out: dict[str, Any], what: str) -> None:
+    print(f"backup {out['backup_id']} -> tenant {out['tenant_id']} ({out['mode']}), {what}:")
+    for table, c in out["tables"].items():
+        print(f"  {table:<24} {c['rows']:>10,} rows  +{c['inserted']:,} ~{c['updated']:,} -{c['deleted']:,}")
+    for effect in out["outside"]:
+        print(
+            f"  outside: {effect['rows']:,} row(s) of {effect['table']} via {effect['foreign_key']} ({effect['action']})"
+        )
+    for table, cols in out["dropped_columns"].items():
+        print(f"  columns dropped since the backup, not restored: {table}: {', '.join(cols)}")
+    print(f"  app triggers: {out['triggers']}; {out['seconds']:.2f} s")
+
+
 def _cmd_list(args: argparse.Namespace) -> dict[str, Any]:
     from tenant_backup import ledger
     from tenant_backup.db import connect
@@ -179,6 +221,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--requested-by", help="app user id to check against the profile's admin rule")
     p.add_argument("--name", help="name of the backup in the ledger")
     p.set_defaults(func=_cmd_backup)
+
+    p = sub.add_parser("restore", help="restore a backup (one transaction, verified first)")
+    common(p, storage=True)
+    p.add_argument("backup_id", help="the backup to restore (tenant-backup list)")
+    p.add_argument("--confirm", help="type RESTORE to confirm (not needed with --dry-run)")
+    p.add_argument("--requested-by", help="app user id to check against the profile's admin rule")
+    p.add_argument(
+        "--mode",
+        choices=["replace", "merge"],
+        default="replace",
+        help="replace: rows become exactly the backup's; merge: insert and update, delete nothing",
+    )
+    p.add_argument("--dry-run", action="store_true", help="verify and count what would change; write nothing")
+    p.add_argument("--table", action="append", help="restore only this table (repeatable)")
+    p.add_argument("--target-tenant", help="restore into another tenant")
+    p.add_argument("--require-approval", action="store_true", help="pause for approval in the Prefect UI")
+    p.set_defaults(func=_cmd_restore)
+
+    p = sub.add_parser("verify", help="check a backup without restoring it")
+    common(p, storage=True)
+    p.add_argument("backup_id", help="the backup to check")
+    p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("list", help="list backups, newest first")
     common(p)

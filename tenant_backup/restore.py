@@ -31,6 +31,7 @@ from tenant_backup.errors import RestoreCheckError, RestoreRefusedError, TenantB
 from tenant_backup.manifest import TableManifest
 from tenant_backup.order import RestoreOrder, restore_order
 from tenant_backup.profiles import Profile, discovered_profile
+from tenant_backup.progress import Progress, publish
 from tenant_backup.reader import Artifact
 from tenant_backup.sqlbuild import qualified, tenant_filter
 
@@ -287,6 +288,7 @@ def _stage(conn: psycopg.Connection, artifact: Artifact, t: _Table, rewrite_tena
             sql.SQL("UPDATE {} SET {} = %s").format(sql.Identifier(t.stage), sql.Identifier(column)), (rewrite_tenant,)
         )
     conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(t.stage)))
+    publish(Progress(tenant_id=rewrite_tenant or "", table=t.name, rows=0, bytes=0, done=True))
 
 
 def _changes(conn: psycopg.Connection, t: _Table, tenant: str, mode: Mode, rows: int) -> TableChange:

@@ -203,5 +203,3 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, A
 
     state: dict[str, Any] = {"use": use, "store": store}
     yield state
-
-

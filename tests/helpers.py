@@ -51,3 +51,24 @@ def count(conn: psycopg.Connection, table: str) -> int:
     row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def state_of(url: str, profile: str, tenant_id: str) -> dict[str, bytes]:
+    """Every table's rows of the tenant, all columns, ordered by key, as COPY prints them."""
+    from tenant_backup.db import connect as pinned
+    from tenant_backup.sqlbuild import qualified, tenant_filter
+
+    out: dict[str, bytes] = {}
+    with pinned(url) as conn:
+        for table, scope in scopes(conn, profile).items():
+            query = sql.SQL("COPY (SELECT * FROM {} WHERE {} ORDER BY {}) TO STDOUT").format(
+                qualified(scope.schema_name, table),
+                tenant_filter(scope),
+                sql.SQL(", ").join(sql.Identifier(k) for k in scope.primary_key),
+            )
+            data = bytearray()
+            with conn.cursor() as cur, cur.copy(query, {"tenant": tenant_id}) as copy:
+                for chunk in copy:
+                    data += chunk
+            out[table] = bytes(data)
+    return out

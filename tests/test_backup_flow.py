@@ -4,11 +4,8 @@ a real Prefect API."""
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg

@@ -94,3 +94,35 @@ def test_bad_database_url_is_a_clear_error(prefect_api: str, tmp_path: Path) -> 
     failed = run(prefect_api, "list", "--db", "postgresql://postgres@127.0.0.1:1/none", "--json")
     assert failed.returncode == 2 and failed.stdout == ""
     assert failed.stderr.startswith("error: cannot connect to the database") and failed.stderr.count("\n") == 1
+
+
+def test_restore_and_verify_json(prefect_api: str, crm_db: DemoDatabase, tmp_path: Path) -> None:
+    tenant = crm_db.tenants[2]
+    store = f"file://{tmp_path}/store"
+    common = ["--db", crm_db.url, "--storage", store, "--json"]
+    done = run(
+        prefect_api, "backup", "--tenant", tenant.id, "--profile", "crm", "--category", "sales", "--force", *common
+    )
+    backup = json.loads(done.stdout)["backup_id"]
+    with crm_db.connect() as conn:
+        conn.execute("UPDATE leads SET score = -1 WHERE company_id = %s", (tenant.id,))
+        conn.execute(
+            "DELETE FROM order_items WHERE order_id IN (SELECT id FROM orders WHERE company_id = %s)", (tenant.id,)
+        )
+
+    refused = run(prefect_api, "restore", backup, *common)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "pass confirm='RESTORE'" in refused.stderr and refused.stderr.count("\n") == 1
+
+    verified = run(prefect_api, "verify", backup, *common)
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)["status"] == "verified"
+
+    dry = json.loads(run(prefect_api, "restore", backup, "--dry-run", *common).stdout)
+    restored = run(prefect_api, "restore", backup, "--confirm", "RESTORE", "--mode", "replace", *common)
+    assert restored.returncode == 0, restored.stderr
+    out = json.loads(restored.stdout)
+    assert out["status"] == "completed" and out["mode"] == "replace"
+    assert set(out["tables"]["order_items"]) >= {"inserted", "updated", "deleted"}
+    assert out["tables"]["order_items"]["inserted"] > 0 and out["tables"]["order_items"] == dry["tables"]["order_items"]
+    assert out["tables"]["leads"]["updated"] == out["tables"]["leads"]["rows"]
