@@ -160,7 +160,8 @@ def _print_counts(out: dict[str, Any], what: str) -> None:
         print(f"  {table:<24} {c['rows']:>10,} rows  +{c['inserted']:,} ~{c['updated']:,} -{c['deleted']:,}")
     for effect in out["outside"]:
         print(
-            f"  outside: {effect['rows']:,} row(s) of {effect['table']} via {effect['foreign_key']} ({effect['action']})"
+            f"  outside: {effect['rows']:,} row(s) of {effect['table']} "
+            f"via {effect['foreign_key']} ({effect['action']})"
         )
     for table, cols in out["dropped_columns"].items():
         print(f"  columns dropped since the backup, not restored: {table}: {', '.join(cols)}")
