@@ -151,6 +151,7 @@ def run(
             tables=req.tables,
             apply=apply,
             lock_timeout=settings.lock_timeout,
+            work_mem=settings.work_mem,
         )
 
 
