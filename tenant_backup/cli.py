@@ -168,6 +168,13 @@ def _print_counts(out: dict[str, Any], what: str) -> None:
     print(f"  app triggers: {out['triggers']}; {out['seconds']:.2f} s")
 
 
+def _cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
+    from deployments import serve_all
+
+    serve_all(timezone=args.timezone, backup_cron=args.backup_cron, profile=args.profile)
+    return {"status": "stopped"}
+
+
 def _cmd_list(args: argparse.Namespace) -> dict[str, Any]:
     from tenant_backup import ledger
     from tenant_backup.db import connect
@@ -244,6 +251,13 @@ def _parser() -> argparse.ArgumentParser:
     common(p, storage=True)
     p.add_argument("backup_id", help="the backup to check")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("serve", help="serve every deployment from this process (until stopped)")
+    common(p, storage=True)
+    p.add_argument("--timezone", default="UTC", help="time zone of the schedules (default UTC)")
+    p.add_argument("--backup-cron", default="0 */12 * * *", help="schedule of backup-all-tenants")
+    p.add_argument("--profile", default="pos", help="profile of the scheduled backups (default pos)")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("list", help="list backups, newest first")
     common(p)

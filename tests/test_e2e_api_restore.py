@@ -1,0 +1,163 @@
+"""End to end, as an app does it: a Prefect server, `tenant-backup serve` serving the deployments,
+a backup and a restore triggered through the Prefect REST API (what curl does) and with
+run_deployment, then the data checked in PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import DemoDatabase, free_port
+from tests.helpers import state_of
+from tests.test_restore import MUTATIONS
+
+
+def _wait(what: str, check: Any, timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if value := check():
+                return value
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def served(crm_db: DemoDatabase) -> Iterator[dict[str, Any]]:
+    """A `prefect server start` and a `tenant-backup serve` process, both on loopback."""
+    home = tempfile.mkdtemp(prefix="tb-e2e-prefect-")
+    store = Path(tempfile.mkdtemp(prefix="tb-e2e-store-"))
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TENANT_BACKUP_"))},
+        "PREFECT_HOME": home,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    serving = None
+    try:
+        _wait("the Prefect server", lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200)
+        serving = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tenant_backup.cli",
+                "serve",
+                "--db",
+                crm_db.url,
+                "--storage",
+                f"file://{store}",
+                "--profile",
+                "crm",
+            ],
+            env={**env, "PREFECT_API_URL": api},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        ids = {
+            name: _wait(
+                f"deployment {name}",
+                lambda name=name: httpx.get(f"{api}/deployments/name/{name}", timeout=2).json().get("id"),
+            )
+            for name in ("backup-tenant/on-demand", "restore-backup/on-demand", "verify-backup/on-demand")
+        }
+        yield {"api": api, "ids": ids, "store": store}
+    finally:
+        for proc in (serving, server):
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def _run_through_rest(served: dict[str, Any], deployment: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """What the README's curl does: create a flow run of a deployment, then poll it to the end."""
+    api = served["api"]
+    url = f"{api}/deployments/{served['ids'][deployment]}/create_flow_run"
+    for _ in range(20):  # a busy SQLite-backed server answers 503 for a moment: try again, as an app should
+        response = httpx.post(url, json={"parameters": parameters}, timeout=10)
+        if response.status_code != 503:
+            break
+        time.sleep(1)
+    assert response.status_code == 201, response.text
+    run_id = response.json()["id"]
+
+    def finished() -> dict[str, Any] | None:
+        run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=5).json()
+        return run if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    result: dict[str, Any] = _wait(f"flow run {run_id}", finished, timeout=120)
+    return result
+
+
+def test_app_triggers_backup_and_restore_through_the_prefect_api(served: dict[str, Any], crm_db: DemoDatabase) -> None:
+    tenant = crm_db.tenants[0].id
+    before = state_of(crm_db.url, "crm", tenant)
+    backup_run = _run_through_rest(served, "backup-tenant/on-demand", {"tenant_id": tenant, "force": True})
+    assert backup_run["state"]["type"] == "COMPLETED", backup_run["state"]
+    with crm_db.connect() as conn:
+        backup_id = conn.execute(
+            "SELECT id::text FROM tenant_backup.backups WHERE tenant_id = %s AND status = 'completed' "
+            "ORDER BY created_at DESC LIMIT 1",
+            (tenant,),
+        ).fetchone()[0]  # type: ignore[index]
+        with conn.transaction():
+            for statement in MUTATIONS["crm"]:
+                conn.execute(statement, {"t": tenant})
+    assert state_of(crm_db.url, "crm", tenant) != before
+
+    refused = _run_through_rest(served, "restore-backup/on-demand", {"backup_id": backup_id, "confirm": "yes"})
+    assert refused["state"]["type"] == "FAILED" and state_of(crm_db.url, "crm", tenant) != before
+
+    restored = _run_through_rest(
+        served,
+        "restore-backup/on-demand",
+        {"backup_id": backup_id, "confirm": "RESTORE", "requested_by": crm_db.tenants[0].admin_id},
+    )
+    assert restored["state"]["type"] == "COMPLETED", restored["state"]
+    assert state_of(crm_db.url, "crm", tenant) == before
+
+
+def test_run_deployment_from_python_verifies_a_backup(served: dict[str, Any], crm_db: DemoDatabase) -> None:
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    tenant = crm_db.tenants[1].id
+    backup_run = _run_through_rest(served, "backup-tenant/on-demand", {"tenant_id": tenant, "force": True})
+    assert backup_run["state"]["type"] == "COMPLETED"
+    with crm_db.connect() as conn:
+        backup_id = conn.execute(
+            "SELECT id FROM tenant_backup.backups WHERE tenant_id = %s ORDER BY created_at DESC LIMIT 1", (tenant,)
+        ).fetchone()[0]  # type: ignore[index]
+    with temporary_settings(updates={PREFECT_API_URL: served["api"]}):
+        run = run_deployment(
+            "verify-backup/on-demand",
+            parameters={"backup_id": str(backup_id)},
+            timeout=120,
+            poll_interval=1,
+            as_subflow=False,
+        )
+    assert run.state is not None and run.state.is_completed(), run.state
+    assert isinstance(uuid.UUID(str(run.id)), uuid.UUID)
