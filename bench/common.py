@@ -122,6 +122,10 @@ class Timing:
     peak_rss_mb: list[float] = field(default_factory=list)
     note: str = ""
 
+    def add(self, seconds: float, peak_rss_mb: float) -> None:
+        self.seconds.append(seconds)
+        self.peak_rss_mb.append(peak_rss_mb)
+
     @property
     def median(self) -> float:
         return statistics.median(self.seconds)

@@ -17,86 +17,74 @@ import tempfile
 from pathlib import Path
 
 from bench.common import RUNS, Timing, bench_database, peak_rss_of, prefect_server, report
+from bench.restore import restore_rounds
 from tenant_backup.profiles import load_profile
 
 GOAL_RATIO = 0.5
 GOAL_RSS_MB = 250.0
+GOAL_FULL_RESTORE = 1.0
+GOAL_CHANGED_RESTORE = 0.2
 
 
 def main() -> int:
     url, tenant = bench_database()
     tables = load_profile("pos").tables_for(None)
     work = tempfile.mkdtemp(prefix="tb-bench-")
-    cli = [
-        sys.executable,
-        "-m",
-        "tenant_backup.cli",
-        "backup",
-        "--db",
-        url,
-        "--storage",
-        f"file://{work}/store",
-        "--tenant",
-        tenant,
-        "--profile",
-        "pos",
-        "--force",
-        "--json",
-    ]
+    store = f"file://{work}/store"
+    cli = [sys.executable, "-m", "tenant_backup.cli", "backup", "--db", url, "--storage", store]
+    cli += ["--tenant", tenant, "--profile", "pos", "--force", "--json"]
     table_args = [arg for t in tables for arg in ("-t", f"public.{t}")]
+    dump = Path(work) / "d.dump"
     ours = Timing("tenant-backup (CLI, running Prefect server)")
     fc = Timing("pg_dump --data-only -Fc")
     floor = Timing("pg_dump --data-only -Fd -j2 -Z0 (COPY floor)")
-    ephemeral = Timing("tenant-backup (CLI, ephemeral Prefect API)")
-    size = 0
-    rows = 0
+    cold = Timing("tenant-backup (CLI, ephemeral API, first run)")
+    warm = Timing("tenant-backup (CLI, ephemeral API, next run)")
+    result: dict[str, object] = {}
     try:
         with prefect_server() as env:
             print(f"Prefect server at {env['PREFECT_API_URL']}; {RUNS} runs each ...", flush=True)
             for i in range(RUNS):
+                shutil.rmtree(f"{work}/store", ignore_errors=True)
                 seconds, rss, out = peak_rss_of(cli, env)
                 result = json.loads(out)
-                size, rows = result["file_size"], result["record_count"]
-                ours.seconds.append(seconds)
-                ours.peak_rss_mb.append(rss)
-                shutil.rmtree(f"{work}/store", ignore_errors=True)
-
-                seconds, rss, _ = peak_rss_of(
-                    ["pg_dump", "--data-only", "-Fc", *table_args, "-f", f"{work}/d.dump", "-d", url]
+                ours.add(seconds, rss)
+                fc.add(*peak_rss_of(["pg_dump", "--data-only", "-Fc", *table_args, "-f", str(dump), "-d", url])[:2])
+                fc.note = f"{dump.stat().st_size / 1e6:.0f} MB"  # the last dump is kept for pg_restore
+                floor.add(
+                    *peak_rss_of(
+                        ["pg_dump", "--data-only", "-Fd", "-j2", "-Z0", *table_args, "-f", f"{work}/dir", "-d", url]
+                    )[:2]
                 )
-                fc.seconds.append(seconds)
-                fc.peak_rss_mb.append(rss)
-                dump = Path(work) / "d.dump"
-                fc.note = f"{dump.stat().st_size / 1e6:.0f} MB"
-                dump.unlink()
-
-                seconds, rss, _ = peak_rss_of(
-                    ["pg_dump", "--data-only", "-Fd", "-j2", "-Z0", *table_args, "-f", f"{work}/dir", "-d", url]
-                )
-                floor.seconds.append(seconds)
-                floor.peak_rss_mb.append(rss)
                 shutil.rmtree(f"{work}/dir", ignore_errors=True)
                 print(
-                    f"  run {i + 1}: ours {ours.seconds[-1]:.2f} s, -Fc {fc.seconds[-1]:.2f} s, "
+                    f"  backup run {i + 1}: ours {ours.seconds[-1]:.2f} s, -Fc {fc.seconds[-1]:.2f} s, "
                     f"-Fd -j2 {floor.seconds[-1]:.2f} s",
                     flush=True,
                 )
+            print("restores ...", flush=True)
+            restores = restore_rounds(url, store, str(result["backup_id"]), str(dump), env)
         env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-        env["PREFECT_HOME"] = f"{work}/prefect-home"
-        seconds, rss, _ = peak_rss_of(cli, env)
-        ephemeral.seconds.append(seconds)
-        ephemeral.peak_rss_mb.append(rss)
+        env["PREFECT_HOME"] = f"{work}/prefect-home"  # a new home: the first run also sets up its database
+        for timing in (cold, warm):
+            timing.add(*peak_rss_of(cli, env)[:2])
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    ours.note = f"{size / 1e6:.0f} MB, {rows:,} rows"
+    ours.note = f"{int(str(result['file_size'])) / 1e6:.0f} MB, {int(str(result['record_count'])):,} rows"
     report([ours, fc, floor], fc)
-    report([ephemeral], fc)
+    report([cold, warm], fc)
+    full, theirs, changed = restores
+    report(restores, theirs)
     ratio = ours.median / fc.median
+    full_ratio, changed_ratio = full.median / theirs.median, changed.median / theirs.median
     print(
         f"\nbackup / pg_dump -Fc = {ratio:.2f} (goal <= {GOAL_RATIO}); backup / COPY floor = "
-        f"{ours.median / floor.median:.2f}; peak RSS {ours.peak:.0f} MB (goal <= {GOAL_RSS_MB:.0f})"
+        f"{ours.median / floor.median:.2f}; peak RSS {ours.peak:.0f} MB (goal <= {GOAL_RSS_MB:.0f})\n"
+        f"restore of the emptied tenant / pg_restore = {full_ratio:.2f} (goal <= {GOAL_FULL_RESTORE}); "
+        f"restore after 1 % changed / pg_restore = {changed_ratio:.2f} (goal <= {GOAL_CHANGED_RESTORE}"
+        f"{'; not met yet, see the README' if changed_ratio > GOAL_CHANGED_RESTORE else ''})"
     )
-    ok = ratio <= GOAL_RATIO and ours.peak <= GOAL_RSS_MB
+    ok = ratio <= GOAL_RATIO and ours.peak <= GOAL_RSS_MB and full_ratio <= GOAL_FULL_RESTORE
     print("goals met" if ok else "GOAL MISSED")
     return 0 if ok else 1
 

@@ -85,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: {row.record_count:,} rows, {row.file_size:,} bytes")
         print(f"    {row.storage_path}")
     first = rows[str(outcomes[0].backup_id)]
-    tid = outcomes[0].tenant_id
     print(
         f"""
 database: {url}
@@ -95,12 +94,10 @@ list the backups:     tenant-backup list --db '{url}'
 back up one tenant:   tenant-backup backup --db '{url}' --storage {storage} --tenant {outcomes[0].tenant_id} --force
 look into an artifact: unzip -l {(first.storage_path or "").removeprefix("file://")}
 
-restore one tenant by hand (the artifact is a ZIP of CSV files, COPY reads them as they are):
-  mkdir /tmp/restore && cd /tmp/restore && unzip {(first.storage_path or "").removeprefix("file://")}
-  psql '{url}' --single-transaction -c "SET session_replication_role = replica" \\
-    -c "DELETE FROM lignes_vente WHERE vente_id IN (SELECT id FROM ventes WHERE etablissement_id = '{tid}')" \\
-    -c "\\copy lignes_vente FROM 'lignes_vente.csv' (FORMAT csv, HEADER true)"   # ...and so on, table by table
-  (manifest.json lists every table, its columns and how its rows were selected.)
+check a backup:        tenant-backup verify {first.id} --db '{url}' --storage {storage}
+restore one tenant:    tenant-backup restore {first.id} --db '{url}' --storage {storage} --dry-run
+                       tenant-backup restore {first.id} --db '{url}' --storage {storage} --confirm RESTORE
+  (verified first, then one transaction in foreign-key order: the tenant's rows become exactly the backup's)
 
 stop the demo database: python -m tenant_backup.demo.run --stop"""
     )
