@@ -14,7 +14,7 @@ demo: install
 	$(RUN) python -m tenant_backup.demo.run
 
 test: install
-	$(RUN) pytest
+	$(RUN) pytest -q
 
 lint: install
 	$(UV) lock --check
