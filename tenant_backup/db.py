@@ -7,7 +7,7 @@ artifacts do not depend on server or role settings, and carries a ``lock_timeout
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -113,9 +113,20 @@ class TenantLock:
                 ) from exc
             assert row is not None
             yield Snapshot(snapshot_id=row[0], taken_at=row[1], server_version=row[2])
-        finally:
-            if not conn.closed:
+        except BaseException:
+            with suppress(psycopg.Error):  # the error that got us here is the one to report
                 conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("ROLLBACK")
+        except psycopg.OperationalError as exc:
+            # The session that held the snapshot and the tenant lock is gone: another backup or a
+            # restore may already have started, so nothing read through it is trusted.
+            raise SnapshotError(
+                f"the session holding tenant {self.tenant_id}'s snapshot and lock was lost ({exc}); "
+                "the backup is abandoned: run it again",
+                tenant_id=self.tenant_id,
+            ) from exc
 
 
 @contextmanager

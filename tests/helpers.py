@@ -72,3 +72,13 @@ def state_of(url: str, profile: str, tenant_id: str) -> dict[str, bytes]:
                     data += chunk
             out[table] = bytes(data)
     return out
+
+
+def terminate_lock_holders(url: str) -> None:
+    """Kill the sessions holding an advisory lock in this database: a backup's coordinator or a
+    restore's transaction (the tenant lock), as a lost connection would."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )

@@ -22,7 +22,7 @@ from tenant_backup.errors import (
 )
 from tenant_backup.storage import Storage
 from tests.conftest import DemoDatabase
-from tests.helpers import state_of
+from tests.helpers import state_of, terminate_lock_holders
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -224,11 +224,7 @@ def test_terminated_connection_mid_restore_changes_nothing(crm_db: DemoDatabase,
 
     def kill_restore(event: progress.Progress) -> None:
         if event.done and first.acquire(blocking=False):  # a table is staged: the transaction is open
-            with psycopg.connect(crm_db.url, autocommit=True) as conn:
-                conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                )
+            terminate_lock_holders(crm_db.url)
 
     progress.subscribe(kill_restore)
     try:
