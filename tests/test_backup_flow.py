@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -289,3 +290,25 @@ def test_backup_all_tenants_backs_up_each_tenant(crm_db: DemoDatabase, env: dict
     assert {o.status for o in outcomes} == {"completed"}
     for o in outcomes:
         assert _ledger(crm_db, str(o.backup_id))["backup_type"] == "scheduled"
+
+
+def test_blocks_name_where_things_live_and_keep_the_url_secret(
+    pos_db: DemoDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blocks import BackupStorage, TenantDatabase
+
+    for name in ("TENANT_BACKUP_DATABASE_URL", "TENANT_BACKUP_STORAGE_URL", "TENANT_BACKUP_STORAGE_OPTIONS"):
+        monkeypatch.delenv(name, raising=False)
+    suffix = uuid.uuid4().hex[:8]
+    TenantDatabase(url=pos_db.url).save(f"db-{suffix}")
+    BackupStorage(url=f"file://{tmp_path}/blocks").save(f"store-{suffix}")
+    assert "postgres" not in str(TenantDatabase.load(f"db-{suffix}").model_dump()["url"])  # masked
+    result = backup_tenant(
+        tenant_id=pos_db.tenants[0].id,
+        profile="pos",
+        categories=["tables"],
+        force=True,
+        database_block=f"db-{suffix}",
+        storage_block=f"store-{suffix}",
+    )
+    assert result.storage_path.startswith(f"file://{tmp_path}/blocks/")
