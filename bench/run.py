@@ -43,7 +43,14 @@ def main() -> int:
     result: dict[str, object] = {}
     try:
         with prefect_server() as env:
-            print(f"Prefect server at {env['PREFECT_API_URL']}; {RUNS} runs each ...", flush=True)
+            print(
+                f"Prefect server at {env['PREFECT_API_URL']}; one untimed warm-up run, then {RUNS} runs each ...",
+                flush=True,
+            )
+            # Warm-up (as hyperfine --warmup): a just-started server is still busy with its own start-up,
+            # and the first run pays for cold caches that every later run, and pg_dump, find warm.
+            peak_rss_of(cli, env)
+            shutil.rmtree(f"{work}/store", ignore_errors=True)
             for i in range(RUNS):
                 shutil.rmtree(f"{work}/store", ignore_errors=True)
                 seconds, rss, out = peak_rss_of(cli, env)

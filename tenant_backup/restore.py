@@ -113,7 +113,7 @@ def restore_tenant(
         by_name = {t.name: t for t in work}
         ordered = [by_name[n] for n in order.tables]
         for t in ordered:
-            stage(conn, artifact, t, target_tenant if target_tenant != manifest.tenant_id else None)
+            stage(conn, artifact, t, target_tenant, rewrite=target_tenant != manifest.tenant_id)
         # A plan counts ahead (and is rolled back); an apply counts what its statements do, and a
         # key of another tenant's row shows up in its check as a missing row.
         changes = [

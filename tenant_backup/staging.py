@@ -112,8 +112,9 @@ def count_rows(conn: psycopg.Connection, query: sql.Composed, tenant: str) -> in
     return int(row[0]) if row else 0
 
 
-def stage(conn: psycopg.Connection, artifact: Artifact, t: RestoreTable, rewrite_tenant: str | None) -> None:
-    """COPY the table's CSV into a temporary table typed like the target (dropped columns as text)."""
+def stage(conn: psycopg.Connection, artifact: Artifact, t: RestoreTable, tenant: str, *, rewrite: bool) -> None:
+    """COPY the table's CSV into a temporary table typed like the target (dropped columns as text);
+    with ``rewrite``, the tenant column is set to ``tenant`` (a restore into another tenant)."""
     select = sql.SQL(", ").join(
         sql.SQL("NULL::text AS {}").format(sql.Identifier(c)) if c in t.dropped else sql.Identifier(c)
         for c in t.backup_columns
@@ -130,12 +131,12 @@ def stage(conn: psycopg.Connection, artifact: Artifact, t: RestoreTable, rewrite
         while data := source.read(_CHUNK):
             copy.write(data)
     column = t.scope.tenant_column
-    if rewrite_tenant is not None and not t.scope.path and column in t.common:
+    if rewrite and not t.scope.path and column in t.common:
         conn.execute(
-            sql.SQL("UPDATE {} SET {} = %s").format(sql.Identifier(t.stage), sql.Identifier(column)), (rewrite_tenant,)
+            sql.SQL("UPDATE {} SET {} = %s").format(sql.Identifier(t.stage), sql.Identifier(column)), (tenant,)
         )
     conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(t.stage)))
-    publish(Progress(tenant_id=rewrite_tenant or "", table=t.name, rows=0, bytes=0, done=True))
+    publish(Progress(tenant_id=tenant, table=t.name, rows=0, bytes=0, done=True))
 
 
 def count_changes(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode, rows: int) -> TableChange:

@@ -54,3 +54,25 @@ def test_table_dropped_since_the_backup_is_refused_before_any_write(crm_db: Demo
     finally:
         with crm_db.connect() as conn:
             conn.execute("ALTER TABLE work_orders_old RENAME TO work_orders")
+
+
+def test_restore_into_another_tenant_needs_target_tenant_and_rewrites_the_tenant_column(
+    pos_db: DemoDatabase, env: dict[str, Any]
+) -> None:
+    from tests.helpers import state_of
+    from tests.test_restore import _wipe
+
+    env["use"](pos_db)
+    source = pos_db.tenants[1].id
+    backup = backup_tenant(tenant_id=source, profile="pos", force=True)
+    before = state_of(pos_db.url, "pos", source)
+    _wipe(pos_db, "pos", source)  # the old établissement's rows are gone; a new one takes them over
+    target = str(uuid.uuid4())
+    with pos_db.connect() as conn:
+        conn.execute("INSERT INTO etablissements (id, nom) VALUES (%s, 'Nouveau restaurant')", (target,))
+    done = restore_backup(backup_id=uuid.UUID(backup.backup_id), confirm="RESTORE", target_tenant=target)
+    assert done.tenant_id == target and done.source_tenant == source and "etablissements" not in done.tables
+    after = state_of(pos_db.url, "pos", target)
+    for table, data in before.items():
+        if table != "etablissements":
+            assert after[table] == data.replace(source.encode(), target.encode()), table
