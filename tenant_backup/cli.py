@@ -24,6 +24,9 @@ def _quiet_prefect(verbose: bool) -> None:
     # Logs still reach the Prefect API (and UI); only the console copy is silenced.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO" if verbose else "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The ephemeral API's first start in a new PREFECT_HOME sets up its database, which can take
+    # longer than Prefect's default 20 s wait on a busy machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")  # hides the ephemeral server's shutdown noise
 
 
