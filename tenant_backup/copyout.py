@@ -38,13 +38,16 @@ class CopyOut:
             raise psycopg.OperationalError(self._message(result))
         get, consume, fd = pgconn.get_copy_data, pgconn.consume_input, pgconn.socket
         block = bytearray()
+        size = 0
         while True:
             nbytes, data = get(1)  # 1: never block inside libpq while holding the GIL
             if nbytes > 0:
                 block += data
-                if len(block) >= BLOCK:
+                size += nbytes  # cheaper than len(block) on every row
+                if size >= BLOCK:
                     yield block
                     block = bytearray()
+                    size = 0
             elif nbytes == 0:
                 select.select([fd], [], [])
                 consume()
