@@ -20,7 +20,18 @@ from pydantic import BaseModel, ConfigDict
 from tenant_backup.errors import ScopeError, UnknownCategoryError
 from tenant_backup.profiles import Profile, TenantTable
 
-__all__ = ["Catalog", "ColumnInfo", "ForeignKey", "Hop", "TableInfo", "TableScope", "plan_scope", "read_catalog"]
+__all__ = [
+    "Catalog",
+    "ColumnInfo",
+    "ForeignKey",
+    "Hop",
+    "TableInfo",
+    "TableScope",
+    "find_tenant_table",
+    "plan_scope",
+    "read_catalog",
+    "schema_fingerprint",
+]
 
 
 class ColumnInfo(BaseModel):

@@ -18,7 +18,6 @@ the app's triggers fire as for any write.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import psycopg
@@ -79,7 +78,6 @@ def restore_tenant(
     apply: bool,
     lock_timeout: str,
     work_mem: str = "256MB",
-    before_commit: Callable[[RestorePlan], None] | None = None,
 ) -> RestorePlan:
     """Plan (and with ``apply``, perform) the restore in one transaction on ``conn`` (autocommit).
 
@@ -156,8 +154,6 @@ def restore_tenant(
         check_restored(conn, catalog, ordered, target_tenant, mode, manifest.tables, fk_check=replica)
         counted = [done[c.table].model_copy(update={"rows": c.rows}) for c in changes]
         plan = plan.model_copy(update={"applied": True, "tables": counted})
-        if before_commit is not None:
-            before_commit(plan)
     return plan
 
 

@@ -7,6 +7,7 @@ by ``generate_series`` inside PostgreSQL: loading 3 M rows takes seconds, not mi
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
@@ -32,8 +33,6 @@ class DemoTenant:
 
 def tenant_uuid(schema: SchemaName, n: int) -> str:
     """The deterministic id of demo tenant ``n`` (0-based) of ``schema``."""
-    import hashlib
-
     digest = hashlib.md5(f"{schema}-tenant-{n}".encode()).hexdigest()
     return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:]}"
 
