@@ -12,7 +12,7 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
 
 from tasks import restore as t
-from tasks.report import publish_restore_plan, publish_restore_report
+from tasks.report import plan_markdown, publish_restore_plan, publish_restore_report
 from tenant_backup.backup import error_text
 from tenant_backup.errors import ApprovalRejectedError
 from tenant_backup.restore import RestorePlan
@@ -34,8 +34,6 @@ class RestoreApproval(RunInput):
 
 
 def _ask_approval(plan: RestorePlan, timeout: int, poll_interval: int) -> RestoreApproval:
-    from tasks.report import plan_markdown
-
     try:
         answer = pause_flow_run(
             wait_for_input=RestoreApproval.with_initial_data(
@@ -142,7 +140,7 @@ def verify_backup(
     against its manifest, then stage it in the database and plan a restore, rolled back."""
     started = time.perf_counter()
     req = RestoreRequest(backup_id=str(backup_id), confirm=None, dry_run=True)
-    target: RestoreTarget = t.check_restore(req, database_block, need_confirmation=False)
+    target: RestoreTarget = t.check_restore(req, database_block)  # a dry run needs no confirmation
     try:
         with tempfile.TemporaryDirectory(prefix="tenant-verify-", dir=_settings.spool_dir) as spool:
             artifact = t.fetch_and_verify(target, spool, storage_block)

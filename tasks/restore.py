@@ -16,9 +16,9 @@ __all__ = ["apply_restore", "check_restore", "fetch_and_verify", "log_restore", 
 
 
 @task(name="check-restore-request")
-def check_restore(req: RestoreRequest, database_block: str | None, need_confirmation: bool = True) -> RestoreTarget:
+def check_restore(req: RestoreRequest, database_block: str | None) -> RestoreTarget:
     """Typed confirmation, a completed backup, an admin requester."""
-    return steps.check_request(database_url(database_block), get_settings(), req, need_confirmation=need_confirmation)
+    return steps.check_request(database_url(database_block), get_settings(), req)
 
 
 @task(name="fetch-and-verify")

@@ -28,7 +28,7 @@ from tenant_backup.catalog import Catalog, find_tenant_table, plan_scope, read_c
 from tenant_backup.errors import RestoreRefusedError, TenantBusyError
 from tenant_backup.manifest import TableManifest
 from tenant_backup.order import restore_order
-from tenant_backup.profiles import Profile, discovered_profile
+from tenant_backup.profiles import Profile, stored_profile
 from tenant_backup.reader import Artifact
 from tenant_backup.staging import (
     Mode,
@@ -84,11 +84,7 @@ def restore_tenant(
     Without ``apply`` everything is rolled back: the plan's counts are what an apply would do now.
     """
     manifest = artifact.manifest
-    profile = (
-        Profile.model_validate(manifest.profile_doc)
-        if manifest.profile_doc
-        else discovered_profile(manifest.tenant_column, manifest.db_schema)
-    )
+    profile = stored_profile(manifest.profile_doc, manifest.tenant_column, manifest.db_schema)
     with conn.transaction():
         try:
             # work_mem: the anti-joins and EXCEPT ALL below hash instead of sorting to disk.

@@ -16,7 +16,7 @@ from tenant_backup.authz import check_admin
 from tenant_backup.db import connect
 from tenant_backup.errors import LedgerError, RestoreRefusedError, VerificationError
 from tenant_backup.manifest import Manifest
-from tenant_backup.profiles import Profile, discovered_profile
+from tenant_backup.profiles import stored_profile
 from tenant_backup.reader import Artifact, fetch_artifact
 from tenant_backup.restore import RestorePlan, restore_tenant
 from tenant_backup.settings import Settings
@@ -61,14 +61,7 @@ class VerifiedArtifact(BaseModel):
         return Artifact(Path(self.path), self.manifest)
 
 
-def _profile(metadata: dict[str, Any], tenant_column: str) -> Profile:
-    doc = metadata.get("profile_doc")
-    return Profile.model_validate(doc) if doc else discovered_profile(tenant_column)
-
-
-def check_request(
-    db_url: str, settings: Settings, req: RestoreRequest, *, need_confirmation: bool = True
-) -> RestoreTarget:
+def check_request(db_url: str, settings: Settings, req: RestoreRequest) -> RestoreTarget:
     """Refuse before anything else: no typed confirmation, no such backup, not completed,
     or a requester who is not an admin of the target tenant (logged)."""
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
@@ -76,7 +69,7 @@ def check_request(
         row = ledger.get_backup(conn, settings.ledger_schema, req.backup_id)
         target = req.target_tenant or row.tenant_id
         try:
-            if need_confirmation and req.confirm != CONFIRMATION and not req.dry_run:
+            if req.confirm != CONFIRMATION and not req.dry_run:
                 raise RestoreRefusedError(
                     f"restore of backup {req.backup_id} not confirmed: pass confirm={CONFIRMATION!r} to overwrite "
                     f"tenant {target}'s rows",
@@ -90,7 +83,7 @@ def check_request(
                     backup_id=req.backup_id,
                 )
             if req.requested_by:
-                profile = _profile(row.metadata, row.tenant_column)
+                profile = stored_profile(row.metadata.get("profile_doc"), row.tenant_column)
                 check_admin(conn, profile, target, req.requested_by, "restore")
         except Exception as exc:
             ledger.log_action(

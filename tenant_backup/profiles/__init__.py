@@ -10,6 +10,7 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,6 +24,7 @@ __all__ = [
     "discovered_profile",
     "load_profile",
     "shipped_profiles",
+    "stored_profile",
 ]
 
 
@@ -121,3 +123,9 @@ def load_profile(name_or_path: str) -> Profile:
 def discovered_profile(tenant_column: str, schema: str = "public") -> Profile:
     """A profile with only a tenant column: tables and the tenant table come from the catalog."""
     return Profile(name=f"discovered:{tenant_column}", tenant_column=tenant_column, db_schema=schema)
+
+
+def stored_profile(doc: dict[str, Any] | None, tenant_column: str, schema: str = "public") -> Profile:
+    """The profile a backup was taken with (kept whole in its manifest and ledger row), or, for a
+    backup that has none, the discovered profile of its tenant column."""
+    return Profile.model_validate(doc) if doc else discovered_profile(tenant_column, schema)
