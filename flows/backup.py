@@ -15,9 +15,11 @@ from blocks import database_url
 from tasks import backup as t
 from tasks.report import publish_backup_report
 from tenant_backup.backup import BackupRequest, build_manifest, error_text
+from tenant_backup.codecs import Compression
 from tenant_backup.db import tenant_lock
 from tenant_backup.errors import ThrottledError
 from tenant_backup.extract import TablePart
+from tenant_backup.formats import ArtifactFormat
 from tenant_backup.progress import Progress, publish
 from tenant_backup.results import BackupResult, TenantOutcome
 from tenant_backup.settings import get_settings
@@ -43,7 +45,9 @@ def _results(futures: list[PrefectFuture[TablePart]]) -> list[TablePart]:
 def backup_tenant(
     tenant_id: str,
     categories: list[str] | None = None,
-    format: Literal["csv"] = "csv",
+    format: ArtifactFormat = "csv",
+    compression: Compression = "deflate",
+    compression_level: int | None = None,
     requested_by: UUID | None = None,
     profile: str | None = "pos",
     tenant_column: str | None = None,
@@ -58,7 +62,10 @@ def backup_tenant(
     Args:
         tenant_id: The tenant (établissement, company) to back up.
         categories: Categories of the profile (all when empty), or tables with a tenant column.
-        format: Artifact format: a ZIP of CSV files with manifest.json.
+        format: csv (a ZIP of one CSV per table and manifest.json, opens in a spreadsheet), json
+            (seed 000's document) or sql (a script for psql --single-transaction -f).
+        compression: deflate (fast, default), zstd (json and sql only) or none.
+        compression_level: The codec's level (deflate 0..3, zstd 1..19); empty for the fast default.
         requested_by: The app user asking; checked against the profile's admin rule. Empty for
             the operator or a schedule.
         profile: A shipped profile (pos, crm) or a profile file; empty to use tenant_column.
@@ -79,6 +86,9 @@ def backup_tenant(
         backup_type=backup_type,
         force=force,
         name=name,
+        format=format,
+        compression=compression,
+        compression_level=compression_level,
     )
     plan = t.plan_backup(request, database_block)
     publish(
@@ -93,14 +103,14 @@ def backup_tenant(
                     t.mark_started(backup_id, snapshot, database_block)
                     futures = t.extract_table.map(
                         plan.tables,
-                        unmapped(tenant_id),
+                        unmapped(request),
                         unmapped(snapshot.snapshot_id),
                         unmapped(spool),
                         unmapped(database_block),
                     )
                     parts = _results(futures)
                 manifest = build_manifest(plan, backup_id, snapshot, parts)
-                artifact = t.write_artifact(manifest, parts, storage_block)
+                artifact = t.write_artifact(plan, manifest, parts, storage_block)
             t.finish_entry(backup_id, manifest, artifact, database_block)
         except BaseException as exc:
             t.fail_entry(backup_id, tenant_id, error_text(exc), database_block)
@@ -130,6 +140,8 @@ def _backup_one(
     tenant_column: str | None,
     backup_type: Literal["manual", "scheduled"],
     force: bool,
+    format: ArtifactFormat,
+    compression: Compression,
     database_block: str | None,
     storage_block: str | None,
 ) -> TenantOutcome:
@@ -143,6 +155,8 @@ def _backup_one(
             tenant_column=tenant_column,
             backup_type=backup_type,
             force=force,
+            format=format,
+            compression=compression,
             database_block=database_block,
             storage_block=storage_block,
         )
@@ -164,6 +178,8 @@ def backup_all_tenants(
     tenant_column: str | None = None,
     backup_type: Literal["manual", "scheduled"] = "scheduled",
     force: bool = False,
+    format: ArtifactFormat = "csv",
+    compression: Compression = "deflate",
     database_block: str | None = None,
     storage_block: str | None = None,
 ) -> list[TenantOutcome]:
@@ -180,6 +196,8 @@ def backup_all_tenants(
         unmapped(tenant_column),
         unmapped(backup_type),
         unmapped(force),
+        unmapped(format),
+        unmapped(compression),
         unmapped(database_block),
         unmapped(storage_block),
     )

@@ -71,16 +71,20 @@ def mark_started(backup_id: str, snapshot: Snapshot, database_block: str | None)
     retry_condition_fn=_transient,
 )
 def extract_table(
-    scope: TableScope, tenant_id: str, snapshot_id: str, spool: str, database_block: str | None
+    scope: TableScope, request: BackupRequest, snapshot_id: str, spool: str, database_block: str | None
 ) -> TablePart:
     """COPY one table's tenant rows, inside the shared snapshot, into the spool folder."""
-    return steps.extract_part(database_url(database_block), get_settings(), scope, tenant_id, snapshot_id, Path(spool))
+    return steps.extract_part(
+        database_url(database_block), get_settings(), scope, request.tenant_id, snapshot_id, Path(spool), request
+    )
 
 
 @task(name="write-artifact", retries=1, retry_delay_seconds=5, retry_condition_fn=_transient)
-def write_artifact(manifest: Manifest, parts: list[TablePart], storage_block: str | None) -> ArtifactInfo:
-    """Assemble the ZIP and write it to storage (temporary key, then moved into place)."""
-    return steps.write_artifact(open_storage(storage_block), manifest, parts)
+def write_artifact(
+    plan: BackupPlan, manifest: Manifest, parts: list[TablePart], storage_block: str | None
+) -> ArtifactInfo:
+    """Assemble the artifact and write it to storage (temporary key, then moved into place)."""
+    return steps.write_artifact(open_storage(storage_block), plan, manifest, parts)
 
 
 @task(name="complete-ledger-entry")

@@ -1,17 +1,29 @@
-"""Assemble extracted table parts into one CSV ZIP artifact and write it to storage."""
+"""Assemble extracted table parts into one artifact and write it to storage.
+
+The parts are already compressed (see :mod:`tenant_backup.codecs`), so assembling copies bytes:
+a CSV ZIP gets one entry per table and ``manifest.json``; a JSON or SQL artifact is the header,
+the parts and the footer, each its own gzip member / zstd frame.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
+from typing import BinaryIO
 
 from pydantic import BaseModel
 
+from tenant_backup.catalog import TableScope
+from tenant_backup.codecs import compressor, suffix
+from tenant_backup.documents import json_footer, json_header, sql_footer, sql_header
 from tenant_backup.extract import TablePart
 from tenant_backup.manifest import Manifest
 from tenant_backup.storage import Storage
 from tenant_backup.zipwriter import ZipStreamWriter
 
-__all__ = ["ArtifactInfo", "artifact_key", "write_csv_zip"]
+__all__ = ["ArtifactInfo", "artifact_key", "write_artifact"]
+
+_CHUNK = 1 << 20
 
 
 class ArtifactInfo(BaseModel):
@@ -28,21 +40,71 @@ def artifact_key(tenant_id: str, backup_id: str, taken_at: datetime, suffix: str
     return f"{tenant_id}/{taken_at:%Y%m%dT%H%M%SZ}-{backup_id}.{suffix}"
 
 
-def write_csv_zip(storage: Storage, key: str, manifest: Manifest, parts: list[TablePart]) -> ArtifactInfo:
-    """Write ``<table>.csv`` entries (already compressed) then ``manifest.json``, atomically."""
-    with storage.write_atomic(key) as out:
-        writer = ZipStreamWriter(out, modified=manifest.date)
-        for part in parts:
-            with open(part.path, "rb") as source:
-                writer.add_precompressed(
-                    manifest.tables[part.table].file,
-                    source,
-                    crc32=part.crc32,
-                    compressed_size=part.compressed_size,
-                    size=part.size,
-                )
-        writer.add_bytes("manifest.json", manifest.model_dump_json(indent=2).encode("utf-8"))
-        writer.close()
-    return ArtifactInfo(
-        storage_path=storage.full_url(key), key=key, size=writer.size, checksum=f"sha256:{writer.sha256}"
+def write_artifact(
+    storage: Storage, manifest: Manifest, parts: list[TablePart], scopes: list[TableScope], name_key: str
+) -> ArtifactInfo:
+    """Write the artifact atomically (temporary key, then moved); ``parts`` in ``manifest.table_order``."""
+    key = artifact_key(
+        manifest.tenant_id, manifest.backup_id, manifest.date, suffix(manifest.artifact_format, manifest.compression)
     )
+    by_name = {p.table: p for p in parts}
+    ordered = [by_name[name] for name in manifest.table_order]
+    with storage.write_atomic(key) as out:
+        if manifest.artifact_format == "csv":
+            size, digest = _write_zip(out, manifest, ordered)
+        else:
+            size, digest = _write_stream(out, manifest, ordered, scopes, name_key)
+    return ArtifactInfo(storage_path=storage.full_url(key), key=key, size=size, checksum=f"sha256:{digest}")
+
+
+def _write_zip(out: BinaryIO, manifest: Manifest, parts: list[TablePart]) -> tuple[int, str]:
+    """``<table>.csv`` entries (already compressed) then ``manifest.json``."""
+    writer = ZipStreamWriter(out, modified=manifest.date)
+    for part in parts:
+        with open(part.path, "rb") as source:
+            writer.add_precompressed(
+                manifest.tables[part.table].file or f"{part.table}.csv",
+                source,
+                crc32=part.crc32,
+                compressed_size=part.compressed_size,
+                size=part.size,
+                stored=manifest.compression == "none",
+            )
+    writer.add_bytes("manifest.json", manifest.model_dump_json(indent=2).encode("utf-8"))
+    writer.close()
+    return writer.size, writer.sha256
+
+
+def _write_stream(
+    out: BinaryIO, manifest: Manifest, parts: list[TablePart], scopes: list[TableScope], name_key: str
+) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+
+    def put(data: bytes) -> None:
+        nonlocal size
+        digest.update(data)
+        size += len(data)
+        out.write(data)
+
+    def member(text: bytes) -> None:
+        pack = compressor(manifest.compression, manifest.compression_level, "stream")
+        put(pack.compress(text) + pack.flush())
+
+    by_name = {s.table: s for s in scopes}
+    order = [by_name[p.table] for p in parts]
+    if manifest.artifact_format == "json":
+        member(json_header(manifest, name_key))
+    else:
+        member(sql_header(manifest, order))
+    for i, part in enumerate(parts):
+        with open(part.path, "rb") as source:
+            while chunk := source.read(_CHUNK):
+                put(chunk)
+        if manifest.artifact_format == "json":
+            member(b",\n" if i < len(parts) - 1 else b"\n")
+    if manifest.artifact_format == "json":
+        member(json_footer(manifest, manifest.table_order))
+    else:
+        member(sql_footer(manifest, order))
+    return size, digest.hexdigest()

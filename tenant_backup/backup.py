@@ -15,8 +15,8 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict
 
-from tenant_backup import ledger
-from tenant_backup.artifact import ArtifactInfo, artifact_key, write_csv_zip
+from tenant_backup import artifact, ledger
+from tenant_backup.artifact import ArtifactInfo
 from tenant_backup.authz import check_admin
 from tenant_backup.catalog import (
     Catalog,
@@ -26,10 +26,13 @@ from tenant_backup.catalog import (
     read_catalog,
     schema_fingerprint,
 )
+from tenant_backup.codecs import Compression, check_compression, default_level
 from tenant_backup.db import Snapshot, connect, import_snapshot
 from tenant_backup.errors import ConfigurationError, PermissionDeniedError, TenantBackupError
 from tenant_backup.extract import TablePart, extract_table
+from tenant_backup.formats import ArtifactFormat, check_types
 from tenant_backup.manifest import Manifest, TableManifest
+from tenant_backup.order import restore_order
 from tenant_backup.profiles import Profile, discovered_profile, load_profile
 from tenant_backup.settings import Settings
 from tenant_backup.sqlbuild import qualified
@@ -67,6 +70,13 @@ class BackupRequest(BaseModel):
     backup_type: Literal["manual", "scheduled"] = "manual"
     force: bool = False
     name: str | None = None
+    format: ArtifactFormat = "csv"
+    compression: Compression = "deflate"
+    compression_level: int | None = None
+
+    @property
+    def level(self) -> int:
+        return default_level(self.compression) if self.compression_level is None else self.compression_level
 
 
 class BackupPlan(BaseModel):
@@ -83,6 +93,8 @@ class BackupPlan(BaseModel):
     type: Literal["full", "partial"]
     categories: list[str]
     tables: list[TableScope]
+    table_order: list[str]  # as stored: parents first for SQL and JSON, by name for CSV
+    name_key: str
     schema_fingerprint: str
 
 
@@ -103,6 +115,7 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
     Raises before anything is written. A refused requester is logged in backup_restore_logs.
     """
     profile = resolve_profile(request.profile, request.tenant_column)
+    check_compression(request.compression, request.level, request.format)
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
         ledger.migrate(conn, settings.ledger_schema)
         if request.requested_by:
@@ -124,6 +137,8 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
         if tables is None and request.categories:
             tables = request.categories  # discovered profile: categories are table names
         scopes = plan_scope(catalog, profile, tables)
+        check_types(scopes)
+        order = _stored_order(catalog, scopes, request.format)
         tenant_name = _tenant_name(conn, profile, catalog, request.tenant_id)
     categories = request.categories or (list(profile.categories) or [s.table for s in scopes])
     return BackupPlan(
@@ -136,8 +151,28 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
         type="full" if profile.is_full(request.categories) else "partial",
         categories=categories,
         tables=sorted(scopes, key=lambda s: -s.est_rows),
+        table_order=order,
+        name_key=profile.name_key,
         schema_fingerprint=schema_fingerprint(scopes),
     )
+
+
+def _stored_order(catalog: Catalog, scopes: list[TableScope], fmt: ArtifactFormat) -> list[str]:
+    """Tables in the artifact's order. A SQL script loads parents first, one COPY per table, so
+    foreign keys between tables must not form a cycle unless one of them is deferrable (a
+    self-reference is fine: COPY checks it at the end of the statement)."""
+    names = sorted(s.table for s in scopes)
+    if fmt == "csv":
+        return names
+    order = restore_order(names, catalog.foreign_keys)
+    cyclic = [fk for fk in order.broken if fk.table != fk.ref_table]
+    if fmt == "sql" and cyclic:
+        raise ConfigurationError(
+            f"tables {', '.join(sorted({fk.table for fk in cyclic}))} reference each other through non-deferrable "
+            "foreign keys, which a SQL script cannot load in one pass: use format csv or json (the restore flow "
+            "orders such rows), or make one of the keys DEFERRABLE"
+        )
+    return list(order.tables)
 
 
 def _tenant_name(conn: psycopg.Connection, profile: Profile, catalog: Catalog, tenant_id: str) -> str | None:
@@ -169,7 +204,7 @@ def open_entry(db_url: str, settings: Settings, plan: BackupPlan) -> str:
             name=req.name or f"{req.backup_type} backup {datetime.now():%Y-%m-%d %H:%M}",
             backup_type=req.backup_type,
             type_=plan.type,
-            format_="csv",
+            format_=req.format,
             categories=plan.categories,
             created_by=req.requested_by,
             throttle=None if req.force else timedelta(seconds=settings.throttle_seconds),
@@ -177,14 +212,27 @@ def open_entry(db_url: str, settings: Settings, plan: BackupPlan) -> str:
 
 
 def extract_part(
-    db_url: str, settings: Settings, scope: TableScope, tenant_id: str, snapshot_id: str, spool: Path
+    db_url: str,
+    settings: Settings,
+    scope: TableScope,
+    tenant_id: str,
+    snapshot_id: str,
+    spool: Path,
+    request: BackupRequest,
 ) -> TablePart:
-    """Extract one table inside the shared snapshot into ``spool``."""
+    """Extract one table inside the shared snapshot into ``spool``, in the requested format."""
+    fmt, compression, level = request.format, request.compression, request.level
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
         import_snapshot(conn, snapshot_id, tenant_id)
         try:
             return extract_table(
-                conn, scope, tenant_id, spool / f"{scope.table}.csv.deflate", level=settings.compress_level
+                conn,
+                scope,
+                tenant_id,
+                spool / f"{scope.table}.part",
+                fmt=fmt,
+                compression=compression,
+                level=level,
             )
         finally:
             conn.execute("ROLLBACK")
@@ -194,7 +242,7 @@ def build_manifest(plan: BackupPlan, backup_id: str, snapshot: Snapshot, parts: 
     by_table = {p.table: p for p in parts}
     tables = {
         s.table: TableManifest(
-            file=f"{s.table}.csv",
+            file=f"{s.table}.csv" if plan.request.format == "csv" else None,
             rows=by_table[s.table].rows,
             size=by_table[s.table].size,
             compressed_size=by_table[s.table].compressed_size,
@@ -216,6 +264,10 @@ def build_manifest(plan: BackupPlan, backup_id: str, snapshot: Snapshot, parts: 
         db_schema=plan.db_schema,
         type=plan.type,
         categories=plan.categories,
+        artifact_format=plan.request.format,
+        compression=plan.request.compression,
+        compression_level=plan.request.level,
+        table_order=plan.table_order,
         tables=tables,
         total_records=sum(p.rows for p in parts),
         tables_count=len(parts),
@@ -226,10 +278,8 @@ def build_manifest(plan: BackupPlan, backup_id: str, snapshot: Snapshot, parts: 
     )
 
 
-def write_artifact(storage: Storage, manifest: Manifest, parts: list[TablePart]) -> ArtifactInfo:
-    key = artifact_key(manifest.tenant_id, manifest.backup_id, manifest.date)
-    ordered = sorted(parts, key=lambda p: p.table)
-    return write_csv_zip(storage, key, manifest, ordered)
+def write_artifact(storage: Storage, plan: BackupPlan, manifest: Manifest, parts: list[TablePart]) -> ArtifactInfo:
+    return artifact.write_artifact(storage, manifest, parts, plan.tables, plan.name_key)
 
 
 def error_text(exc: BaseException) -> str:

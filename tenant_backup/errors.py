@@ -6,6 +6,7 @@
     ├── ConfigurationError            bad input: fix the call, the profile or the settings
     │   ├── UnknownCategoryError      a category or table that the profile or schema lacks
     │   ├── ScopeError                a table that cannot be tied to a tenant
+    │   ├── UnsupportedTypeError      a column type no artifact can carry exactly
     │   └── PoolerNotSupportedError   a transaction pooler, where a session is needed
     ├── PermissionDeniedError         the requester is not an admin of the tenant
     ├── ThrottledError                a backup of the tenant ran less than the throttle window ago
@@ -43,6 +44,7 @@ __all__ = [
     "TenantBusyError",
     "ThrottledError",
     "UnknownCategoryError",
+    "UnsupportedTypeError",
     "VerificationError",
 ]
 
@@ -97,6 +99,10 @@ class UnknownCategoryError(ConfigurationError):
 
 class ScopeError(ConfigurationError):
     """Raised when a table has neither the tenant column nor a foreign-key path to one."""
+
+
+class UnsupportedTypeError(ConfigurationError):
+    """A column whose text form would not read back as the same value elsewhere."""
 
 
 class PoolerNotSupportedError(ConfigurationError):

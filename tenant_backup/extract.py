@@ -1,8 +1,9 @@
 """Extraction: stream one table's tenant rows out of PostgreSQL with COPY into a spool file.
 
-Rows stay bytes end to end: COPY chunks are gathered into ~1 MiB buffers, then hashed (sha256 of
-the CSV), checksummed (CRC-32, for the ZIP entry) and compressed with ISA-L's raw deflate, so
-the ZIP writer can later store them without compressing again. Memory is bounded by the buffer.
+Rows stay bytes end to end: COPY chunks are gathered into ~1 MiB buffers, framed for the
+artifact's format, hashed (sha256, and CRC-32 for a ZIP entry) and compressed with the backup's
+codec, so the artifact is later assembled by copying compressed parts. Memory is bounded by the
+buffer.
 """
 
 from __future__ import annotations
@@ -16,51 +17,69 @@ from psycopg import ClientCursor
 from pydantic import BaseModel, ConfigDict
 
 from tenant_backup.catalog import TableScope
+from tenant_backup.codecs import Compression, compressor
 from tenant_backup.copyout import CopyOut
 from tenant_backup.errors import ExtractError
+from tenant_backup.formats import ArtifactFormat, Framer, copy_statement
 from tenant_backup.progress import Progress, listening, publish
-from tenant_backup.sqlbuild import copy_out
 
 __all__ = ["TablePart", "extract_table"]
 
 
 class TablePart(BaseModel):
-    """One extracted table, spooled as raw deflate data."""
+    """One extracted table, spooled compressed and framed for the artifact."""
 
     model_config = ConfigDict(frozen=True)
 
     table: str
     path: str
     rows: int
-    size: int  # bytes of CSV
+    size: int  # bytes of the table's data (the CSV file; the JSON rows; the COPY rows)
     compressed_size: int
-    sha256: str  # of the CSV
-    crc32: int
+    sha256: str  # of those bytes
+    crc32: int  # of the uncompressed part, as a ZIP entry needs
 
 
 def extract_table(
-    conn: psycopg.Connection, scope: TableScope, tenant_id: str, dest: Path, *, level: int = 1
+    conn: psycopg.Connection,
+    scope: TableScope,
+    tenant_id: str,
+    dest: Path,
+    *,
+    fmt: ArtifactFormat = "csv",
+    compression: Compression = "deflate",
+    level: int = 1,
 ) -> TablePart:
-    """COPY the tenant's rows of ``scope`` as CSV into ``dest`` (raw deflate); ``conn`` must
-    already be inside the shared snapshot."""
+    """COPY the tenant's rows of ``scope`` into ``dest``; ``conn`` must already be inside the
+    shared snapshot."""
     digest = hashlib.sha256()
-    compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)  # raw deflate, as ZIP wants
+    frame = Framer(fmt, scope)
+    pack = compressor(compression, level, "zip" if fmt == "csv" else "stream")
     crc = 0
     size = 0
     # COPY takes no bind parameters: the tenant id is bound client-side, as psycopg's own
     # cursor.copy(query, params) does.
-    statement = ClientCursor(conn).mogrify(copy_out(scope), {"tenant": tenant_id}).encode()
+    statement = ClientCursor(conn).mogrify(copy_statement(scope, fmt), {"tenant": tenant_id}).encode()
     copy = CopyOut(conn, statement)
     try:
         with dest.open("wb") as out:
+
+            def put(data: bytes | bytearray, *, hashed: bool = True) -> None:
+                nonlocal crc, size
+                if hashed:
+                    digest.update(data)
+                    size += len(data)
+                crc = isal_zlib.crc32(data, crc)
+                out.write(pack.compress(data))
+
+            put(frame.prefix, hashed=False)
             for block in copy:
-                digest.update(block)
-                crc = isal_zlib.crc32(block, crc)
-                size += len(block)
-                out.write(compressor.compress(block))
+                put(frame.data(block))
                 if listening():  # newlines approximate rows (a quoted one counts twice): enough for a bar
                     publish(Progress(tenant_id=tenant_id, table=scope.table, rows=block.count(b"\n"), bytes=len(block)))
-            out.write(compressor.flush())
+            put(frame.end())
+            put(frame.suffix, hashed=False)
+            out.write(pack.flush())
             rows = copy.rows
             compressed = out.tell()
     except psycopg.Error as exc:

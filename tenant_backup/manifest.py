@@ -8,22 +8,26 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tenant_backup.catalog import ColumnInfo
+from tenant_backup.codecs import Compression
+from tenant_backup.formats import ArtifactFormat
 
 __all__ = ["ARTIFACT_VERSION", "Manifest", "TableManifest"]
 
 # Bumped on any change a reader must know about; a reader refuses a newer major version.
-ARTIFACT_VERSION = "1.0.0"
+ARTIFACT_VERSION = "1.1.0"  # 1.1: json and sql formats, codecs
 
 
 class TableManifest(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    file: str
+    file: str | None = Field(None, description="Entry name in a CSV ZIP.")
     rows: int
-    size: int = Field(description="Bytes of CSV.")
+    size: int = Field(description="Bytes of the table's data (CSV file, JSON rows, COPY rows).")
     compressed_size: int
-    sha256: str = Field(description="sha256 of the CSV file, hex.")
-    columns: list[ColumnInfo] = Field(description="Every column, generated ones flagged (not in the CSV).")
+    sha256: str = Field(description="sha256 of those bytes, hex.")
+    columns: list[ColumnInfo] = Field(
+        description="Every column with its PostgreSQL type; generated ones flagged (not in the artifact)."
+    )
     primary_key: list[str]
     scope: str = Field(
         description="How the tenant's rows were selected, e.g. lignes_vente.vente_id -> ventes.etablissement_id."
@@ -47,12 +51,14 @@ class Manifest(BaseModel):
     db_schema: str
     type: Literal["full", "partial"]
     categories: list[str]
-    artifact_format: Literal["csv"] = "csv"
-    compression: str = "deflate"
+    artifact_format: ArtifactFormat = "csv"
+    compression: Compression = "deflate"
+    compression_level: int = 1
+    table_order: list[str] = Field(default_factory=list, description="Tables as stored, parents first for SQL.")
     tables: dict[str, TableManifest]
     total_records: int
     tables_count: int
-    size_bytes: int = Field(description="Bytes of CSV over all tables.")
+    size_bytes: int = Field(description="Bytes of table data over all tables, uncompressed.")
     schema_fingerprint: str
     server_version: str
     tool_version: str

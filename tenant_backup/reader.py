@@ -1,8 +1,11 @@
 """Fetching and verifying an artifact before anything is restored from it.
 
 The artifact is downloaded to a local spool file while its sha256 is computed and compared with
-the ledger's checksum; then the manifest's format and version are checked and every table's CSV
-is re-hashed against the manifest. Only an artifact that passes all of it is opened for restore.
+the ledger's checksum; then the manifest's format and version are checked and every table is
+re-hashed against the manifest. A CSV ZIP is then read in place; a JSON or SQL artifact is read
+once, as a stream, and each table is written to the spool as COPY text while it is checked (a
+restore reads the tables in foreign-key order, not in file order). Only an artifact that passes
+all of it is opened for restore. Nothing here needs a database.
 """
 
 from __future__ import annotations
@@ -13,17 +16,23 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from pydantic import ValidationError
 
+from tenant_backup.codecs import Compression, decompressed
+from tenant_backup.documents import document_checksum
 from tenant_backup.errors import VerificationError
+from tenant_backup.formats import copy_in_line
 from tenant_backup.manifest import ARTIFACT_VERSION, Manifest
+from tenant_backup.rows import json_row_to_copy_text
 from tenant_backup.storage import Storage
 
-__all__ = ["Artifact", "fetch_artifact"]
+__all__ = ["Artifact", "fetch_artifact", "open_verified"]
 
 _CHUNK = 1 << 20
+_DATA_OPEN = b', "data": {\n'
+_MAGIC: dict[bytes, Compression] = {b"\x1f\x8b": "deflate", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
 def _major(version: str) -> int:
@@ -33,18 +42,34 @@ def _major(version: str) -> int:
         return 1 << 30  # unparseable: treat as newer than anything we know
 
 
-class Artifact:
-    """A verified artifact in a local file: its manifest and its tables' CSV streams."""
+def tables_dir_of(path: Path) -> Path:
+    """Where a JSON or SQL artifact's tables are spooled as COPY text: next to it."""
+    return path.with_name(path.name + ".tables")
 
-    def __init__(self, path: Path, manifest: Manifest) -> None:
+
+class Artifact:
+    """A verified artifact in a local file: its manifest and its tables' rows, ready for COPY."""
+
+    def __init__(self, path: Path, manifest: Manifest, tables_dir: Path | None = None) -> None:
         self.path = path
         self.manifest = manifest
+        self.tables_dir = tables_dir or tables_dir_of(path)
+
+    @property
+    def copy_format(self) -> Literal["csv", "text"]:
+        """What :meth:`open_table` yields: CSV with a header row, or COPY text."""
+        return "csv" if self.manifest.artifact_format == "csv" else "text"
 
     @contextmanager
     def open_table(self, table: str) -> Iterator[BinaryIO]:
-        """The CSV of ``table`` (with its header row), decompressed as it is read."""
-        with zipfile.ZipFile(self.path) as archive, archive.open(self.manifest.tables[table].file) as fh:
-            yield fh  # type: ignore[misc]
+        """The rows of ``table`` in :attr:`copy_format`, decompressed as they are read."""
+        if self.manifest.artifact_format == "csv":
+            entry = self.manifest.tables[table].file or f"{table}.csv"
+            with zipfile.ZipFile(self.path) as archive, archive.open(entry) as fh:
+                yield fh  # type: ignore[misc]
+        else:
+            with (self.tables_dir / f"{table}.copy").open("rb") as fh:
+                yield fh
 
 
 def fetch_artifact(
@@ -67,8 +92,54 @@ def fetch_artifact(
     return open_verified(dest, backup_id=backup_id)
 
 
-def open_verified(path: Path, *, backup_id: str) -> Artifact:
-    """Check the manifest's format and version and every table's sha256."""
+def open_verified(path: Path, *, backup_id: str = "?", tables_dir: Path | None = None) -> Artifact:
+    """Check the manifest's format and version and every table's sha256 and row count.
+
+    A JSON or SQL artifact's tables go to ``tables_dir`` (default: next to ``path``)."""
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic.startswith(b"PK"):
+        return Artifact(path, _verify_zip(path, backup_id))
+    tables_dir = tables_dir or tables_dir_of(path)
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    method: Compression = next((m for prefix, m in _MAGIC.items() if magic.startswith(prefix)), "none")
+    try:
+        with path.open("rb") as raw, decompressed(raw, method) as lines:
+            manifest = _verify_document(lines, tables_dir, backup_id)
+    except (OSError, EOFError, ValueError, UnicodeDecodeError) as exc:
+        raise VerificationError(
+            f"backup {backup_id} cannot be read: {exc}; it is damaged", backup_id=backup_id
+        ) from exc
+    return Artifact(path, manifest, tables_dir)
+
+
+def _manifest(raw: Any, backup_id: str) -> Manifest:
+    if not isinstance(raw, dict) or raw.get("format") != "tenant-backup":
+        raise VerificationError(f"backup {backup_id} is not a tenant-backup artifact", backup_id=backup_id)
+    version = str(raw.get("version", ""))
+    if _major(version) > _major(ARTIFACT_VERSION):
+        raise VerificationError(
+            f"backup {backup_id} was written by artifact version {version}, newer than this tool's "
+            f"{ARTIFACT_VERSION}: upgrade tenant-backup to restore it",
+            backup_id=backup_id,
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise VerificationError(f"backup {backup_id} has an invalid manifest: {exc}", backup_id=backup_id) from exc
+
+
+def _check_table(manifest: Manifest, table: str, digest: str, rows: int | None, backup_id: str) -> None:
+    entry = manifest.tables[table]
+    if digest != entry.sha256 or (rows is not None and rows != entry.rows):
+        raise VerificationError(
+            f"table {table} of backup {backup_id} does not match its sha256 and row count in the manifest",
+            backup_id=backup_id,
+            table=table,
+        )
+
+
+def _verify_zip(path: Path, backup_id: str) -> Manifest:
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
@@ -80,33 +151,93 @@ def open_verified(path: Path, *, backup_id: str) -> Artifact:
             raise VerificationError(
                 f"backup {backup_id} has no readable manifest.json ({exc})", backup_id=backup_id
             ) from exc
-        if not isinstance(raw, dict) or raw.get("format") != "tenant-backup":
-            raise VerificationError(f"backup {backup_id} is not a tenant-backup artifact", backup_id=backup_id)
-        version = str(raw.get("version", ""))
-        if _major(version) > _major(ARTIFACT_VERSION):
-            raise VerificationError(
-                f"backup {backup_id} was written by artifact version {version}, newer than this tool's "
-                f"{ARTIFACT_VERSION}: upgrade tenant-backup to restore it",
-                backup_id=backup_id,
-            )
-        try:
-            manifest = Manifest.model_validate(raw)
-        except ValidationError as exc:
-            raise VerificationError(f"backup {backup_id} has an invalid manifest: {exc}", backup_id=backup_id) from exc
+        manifest = _manifest(raw, backup_id)
         for table, entry in manifest.tables.items():
             digest = hashlib.sha256()
             try:
-                with archive.open(entry.file) as fh:
+                with archive.open(entry.file or f"{table}.csv") as fh:
                     while chunk := fh.read(_CHUNK):
                         digest.update(chunk)
             except (KeyError, zipfile.BadZipFile, OSError) as exc:
                 raise VerificationError(
                     f"table {table} of backup {backup_id} cannot be read ({exc})", backup_id=backup_id, table=table
                 ) from exc
-            if digest.hexdigest() != entry.sha256:
+            _check_table(manifest, table, digest.hexdigest(), None, backup_id)
+    return manifest
+
+
+def _verify_document(lines: BinaryIO, tables_dir: Path, backup_id: str) -> Manifest:
+    first = lines.readline()
+    if first.startswith(b"{") and first.endswith(_DATA_OPEN):
+        head = json.loads(first[: -len(_DATA_OPEN)] + b"}")
+        manifest = _manifest(head.get("manifest") if isinstance(head, dict) else None, backup_id)
+        seen = _json_tables(lines, manifest, tables_dir, backup_id)
+    elif first.startswith(b"--"):
+        manifest, seen = _sql_tables(lines, tables_dir, backup_id)
+    else:
+        raise VerificationError(f"backup {backup_id} is not a tenant-backup artifact", backup_id=backup_id)
+    if seen != manifest.table_order or set(seen) != set(manifest.tables):
+        raise VerificationError(
+            f"backup {backup_id} holds tables {seen}, its manifest {manifest.table_order}: it is truncated or "
+            "altered; restore another backup",
+            backup_id=backup_id,
+        )
+    return manifest
+
+
+def _json_tables(lines: BinaryIO, manifest: Manifest, tables_dir: Path, backup_id: str) -> list[str]:
+    seen: list[str] = []
+    while True:
+        line = lines.readline()
+        if line.startswith(b"}, "):
+            tail = json.loads(b"{" + line[3:])
+            if tail.get("checksum") != document_checksum(manifest, seen):
                 raise VerificationError(
-                    f"table {table} of backup {backup_id} does not match its sha256 in the manifest",
-                    backup_id=backup_id,
-                    table=table,
+                    f"backup {backup_id}: the document's checksum does not match", backup_id=backup_id
                 )
-    return Artifact(path, manifest)
+            return seen
+        if not line.endswith(b": [\n"):
+            raise VerificationError(f"backup {backup_id} ends early or is not ours: {line[:60]!r}", backup_id=backup_id)
+        table = json.loads(line[:-4])
+        if table not in manifest.tables:
+            raise VerificationError(
+                f"backup {backup_id} holds table {table!r}, not in its manifest", backup_id=backup_id
+            )
+        columns = [c.name for c in manifest.tables[table].columns if not c.generated]
+        digest, rows = hashlib.sha256(), 0
+        with (tables_dir / f"{table}.copy").open("wb") as out:
+            while (row := lines.readline()) not in (b"]\n", b"],\n", b""):
+                digest.update(row)
+                rows += 1
+                out.write(json_row_to_copy_text(row, columns))
+        _check_table(manifest, table, digest.hexdigest(), rows, backup_id)
+        seen.append(table)
+
+
+def _sql_tables(lines: BinaryIO, tables_dir: Path, backup_id: str) -> tuple[Manifest, list[str]]:
+    manifest: Manifest | None = None
+    seen: list[str] = []
+    ended = False
+    while line := lines.readline():
+        if line.startswith(b"-- manifest: ") and manifest is None:
+            manifest = _manifest(json.loads(line[len(b"-- manifest: ") :]), backup_id)
+        elif line.startswith(b"COPY ") and manifest is not None and len(seen) < len(manifest.table_order):
+            table = manifest.table_order[len(seen)]
+            columns = [c.name for c in manifest.tables[table].columns if not c.generated]
+            if line != copy_in_line(manifest.db_schema, table, columns):
+                raise VerificationError(
+                    f"backup {backup_id}: unexpected {line[:80]!r}", backup_id=backup_id, table=table
+                )
+            digest, rows = hashlib.sha256(), 0
+            with (tables_dir / f"{table}.copy").open("wb") as out:
+                while (row := lines.readline()) not in (b"\\.\n", b""):
+                    digest.update(row)
+                    rows += 1
+                    out.write(row)
+            _check_table(manifest, table, digest.hexdigest(), rows, backup_id)
+            seen.append(table)
+        elif manifest is not None and line == f"-- end of backup {manifest.backup_id}\n".encode():
+            ended = True
+    if manifest is None or not ended:
+        raise VerificationError(f"backup {backup_id} is not a complete tenant-backup SQL artifact", backup_id=backup_id)
+    return manifest, seen

@@ -110,7 +110,7 @@ def check_request(db_url: str, settings: Settings, req: RestoreRequest) -> Resto
 def verify(storage: Storage, target: RestoreTarget, spool: Path) -> VerifiedArtifact:
     """Download and verify the artifact; refuse another tenant's artifact."""
     artifact = fetch_artifact(
-        storage, target.storage_path, target.checksum, spool / "artifact.zip", backup_id=target.backup_id
+        storage, target.storage_path, target.checksum, spool / "artifact", backup_id=target.backup_id
     )
     manifest = artifact.manifest
     if manifest.backup_id != target.backup_id or manifest.tenant_id != target.source_tenant:

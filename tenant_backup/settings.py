@@ -29,7 +29,6 @@ class Settings(BaseSettings):
     lock_timeout: str = Field("10s", description="PostgreSQL lock_timeout for every session.")
     work_mem: str = Field("256MB", description="PostgreSQL work_mem inside a restore's transaction.")
     throttle_seconds: int = Field(300, description="At most one backup per tenant in this window.")
-    compress_level: int = Field(1, ge=0, le=3, description="Deflate level (ISA-L, 0..3).")
     spool_dir: str | None = Field(None, description="Local folder for table parts (default: temp).")
 
 

@@ -10,7 +10,10 @@ from psycopg import sql
 
 from tenant_backup.catalog import Hop, TableScope
 
-__all__ = ["copy_out", "qualified", "select_tenant_rows", "tenant_filter"]
+__all__ = ["qualified", "select_tenant_rows", "tenant_filter"]
+
+
+TENANT = sql.Placeholder("tenant")
 
 
 def qualified(schema: str, table: str) -> sql.Composed:
@@ -23,16 +26,17 @@ def _row(columns: tuple[str, ...]) -> sql.Composable:
     return sql.SQL("({})").format(idents) if len(columns) > 1 else idents
 
 
-def tenant_filter(scope: TableScope) -> sql.Composable:
+def tenant_filter(scope: TableScope, value: sql.Composable = TENANT) -> sql.Composable:
     """WHERE condition selecting the tenant's rows of ``scope.table``.
 
     Along a foreign-key path each hop is a semi-join, innermost last::
 
         vente_id IN (SELECT id FROM ventes WHERE etablissement_id = %(tenant)s)
 
-    Each subquery has one table, so unqualified column names always resolve to it.
+    Each subquery has one table, so unqualified column names always resolve to it. ``value`` is
+    the ``%(tenant)s`` parameter, or a literal in a SQL artifact.
     """
-    condition: sql.Composable = sql.SQL("{} = %(tenant)s").format(sql.Identifier(scope.tenant_column))
+    condition: sql.Composable = sql.SQL("{} = {}").format(sql.Identifier(scope.tenant_column), value)
     for hop in reversed(scope.path):
         condition = _semi_join(scope.schema_name, hop, condition)
     return condition
@@ -54,9 +58,3 @@ def select_tenant_rows(scope: TableScope) -> sql.Composed:
         qualified(scope.schema_name, scope.table),
         tenant_filter(scope),
     )
-
-
-def copy_out(scope: TableScope) -> sql.Composed:
-    """``COPY (<select>) TO STDOUT`` as CSV with a header row: NULL is an unquoted empty field,
-    the empty string is ``""``, so COPY FROM tells them apart again."""
-    return sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER true)").format(select_tenant_rows(scope))

@@ -113,7 +113,7 @@ def count_rows(conn: psycopg.Connection, query: sql.Composed, tenant: str) -> in
 
 
 def stage(conn: psycopg.Connection, artifact: Artifact, t: RestoreTable, tenant: str, *, rewrite: bool) -> None:
-    """COPY the table's CSV into a temporary table typed like the target (dropped columns as text);
+    """COPY the table's rows into a temporary table typed like the target (dropped columns as text);
     with ``rewrite``, the tenant column is set to ``tenant`` (a restore into another tenant)."""
     select = sql.SQL(", ").join(
         sql.SQL("NULL::text AS {}").format(sql.Identifier(c)) if c in t.dropped else sql.Identifier(c)
@@ -124,9 +124,8 @@ def stage(conn: psycopg.Connection, artifact: Artifact, t: RestoreTable, tenant:
             sql.Identifier(t.stage), select, t.target()
         )
     )
-    copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER true)").format(
-        sql.Identifier(t.stage), t.cols(t.backup_columns)
-    )
+    options = sql.SQL("FORMAT csv, HEADER true" if artifact.copy_format == "csv" else "FORMAT text")
+    copy_in = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(sql.Identifier(t.stage), t.cols(t.backup_columns), options)
     with artifact.open_table(t.name) as source, conn.cursor() as cur, cur.copy(copy_in) as copy:
         while data := source.read(_CHUNK):
             copy.write(data)

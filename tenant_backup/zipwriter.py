@@ -21,6 +21,7 @@ __all__ = ["ZipStreamWriter"]
 
 _LIMIT = 0xFFFFFFFF
 _DEFLATED = 8
+_STORED = 0
 _UTF8 = 0x0800
 _COPY_CHUNK = 1 << 20
 
@@ -32,9 +33,12 @@ def _dos_time(moment: datetime) -> tuple[int, int]:
 
 
 class _Entry:
-    __slots__ = ("compressed_size", "crc32", "name", "offset", "size", "zip64")
+    __slots__ = ("compressed_size", "crc32", "method", "name", "offset", "size", "zip64")
 
-    def __init__(self, name: bytes, crc32: int, compressed_size: int, size: int, offset: int, zip64: bool) -> None:
+    def __init__(
+        self, name: bytes, crc32: int, compressed_size: int, size: int, offset: int, zip64: bool, method: int
+    ) -> None:
+        self.method = method
         self.name = name
         self.crc32 = crc32
         self.compressed_size = compressed_size
@@ -68,17 +72,20 @@ class ZipStreamWriter:
         self._digest.update(data)
         self._offset += len(data)
 
-    def add_precompressed(self, name: str, source: BinaryIO, *, crc32: int, compressed_size: int, size: int) -> None:
-        """Add an entry whose raw deflate data is read from ``source`` (``compressed_size`` bytes)."""
+    def add_precompressed(
+        self, name: str, source: BinaryIO, *, crc32: int, compressed_size: int, size: int, stored: bool = False
+    ) -> None:
+        """Add an entry whose raw deflate data (or, ``stored``, plain data) is read from ``source``."""
         zip64 = self._force_zip64 or size >= _LIMIT or compressed_size >= _LIMIT or self._offset >= _LIMIT
-        entry = _Entry(name.encode("utf-8"), crc32, compressed_size, size, self._offset, zip64)
+        method = _STORED if stored else _DEFLATED
+        entry = _Entry(name.encode("utf-8"), crc32, compressed_size, size, self._offset, zip64, method)
         extra = struct.pack("<HHQQ", 0x0001, 16, size, compressed_size) if zip64 else b""
         header = struct.pack(
             "<IHHHHHIIIHH",
             0x04034B50,
             45 if zip64 else 20,
             _UTF8,
-            _DEFLATED,
+            method,
             self._time,
             self._date,
             crc32,
@@ -119,7 +126,7 @@ class ZipStreamWriter:
                     (3 << 8) | 45,  # made by: Unix, spec 4.5
                     45 if e.zip64 else 20,
                     _UTF8,
-                    _DEFLATED,
+                    e.method,
                     self._time,
                     self._date,
                     e.crc32,

@@ -12,8 +12,8 @@ import psycopg
 from psycopg import sql
 
 from tenant_backup.catalog import TableScope, plan_scope, read_catalog
-from tenant_backup.profiles import load_profile
-from tenant_backup.sqlbuild import copy_out
+from tenant_backup.formats import BOM, copy_statement
+from tenant_backup.profiles import Profile, load_profile
 from tenant_backup.storage import Storage
 
 
@@ -28,20 +28,22 @@ def manifest_of(archive: zipfile.ZipFile) -> dict[str, Any]:
 
 
 def rows_of(archive: zipfile.ZipFile, table: str) -> list[dict[str, str]]:
-    text = archive.read(f"{table}.csv").decode("utf-8")
+    text = archive.read(f"{table}.csv").decode("utf-8-sig")
     return list(csv.DictReader(io.StringIO(text, newline="")))
 
 
-def scopes(conn: psycopg.Connection, profile: str) -> dict[str, TableScope]:
-    prof = load_profile(profile)
+def scopes(conn: psycopg.Connection, profile: str | Profile) -> dict[str, TableScope]:
+    """Every table of a shipped profile (by name) or of a discovered one."""
+    prof = load_profile(profile) if isinstance(profile, str) else profile
     catalog = read_catalog(conn, prof.db_schema)
-    return {s.table: s for s in plan_scope(catalog, prof, prof.tables_for(None))}
+    tables = prof.tables_for(None) if prof.categories else None
+    return {s.table: s for s in plan_scope(catalog, prof, tables)}
 
 
 def tenant_csv(conn: psycopg.Connection, scope: TableScope, tenant_id: str) -> bytes:
-    """The tenant's rows of one table as our COPY writes them, straight from the database."""
-    out = bytearray()
-    with conn.cursor() as cur, cur.copy(copy_out(scope), {"tenant": tenant_id}) as copy:
+    """The tenant's rows of one table as the artifact's CSV file holds them, straight from the database."""
+    out = bytearray(BOM)
+    with conn.cursor() as cur, cur.copy(copy_statement(scope, "csv"), {"tenant": tenant_id}) as copy:
         for chunk in copy:
             out += chunk
     return bytes(out)
@@ -53,7 +55,7 @@ def count(conn: psycopg.Connection, table: str) -> int:
     return int(row[0])
 
 
-def state_of(url: str, profile: str, tenant_id: str) -> dict[str, bytes]:
+def state_of(url: str, profile: str | Profile, tenant_id: str) -> dict[str, bytes]:
     """Every table's rows of the tenant, all columns, ordered by key, as COPY prints them."""
     from tenant_backup.db import connect as pinned
     from tenant_backup.sqlbuild import qualified, tenant_filter

@@ -86,7 +86,7 @@ def rows_of_bytes(data: bytes) -> list[dict[str, str]]:
     import csv
     import io
 
-    return list(csv.DictReader(io.StringIO(data.decode(), newline="")))
+    return list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline="")))
 
 
 def test_ledger_row_records_the_artifact_and_its_checksum(pos_db: DemoDatabase, env: dict[str, Any]) -> None:

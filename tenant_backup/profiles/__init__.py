@@ -63,6 +63,14 @@ class Profile(_Frozen):
         default_factory=dict, description="Category name -> tables. Empty: discover from the catalog."
     )
     exclude_tables: tuple[str, ...] = Field((), description="Tables never backed up (discovery).")
+    document_name_key: str | None = Field(
+        None, description="Key of the tenant's name in JSON artifacts (seed 000: etablissement_nom)."
+    )
+
+    @property
+    def name_key(self) -> str:
+        """``etablissement_nom`` for seed 000; else the tenant column with ``_name`` for ``_id``."""
+        return self.document_name_key or f"{self.tenant_column.removesuffix('_id')}_name"
 
     def tables_for(self, categories: list[str] | None) -> list[str]:
         """The tables of ``categories`` (all categories when None), in profile order, no repeats.
