@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tenant_backup.errors import TenantBackupError
+from tenant_backup.errors import LedgerError, TenantBackupError
 
 __all__ = ["main"]
 
@@ -108,6 +108,8 @@ def _cmd_backup(args: argparse.Namespace) -> dict[str, Any]:
             tenant_id=args.tenant,
             categories=args.category or None,
             format=args.format,
+            compression=args.compression,
+            compression_level=args.compression_level,
             requested_by=args.requested_by,
             profile=None if args.tenant_column else (args.profile or "pos"),
             tenant_column=args.tenant_column,
@@ -202,6 +204,64 @@ def _cmd_list(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _cmd_show(args: argparse.Namespace) -> dict[str, Any]:
+    from tenant_backup import ledger
+    from tenant_backup.dataframes import open_backup
+    from tenant_backup.db import connect
+    from tenant_backup.settings import get_settings
+
+    settings = get_settings()
+    with connect(_require(args.db or settings.database_url, "--db")) as conn:
+        ledger.migrate(conn, settings.ledger_schema)
+        row = ledger.get_backup(conn, settings.ledger_schema, args.backup_id)
+    if row.status != "completed" or not row.storage_path:
+        raise LedgerError(f"backup {args.backup_id} is {row.status}: it has no artifact to show", backup_id=row.id)
+    backup = open_backup(row.storage_path, storage_options=settings.storage_options)
+    if not args.table:
+        tables: dict[str, dict[str, Any]] = {
+            name: {"rows": t.rows, "columns": [c.name for c in t.columns]} for name, t in backup.manifest.tables.items()
+        }
+        if not args.json:
+            print(
+                f"backup {row.id} of tenant {row.tenant_id}, {backup.manifest.artifact_format}, {backup.manifest.date}:"
+            )
+            for name, t in tables.items():
+                print(f"  {name:<24} {t['rows']:>10,} rows  {', '.join(t['columns'])}")
+        return {"backup_id": row.id, "tables": tables}
+    frame = backup.table(args.table, head=args.head)
+    if not args.json:
+        import pandas as pd
+
+        with pd.option_context("display.max_columns", None, "display.width", 200):
+            print(frame.to_string(max_rows=args.head or 60))
+    return {
+        "backup_id": row.id,
+        "table": args.table,
+        "dtypes": {c: str(t) for c, t in frame.dtypes.items()},
+        "rows": [{c: _jsonable(v) for c, v in row.items()} for row in frame.astype(object).to_dict("records")],
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    """A DataFrame cell for JSON: NULL as null, bytea as PostgreSQL's hex form, the rest as JSON
+    values where they are ones (numbers, booleans, parsed json), else as text."""
+    import math
+
+    import pandas as pd
+
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (bool, int, float, str, dict, list)):
+        return value
+    if hasattr(value, "item"):  # numpy scalars
+        return _jsonable(value.item())
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tenant-backup", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
@@ -227,7 +287,16 @@ def _parser() -> argparse.ArgumentParser:
     scope.add_argument("--tenant-column", help="discover tables holding this column (no profile)")
     scope.add_argument("--profile", help="shipped profile (pos, crm) or a .toml / .yaml file (default: pos)")
     p.add_argument("--category", action="append", help="a category of the profile (repeatable; default: all)")
-    p.add_argument("--format", choices=["csv"], default="csv", help="artifact format (default: csv ZIP)")
+    p.add_argument(
+        "--format",
+        choices=["csv", "json", "sql"],
+        default="csv",
+        help="csv: ZIP of CSV files for spreadsheets (default); json: seed 000's document; sql: psql script",
+    )
+    p.add_argument(
+        "--compression", choices=["deflate", "zstd", "none"], default="deflate", help="default deflate (fast)"
+    )
+    p.add_argument("--compression-level", type=int, help="deflate 0..3, zstd 1..19")
     p.add_argument("--force", action="store_true", help="ignore the one-backup-per-5-minutes throttle")
     p.add_argument("--requested-by", help="app user id to check against the profile's admin rule")
     p.add_argument("--name", help="name of the backup in the ledger")
@@ -254,6 +323,13 @@ def _parser() -> argparse.ArgumentParser:
     common(p, storage=True)
     p.add_argument("backup_id", help="the backup to check")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("show", help="print a backup's tables, or one table's rows (no database writes)")
+    common(p, storage=True)
+    p.add_argument("backup_id", help="the backup to look into")
+    p.add_argument("--table", help="the table to print (default: list the tables)")
+    p.add_argument("--head", type=int, help="only the first N rows")
+    p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser("serve", help="serve every deployment from this process (until stopped)")
     common(p, storage=True)

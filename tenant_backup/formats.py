@@ -24,6 +24,7 @@ the JSON itself (``row_to_json``), so the client only frames bytes.
 from __future__ import annotations
 
 import json
+import re
 from typing import Literal
 
 from psycopg import sql
@@ -43,11 +44,9 @@ _JSON_NATIVE = {"smallint", "integer", "bigint", "boolean", "real", "double prec
 
 
 def base_type(column: ColumnInfo) -> str:
-    """``numeric(12,2)`` -> ``numeric``; arrays keep their ``[]``."""
-    name = column.type
-    array = name.endswith("[]")
-    name = name.split("(")[0].removesuffix("[]").strip()
-    return name + "[]" if array else name
+    """The type without modifiers: ``numeric(12,2)`` -> ``numeric``, ``timestamp(3) with time
+    zone`` -> ``timestamp with time zone``; arrays keep their ``[]``."""
+    return re.sub(r"\(.*?\)", "", column.type).replace("  ", " ").strip()
 
 
 # Types whose text form does not read back as the same value in another database or session.
@@ -77,7 +76,9 @@ def _json_expr(column: ColumnInfo) -> sql.Composable:
     ident = sql.Identifier(column.name)
     if base_type(column) in _JSON_NATIVE:
         return ident
-    return sql.SQL("{}::text AS {}").format(ident, ident)
+    # concat() prints through the type's output function, as COPY does; a ::text cast would not
+    # (char(n) loses its padding, inet gains a /32).
+    return sql.SQL("CASE WHEN {c} IS NULL THEN NULL ELSE concat({c}) END AS {c}").format(c=ident)
 
 
 def copy_statement(scope: TableScope, fmt: ArtifactFormat) -> sql.Composed:

@@ -239,3 +239,42 @@ def test_zstd_is_refused_for_the_spreadsheet_zip(typed_pos: DemoDatabase, env: A
     env["use"](typed_pos)
     with pytest.raises(ConfigurationError, match="spreadsheets"):
         _backup(typed_pos, typed_pos.tenants[0].id, "csv", "zstd")
+
+
+def test_open_backup_gives_the_same_typed_frames_for_every_format(
+    typed_crm: DemoDatabase, env: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import math
+    from decimal import Decimal
+
+    import pandas as pd
+
+    from tenant_backup.cli import main
+    from tenant_backup.dataframes import open_backup
+
+    db = typed_crm
+    env["use"](db)
+    tenant = db.tenants[1].id
+    frames = {}
+    for fmt, compression in (("csv", "deflate"), ("json", "zstd"), ("sql", "none")):
+        result = _backup(db, tenant, fmt, compression)
+        backup = open_backup(result.storage_path)
+        assert backup.tables == result.tables
+        frames[fmt] = backup.table("all_types").sort_values("id", ignore_index=True)
+    pd.testing.assert_frame_equal(frames["csv"], frames["json"])
+    pd.testing.assert_frame_equal(frames["csv"], frames["sql"])
+
+    f = frames["csv"]
+    assert str(f["i"].dtype) == "Int32" and str(f["b"].dtype) == "Int64" and str(f["d"].dtype) == "Float64"
+    assert str(f["flag"].dtype) == "boolean" and str(f["t"].dtype) == "string"
+    assert str(f["tstz"].dtype) == "string"  # holds -infinity: kept as text, not altered
+    assert str(f["ts"].dtype) == "string"  # year 294276 does not fit pandas' datetime64
+    assert f["t"].isna()[0] and f["vc"][1] == "" and f["vc"][2] == "\\N" and f["t"][2] == "NULL"
+    assert math.isnan(f["r"][1]) and f["d"][1] == math.inf and f["b"][1] == 9223372036854775807
+    assert f["n"][1] == Decimal("1234567890.1234") and f["n_free"][2].is_nan()
+    assert f["bin"][1] == b"\x00\xff\\\n" and f["jb"][2]["k"][3] == "x\ny" and f["jb"][1] is None
+
+    assert main(["show", result.backup_id, "--table", "all_types", "--head", "2", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert len(shown["rows"]) == 2 and shown["dtypes"]["i"] == "Int32"

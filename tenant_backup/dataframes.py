@@ -1,0 +1,149 @@
+"""A backup's tables as pandas DataFrames, without a database.
+
+    >>> from tenant_backup.dataframes import open_backup
+    >>> backup = open_backup("s3://bucket/backups/<tenant>/<time>-<id>.zip", storage_options={...})
+    >>> backup.tables                      # {'ventes': 1200, …}: rows per table
+    >>> backup.table("ventes").dtypes
+
+Any format opens the same way (the artifact is checked whole first, as a restore checks it).
+Columns get pandas dtypes from their PostgreSQL types: integers ``Int16/32/64`` and floats
+``Float32/64`` (nullable; NaN and ±inf kept), booleans ``boolean``, ``timestamp``/``date`` as
+``datetime64`` (``timestamptz`` in UTC), ``numeric`` as exact ``Decimal`` objects, json/jsonb
+parsed, bytea as ``bytes``, the rest (text, uuid, enums, intervals, ranges, arrays…) as
+``string`` in PostgreSQL's text form. A column whose values pandas cannot hold (``infinity``
+dates, years past 2262 in some units) stays ``string``, never altered.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from tenant_backup.catalog import ColumnInfo
+from tenant_backup.errors import ConfigurationError
+from tenant_backup.formats import base_type
+from tenant_backup.manifest import Manifest
+from tenant_backup.reader import Artifact, open_verified
+from tenant_backup.rows import copy_text_fields
+from tenant_backup.storage import Storage
+
+__all__ = ["Backup", "open_backup", "to_frame"]
+
+_BOOL = {"t": True, "f": False}
+_FLOATS = {"real": np.float32, "double precision": np.float64}
+_SCALARS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "smallint": (int, "Int16"),
+    "integer": (int, "Int32"),
+    "bigint": (int, "Int64"),
+    "boolean": (_BOOL.__getitem__, "boolean"),
+    "numeric": (Decimal, "object"),
+    "json": (json.loads, "object"),
+    "jsonb": (json.loads, "object"),
+    "bytea": (lambda v: bytes.fromhex(v[2:]), "object"),
+}
+
+
+def _series(column: ColumnInfo, values: list[str | None]) -> pd.Series:
+    name = column.name
+    kind = "array" if column.type.endswith("[]") else base_type(column)
+    if kind in _FLOATS:  # built by hand so that NaN stays NaN and only NULL becomes <NA>
+        mask = np.array([v is None for v in values], dtype=bool)
+        data = np.array([0.0 if v is None else float(v) for v in values], dtype=_FLOATS[kind])
+        return pd.Series(pd.arrays.FloatingArray(data, mask=mask), name=name)
+    if kind in _SCALARS:
+        parse, dtype = _SCALARS[kind]
+        return pd.Series([None if v is None else parse(v) for v in values], name=name, dtype=dtype)
+    if kind in ("timestamp without time zone", "timestamp with time zone", "date"):
+        try:
+            return pd.Series(
+                pd.to_datetime(values, format="ISO8601", utc=kind == "timestamp with time zone"), name=name
+            )
+        except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
+            pass  # infinity, BC or far-future values: keep the text
+    return pd.Series(values, name=name, dtype="string")
+
+
+def to_frame(manifest: Manifest, table: str, columns: dict[str, list[str | None]]) -> pd.DataFrame:
+    """Typed DataFrame of one table from its values in PostgreSQL's text form."""
+    info = {c.name: c for c in manifest.tables[table].columns}
+    return pd.DataFrame({name: _series(info[name], values) for name, values in columns.items()})
+
+
+class Backup:
+    """An opened, verified backup: its manifest and its tables."""
+
+    def __init__(self, artifact: Artifact, workdir: tempfile.TemporaryDirectory[str] | None = None) -> None:
+        self.artifact = artifact
+        self.manifest = artifact.manifest
+        self._workdir = workdir  # removed with this object
+
+    @property
+    def tables(self) -> dict[str, int]:
+        return {name: t.rows for name, t in self.manifest.tables.items()}
+
+    def table(self, name: str, head: int | None = None) -> pd.DataFrame:
+        """One table (its first ``head`` rows) as a typed DataFrame."""
+        if name not in self.manifest.tables:
+            raise ConfigurationError(
+                f"backup {self.manifest.backup_id} has no table {name!r}; it has {', '.join(sorted(self.tables))}",
+                backup_id=self.manifest.backup_id,
+                table=name,
+            )
+        columns = [c.name for c in self.manifest.tables[name].columns if not c.generated]
+        values: dict[str, list[str | None]] = {c: [] for c in columns}
+        with self.artifact.open_table(name) as fh:
+            if self.artifact.copy_format == "csv":
+                reader = pacsv.open_csv(
+                    fh,
+                    parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                    convert_options=pacsv.ConvertOptions(
+                        column_types=dict.fromkeys(columns, pa.string()),
+                        null_values=[""],  # COPY's NULL; pyarrow's default list also takes NaN, NULL…
+                        strings_can_be_null=True,
+                        quoted_strings_can_be_null=False,
+                    ),
+                )
+                for batch in reader:
+                    for column in columns:
+                        values[column] += batch.column(column).to_pylist()
+                    if head is not None and len(values[columns[0]]) >= head:
+                        break
+            else:
+                for i, line in enumerate(fh):
+                    if head is not None and i >= head:
+                        break
+                    for column, value in zip(columns, copy_text_fields(line), strict=True):
+                        values[column].append(value)
+        if head is not None:
+            values = {c: v[:head] for c, v in values.items()}
+        return to_frame(self.manifest, name, values)
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        return {name: self.table(name) for name in self.manifest.tables}
+
+
+def open_backup(source: str | Path, *, storage_options: dict[str, Any] | None = None) -> Backup:
+    """Open an artifact from a local path or a URL (``file://``, ``s3://``…), checked whole."""
+    text = str(source)
+    workdir = tempfile.TemporaryDirectory(prefix="tenant-backup-open-")
+    if urlsplit(text).scheme in ("", "file") and Path(text.removeprefix("file://")).exists():
+        local = Path(text.removeprefix("file://"))
+    else:
+        parent, _, name = text.rpartition("/")
+        storage = Storage(parent, storage_options)
+        local = Path(workdir.name) / name
+        with storage.open_read(name) as src, local.open("wb") as out:
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+    artifact = open_verified(local, tables_dir=Path(workdir.name) / "tables")
+    return Backup(artifact, workdir)
