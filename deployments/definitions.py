@@ -1,8 +1,10 @@
-"""Every deployment of tenant-backup.
+"""Every deployment of tenant-backup, in one place.
 
-``tenant-backup serve`` serves them all from one process (the embedded default). The apps
-trigger restores through the Prefect API: ``POST /api/deployments/{id}/create_flow_run`` on
-``restore-backup/on-demand``, or ``run_deployment("restore-backup/on-demand", parameters=...)``.
+``tenant-backup serve`` serves them all from one process (the embedded default); ``prefect.yaml``
+declares the same ones for ``prefect deploy --all`` onto a process work pool, where several
+workers share the tenants. The apps trigger restores through the Prefect API:
+``POST /api/deployments/{id}/create_flow_run`` on ``restore-backup/on-demand``, or
+``run_deployment("restore-backup/on-demand", parameters=...)``.
 """
 
 from __future__ import annotations
@@ -10,24 +12,41 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import serve
-from prefect.schedules import Cron
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.exceptions import ObjectNotFound
+from prefect.schedules import Cron, Interval
 
 from flows.backup import backup_all_tenants, backup_tenant
+from flows.maintenance import prune_backups, reconcile_storage, sync_schedules
 from flows.restore import restore_backup, verify_backup
+from tenant_backup.settings import get_settings
 
-__all__ = ["DEPLOYMENTS", "build_deployments", "serve_all"]
+__all__ = ["DEPLOYMENTS", "build_deployments", "ensure_concurrency_limit", "serve_all"]
 
 # flow name / deployment name, as run_deployment and the REST API name them.
 DEPLOYMENTS = {
     "backup_all": "backup-all-tenants/every-12-hours",
     "backup": "backup-tenant/on-demand",
+    "scheduled": "backup-tenant/scheduled",
     "restore": "restore-backup/on-demand",
     "verify": "verify-backup/on-demand",
+    "retention": "prune-backups/daily",
+    "reconcile": "reconcile-storage/on-demand",
+    "sync": "sync-schedules/every-5-minutes",
 }
 
 
-def build_deployments(*, timezone: str = "UTC", backup_cron: str = "0 */12 * * *", profile: str = "pos") -> list[Any]:
-    """The deployments, with seed 001's pg_cron schedule (every 12 hours) on backup-all-tenants."""
+def build_deployments(
+    *,
+    timezone: str = "UTC",
+    backup_cron: str = "0 */12 * * *",
+    retention_cron: str = "30 3 * * *",
+    sync_seconds: int = 300,
+    profile: str = "pos",
+) -> list[Any]:
+    """The deployments: seed 001's pg_cron schedule (every 12 hours) on backup-all-tenants, a
+    daily retention, the schedule sync every 5 minutes, and on-demand ones."""
     return [
         backup_all_tenants.to_deployment(
             name="every-12-hours",
@@ -38,13 +57,43 @@ def build_deployments(*, timezone: str = "UTC", backup_cron: str = "0 */12 * * *
         backup_tenant.to_deployment(
             name="on-demand", parameters={"profile": profile}, description="Back up one tenant now."
         ),
+        # No schedules in code: the sync adds one per backup_schedules row, and a restart of
+        # `serve` keeps them (Prefect replaces API-added schedules only when code defines some).
+        backup_tenant.to_deployment(
+            name="scheduled",
+            parameters={"profile": profile, "backup_type": "scheduled"},
+            description="Per-tenant schedules from the app's backup_schedules table (managed by sync-schedules).",
+        ),
         restore_backup.to_deployment(
             name="on-demand", description="Restore a backup; apps trigger it through the Prefect API."
         ),
         verify_backup.to_deployment(name="on-demand", description="Check a backup without restoring it."),
+        prune_backups.to_deployment(
+            name="daily",
+            schedules=[Cron(retention_cron, timezone=timezone)],
+            description="Retention for every tenant (seed 001: at most 50 backups, 7 days).",
+        ),
+        reconcile_storage.to_deployment(name="on-demand", description="Compare storage with the ledger."),
+        sync_schedules.to_deployment(
+            name="every-5-minutes",
+            schedules=[Interval(sync_seconds)],
+            parameters={"timezone": timezone, "profile": profile},
+            description="Apply the backup_schedules table to the scheduled deployment.",
+        ),
     ]
+
+
+def ensure_concurrency_limit(name: str, limit: int) -> None:
+    """Create the global concurrency limit that bounds backups at once, unless it exists."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
 
 
 def serve_all(**kwargs: Any) -> None:
     """Serve every deployment from this process until it is stopped."""
+    settings = get_settings()
+    ensure_concurrency_limit(settings.concurrency_limit, settings.tenant_concurrency)
     serve(*build_deployments(**kwargs))

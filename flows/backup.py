@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import tempfile
 import time
-from typing import Literal
+from typing import Any, Literal, cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task, unmapped
+from prefect.client.schemas.objects import FlowRun
+from prefect.concurrency.sync import concurrency
+from prefect.deployments import run_deployment
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks import database_url
 from tasks import backup as t
-from tasks.report import publish_backup_report
+from tasks.maintenance import prune, stamp_schedule
+from tasks.report import ProgressArtifact, publish_backup_report
 from tenant_backup.backup import BackupRequest, build_manifest, error_text
 from tenant_backup.codecs import Compression
 from tenant_backup.db import tenant_lock
@@ -22,6 +26,7 @@ from tenant_backup.extract import TablePart
 from tenant_backup.formats import ArtifactFormat
 from tenant_backup.progress import Progress, publish
 from tenant_backup.results import BackupResult, TenantOutcome
+from tenant_backup.retention import RetentionPolicy
 from tenant_backup.settings import get_settings
 
 __all__ = ["backup_all_tenants", "backup_tenant"]
@@ -48,6 +53,7 @@ def backup_tenant(
     format: ArtifactFormat = "csv",
     compression: Compression = "deflate",
     compression_level: int | None = None,
+    schedule_id: str | None = None,
     requested_by: UUID | None = None,
     profile: str | None = "pos",
     tenant_column: str | None = None,
@@ -66,6 +72,8 @@ def backup_tenant(
             (seed 000's document) or sql (a script for psql --single-transaction -f).
         compression: deflate (fast, default), zstd (json and sql only) or none.
         compression_level: The codec's level (deflate 0..3, zstd 1..19); empty for the fast default.
+        schedule_id: The backup_schedules row that started this run (set by the schedule sync); its
+            retention_jours applies, and its derniere_execution is written.
         requested_by: The app user asking; checked against the profile's admin rule. Empty for
             the operator or a schedule.
         profile: A shipped profile (pos, crm) or a profile file; empty to use tenant_column.
@@ -89,12 +97,20 @@ def backup_tenant(
         format=format,
         compression=compression,
         compression_level=compression_level,
+        schedule_id=schedule_id,
     )
+    if schedule_id:
+        stamp_schedule(schedule_id, _settings.timezone, database_block)
     plan = t.plan_backup(request, database_block)
-    publish(
-        Progress(tenant_id=tenant_id, table="", rows=0, bytes=0, expected_rows=sum(s.est_rows for s in plan.tables))
-    )
-    with tenant_lock(database_url(database_block), tenant_id, lock_timeout=_settings.lock_timeout) as lock:
+    expected = sum(s.est_rows for s in plan.tables)
+    publish(Progress(tenant_id=tenant_id, table="", rows=0, bytes=0, expected_rows=expected))
+    with (
+        # Bounds the backups at once across every process and machine (a Prefect global limit;
+        # it limits nothing until created: `prefect gcl create tenant-backup-database --limit 2`).
+        concurrency(_settings.concurrency_limit, occupy=1, strict=False),
+        ProgressArtifact(tenant_id, f"Backup of {plan.tenant_name or tenant_id}: rows extracted", expected),
+        tenant_lock(database_url(database_block), tenant_id, lock_timeout=_settings.lock_timeout) as lock,
+    ):
         backup_id = t.open_entry(plan, database_block)
         try:
             t.check_storage(storage_block)
@@ -129,37 +145,41 @@ def backup_tenant(
         seconds=round(time.perf_counter() - started, 3),
     )
     publish_backup_report(result)
+    if backup_type == "scheduled":
+        _retention_after(tenant_id, database_block, storage_block)
     return result
 
 
-@task(name="backup-one-tenant", task_run_name="backup-{tenant_id}")
-def _backup_one(
-    tenant_id: str,
-    categories: list[str] | None,
-    profile: str | None,
-    tenant_column: str | None,
-    backup_type: Literal["manual", "scheduled"],
-    force: bool,
-    format: ArtifactFormat,
-    compression: Compression,
-    database_block: str | None,
-    storage_block: str | None,
-) -> TenantOutcome:
-    """Run backup_tenant as a child flow run; a failure is reported, not raised, so that one
-    tenant never stops the others."""
+def _retention_after(tenant_id: str, database_block: str | None, storage_block: str | None) -> None:
+    """Retention runs after every scheduled backup; its failure is logged, the backup stands."""
+    policy = RetentionPolicy.from_settings(get_settings())
     try:
-        result = backup_tenant(
-            tenant_id=tenant_id,
-            categories=categories,
-            profile=profile,
-            tenant_column=tenant_column,
-            backup_type=backup_type,
-            force=force,
-            format=format,
-            compression=compression,
-            database_block=database_block,
-            storage_block=storage_block,
+        report = prune(policy, tenant_id, False, database_block, storage_block)
+    except Exception as exc:  # noqa: BLE001 - the backup itself succeeded
+        get_run_logger().warning("retention after the backup of %s failed: %s", tenant_id, error_text(exc))
+        return
+    for backup_id, error in report.errors.items():
+        get_run_logger().warning("backup %s not deleted by retention: %s", backup_id, error)
+
+
+@task(name="backup-one-tenant", task_run_name="backup-{tenant_id}")
+def _backup_one(tenant_id: str, parameters: dict[str, Any], tenant_deployment: str | None) -> TenantOutcome:
+    """Back up one tenant as a child flow run, in this process or, with ``tenant_deployment``, as
+    a run of that deployment (on whichever worker of its pool picks it up). A failure is
+    reported, not raised, so that one tenant never stops the others."""
+    if tenant_deployment:
+        run = cast(
+            FlowRun,
+            run_deployment(tenant_deployment, parameters={"tenant_id": tenant_id, **parameters}, as_subflow=True),
         )
+        state = run.state
+        if state is not None and state.is_completed():
+            return TenantOutcome(tenant_id=tenant_id, status="completed", flow_run=run.name)
+        message = (state.message if state else None) or "no final state"
+        status: Literal["skipped", "failed"] = "skipped" if "ThrottledError" in message else "failed"
+        return TenantOutcome(tenant_id=tenant_id, status=status, error=f"flow run {run.name}: {message}")
+    try:
+        result = backup_tenant(tenant_id=tenant_id, **parameters)
     except ThrottledError as exc:
         return TenantOutcome(tenant_id=tenant_id, status="skipped", error=str(exc))
     except Exception as exc:  # noqa: BLE001 - reported per tenant, the flow fails at the end
@@ -180,27 +200,30 @@ def backup_all_tenants(
     force: bool = False,
     format: ArtifactFormat = "csv",
     compression: Compression = "deflate",
+    tenant_deployment: str | None = None,
     database_block: str | None = None,
     storage_block: str | None = None,
 ) -> list[TenantOutcome]:
     """Back up every tenant of the profile (TENANT_BACKUP_TENANT_CONCURRENCY at a time).
 
+    With ``tenant_deployment`` (e.g. ``backup-tenant/on-demand``), each tenant is a run of that
+    deployment, so the workers of its pool share the tenants; else they run in this process.
     The run fails when any tenant failed; throttled tenants are skipped, not failed.
     """
     profile = profile if not tenant_column else None
     tenants = t.list_tenants(profile, tenant_column, database_block)
-    futures = _backup_one.map(
-        tenants,
-        unmapped(categories),
-        unmapped(profile),
-        unmapped(tenant_column),
-        unmapped(backup_type),
-        unmapped(force),
-        unmapped(format),
-        unmapped(compression),
-        unmapped(database_block),
-        unmapped(storage_block),
-    )
+    parameters = {
+        "categories": categories,
+        "profile": profile,
+        "tenant_column": tenant_column,
+        "backup_type": backup_type,
+        "force": force,
+        "format": format,
+        "compression": compression,
+        "database_block": database_block,
+        "storage_block": storage_block,
+    }
+    futures = _backup_one.map(tenants, unmapped(parameters), unmapped(tenant_deployment))
     wait(futures)
     outcomes = [f.result() for f in futures]
     failed = [o for o in outcomes if o.status == "failed"]

@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
+from typing import Any
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 
+from tenant_backup import progress
+from tenant_backup.maintenance import PruneReport, ReconcileReport
 from tenant_backup.restore import RestorePlan
 from tenant_backup.results import BackupResult, RestoreResult
+from tenant_backup.schedules import SyncReport
 
 __all__ = [
+    "ProgressArtifact",
     "artifact_key",
     "plan_markdown",
     "publish_backup_report",
+    "publish_prune_report",
+    "publish_reconcile_report",
     "publish_restore_plan",
     "publish_restore_report",
+    "publish_sync_report",
 ]
 
 
@@ -85,3 +100,105 @@ def publish_restore_report(result: RestoreResult, plan: RestorePlan) -> None:
         key=artifact_key("restore", result.tenant_id),
         description=f"Restore of backup {result.backup_id} into tenant {result.tenant_id}",
     )
+
+
+def publish_prune_report(report: PruneReport, tenant_id: str | None) -> None:
+    """Every decision (kept or deleted, and why) as a table."""
+    gone = "would delete" if report.dry_run else "deleted"
+    create_table_artifact(
+        table=[
+            {
+                "backup": d.backup_id,
+                "tenant": d.tenant_id,
+                "created": d.created_at.isoformat(timespec="seconds"),
+                "status": d.status,
+                "decision": "keep" if d.keep else ("error" if d.backup_id in report.errors else gone),
+                "reason": report.errors.get(d.backup_id, d.reason),
+            }
+            for d in report.decisions
+        ],
+        key=artifact_key("retention", tenant_id or "all-tenants"),
+        description=f"Retention{' (dry run)' if report.dry_run else ''}: {len(report.to_delete)} {gone}, "
+        f"{len(report.decisions) - len(report.to_delete)} kept, {len(report.errors)} errors",
+    )
+
+
+def publish_reconcile_report(report: ReconcileReport) -> None:
+    lines = [
+        f"# Storage vs ledger{' (cleaned)' if report.cleaned else ''}",
+        "",
+        f"- objects without a ledger row: {len(report.orphans)}",
+        *(f"  - `{key}`" for key in report.orphans),
+        f"- completed backups whose object is gone: {len(report.missing)}",
+        *(f"  - `{backup_id}`" for backup_id in report.missing),
+    ]
+    create_markdown_artifact(markdown="\n".join(lines), key="reconcile-storage", description="Storage reconciliation")
+
+
+def publish_sync_report(report: SyncReport) -> None:
+    rows: list[dict[str, Any]] = [
+        {
+            "schedule": c.slug,
+            "action": c.action,
+            "cron": c.cron or "",
+            "tenant": c.tenant_id or "",
+            "next run (UTC)": c.next_run.isoformat(timespec="minutes") if c.next_run else "",
+        }
+        for c in report.changes
+    ]
+    rows += [
+        {
+            "schedule": f"row {bad.id}",
+            "action": "skipped (invalid)",
+            "cron": "",
+            "tenant": bad.tenant_id or "",
+            "next run (UTC)": bad.error,
+        }
+        for bad in report.invalid
+    ]
+    create_table_artifact(
+        table=rows,
+        key="schedule-sync",
+        description=f"Schedules of {report.deployment} ({report.timezone}): {report.changed} changed, "
+        f"{len(report.invalid)} invalid row(s) skipped",
+    )
+
+
+class ProgressArtifact:
+    """A Prefect progress artifact fed by :mod:`tenant_backup.progress` events of one tenant
+    (rows done over rows expected), updated at most every ``every`` seconds."""
+
+    def __init__(self, tenant_id: str, description: str, expected_rows: int = 0, every: float = 2.0) -> None:
+        self.tenant_id = tenant_id
+        self.description = description
+        self.every = every
+        self.expected = expected_rows
+        self.done = 0
+        self._id: Any = None
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> ProgressArtifact:
+        self._id = create_progress_artifact(
+            progress=0.0, key=artifact_key("progress", self.tenant_id), description=self.description
+        )
+        progress.subscribe(self)
+        return self
+
+    def __call__(self, event: progress.Progress) -> None:
+        if event.tenant_id != self.tenant_id:
+            return
+        with self._lock:
+            self.expected += event.expected_rows or 0
+            self.done += event.rows
+            now = time.monotonic()
+            if now - self._last < self.every or not self.expected:
+                return
+            self._last = now
+            value = min(99.0, 100.0 * self.done / self.expected)
+        update_progress_artifact(self._id, progress=value)
+
+    def __exit__(self, *exc: object) -> None:
+        progress.unsubscribe(self)
+        if exc[0] is None:
+            update_progress_artifact(self._id, progress=100.0)

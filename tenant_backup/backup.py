@@ -73,6 +73,7 @@ class BackupRequest(BaseModel):
     format: ArtifactFormat = "csv"
     compression: Compression = "deflate"
     compression_level: int | None = None
+    schedule_id: str | None = None
 
     @property
     def level(self) -> int:
@@ -208,6 +209,7 @@ def open_entry(db_url: str, settings: Settings, plan: BackupPlan) -> str:
             categories=plan.categories,
             created_by=req.requested_by,
             throttle=None if req.force else timedelta(seconds=settings.throttle_seconds),
+            schedule_id=req.schedule_id,
         )
 
 

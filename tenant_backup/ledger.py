@@ -22,13 +22,17 @@ from pydantic import BaseModel
 from tenant_backup.errors import LedgerError, ThrottledError
 
 __all__ = [
+    "BackupFilter",
     "BackupRow",
     "complete_backup",
+    "count_backups",
     "create_backup",
+    "delete_row",
     "fail_backup",
     "list_backups",
     "log_action",
     "mark_in_progress",
+    "mark_missing",
     "migrate",
 ]
 
@@ -58,23 +62,38 @@ class BackupRow(BaseModel):
     tables_backed_up: list[str] | None = None
     categories: list[str] = []
     metadata: dict[str, Any] = {}
+    schedule_id: str | None = None
 
 
 def _q(schema: str, table: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
 
 
-def migrate(conn: psycopg.Connection, schema: str) -> None:
-    """Create or update the ledger tables (idempotent; concurrent callers wait for each other)."""
-    ddl = resources.files("tenant_backup").joinpath("ledger.sql").read_text(encoding="utf-8")
+LEDGER_VERSION = 2  # ledger.sql is version 1, ledger_<n>.sql each later one
+
+
+def _statement(name: str, schema: str) -> sql.Composed:
+    ddl = resources.files("tenant_backup").joinpath(name).read_text(encoding="utf-8")
     # The file holds '{}' literals: escape every brace, then restore the one placeholder.
     template = ddl.replace("{", "{{").replace("}", "}}").replace("{{schema}}", "{schema}")
-    statement = sql.SQL(template).format(schema=sql.Identifier(schema))
+    return sql.SQL(template).format(schema=sql.Identifier(schema))
+
+
+def migrate(conn: psycopg.Connection, schema: str) -> None:
+    """Create or update the ledger tables (idempotent; concurrent callers wait for each other).
+
+    The version lives in the schema's comment; each step's DDL is idempotent too, so a ledger
+    made before versions were recorded is brought up to date."""
+    marker = f"tenant-backup ledger v{LEDGER_VERSION}"
+    current = conn.execute("SELECT obj_description(to_regnamespace(%s), 'pg_namespace')", (schema,)).fetchone()
+    if current and current[0] == marker:
+        return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('tenant-backup-migrate'))")
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".backup_restore_logs',)).fetchone()
-        if not (exists and exists[0]):
-            conn.execute(statement)
+        conn.execute(_statement("ledger.sql", schema))
+        for version in range(2, LEDGER_VERSION + 1):
+            conn.execute(_statement(f"ledger_{version}.sql", schema))
+        conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(schema), sql.Literal(marker)))
 
 
 def create_backup(
@@ -90,6 +109,7 @@ def create_backup(
     categories: list[str],
     created_by: str | None,
     throttle: timedelta | None,
+    schedule_id: str | None = None,
 ) -> str:
     """Insert a ``pending`` row and return its id; call while holding the tenant lock.
 
@@ -126,9 +146,9 @@ def create_backup(
         row = conn.execute(
             sql.SQL(
                 "INSERT INTO {} (tenant_id, tenant_column, nom, type, format, categories, created_by, "
-                "backup_type, status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'pending') RETURNING id"
+                "backup_type, schedule_id, status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending') RETURNING id"
             ).format(_q(schema, "backups")),
-            (tenant_id, tenant_column, name, type_, format_, Jsonb(categories), created_by, backup_type),
+            (tenant_id, tenant_column, name, type_, format_, Jsonb(categories), created_by, backup_type, schedule_id),
         ).fetchone()
     assert row is not None
     return str(row[0])
@@ -230,12 +250,68 @@ def get_backup(conn: psycopg.Connection, schema: str, backup_id: str) -> BackupR
     return rows[0]
 
 
+class BackupFilter(BaseModel):
+    """What ``list`` may filter on; every field optional."""
+
+    tenant_id: str | None = None
+    status: BackupStatus | None = None
+    backup_type: Literal["manual", "scheduled"] | None = None
+    format: Literal["csv", "json", "sql"] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def where(self) -> tuple[sql.Composable, tuple[Any, ...]]:
+        conditions: list[sql.Composable] = [sql.SQL("true")]
+        params: list[Any] = []
+        for column in ("tenant_id", "status", "backup_type", "format"):
+            value = getattr(self, column)
+            if value is not None:
+                conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+                params.append(value)
+        if self.since is not None:
+            conditions.append(sql.SQL("created_at >= %s"))
+            params.append(self.since)
+        if self.until is not None:
+            conditions.append(sql.SQL("created_at < %s"))
+            params.append(self.until)
+        return sql.SQL(" AND ").join(conditions), tuple(params)
+
+
 def list_backups(
-    conn: psycopg.Connection, schema: str, *, tenant_id: str | None = None, limit: int = 50, offset: int = 0
+    conn: psycopg.Connection,
+    schema: str,
+    *,
+    tenant_id: str | None = None,
+    limit: int | None = 50,
+    offset: int = 0,
+    where: BackupFilter | None = None,
 ) -> list[BackupRow]:
-    """Newest first, optionally for one tenant."""
-    where: sql.Composable = sql.SQL("tenant_id = %s") if tenant_id else sql.SQL("true")
-    return _select(conn, schema, where, (tenant_id,) if tenant_id else (), limit=limit, offset=offset)
+    """Newest first, filtered; ``limit=None`` for all."""
+    condition, params = (where or BackupFilter(tenant_id=tenant_id)).where()
+    return _select(conn, schema, condition, params, limit=limit, offset=offset)
+
+
+def count_backups(conn: psycopg.Connection, schema: str, where: BackupFilter) -> int:
+    condition, params = where.where()
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(_q(schema, "backups"), condition), params)
+    found = row.fetchone()
+    return int(found[0]) if found else 0
+
+
+def delete_row(conn: psycopg.Connection, schema: str, backup_id: str) -> None:
+    """Remove a backup's row (its object is already gone); its log rows keep a NULL backup id."""
+    conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(_q(schema, "backups")), (backup_id,))
+
+
+def mark_missing(conn: psycopg.Connection, schema: str, backup_id: str) -> None:
+    """A completed backup whose object is gone: failed, so that nothing tries to restore it."""
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} SET status = 'failed', error_message = 'artifact missing from storage (found by reconcile)' "
+            "WHERE id = %s AND status = 'completed'"
+        ).format(_q(schema, "backups")),
+        (backup_id,),
+    )
 
 
 def _select(
@@ -244,13 +320,14 @@ def _select(
     where: sql.Composable,
     params: tuple[Any, ...],
     *,
-    limit: int,
+    limit: int | None,
     offset: int = 0,
 ) -> list[BackupRow]:
     query = sql.SQL(
         "SELECT id::text, tenant_id, tenant_column, nom, type, format, status, backup_type, storage_path, file_size, "
         "record_count, checksum, error_message, created_by::text, created_at, started_at, completed_at, "
-        "tables_backed_up, categories, metadata FROM {} WHERE {} ORDER BY created_at DESC, id LIMIT %s OFFSET %s"
+        "tables_backed_up, categories, metadata, schedule_id::text FROM {} WHERE {} "
+        "ORDER BY created_at DESC, id LIMIT %s OFFSET %s"
     ).format(_q(schema, "backups"), where)
     with conn.cursor(row_factory=dict_row) as cur:
         return [BackupRow.model_validate(r) for r in cur.execute(query, (*params, limit, offset))]

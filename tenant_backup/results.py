@@ -31,6 +31,7 @@ class TenantOutcome(BaseModel):
     status: Literal["completed", "failed", "skipped"]
     backup_id: str | None = None
     error: str | None = None
+    flow_run: str | None = None  # when the tenant ran as a deployment run (on a work pool)
 
 
 class TableCounts(BaseModel):

@@ -30,6 +30,15 @@ class Settings(BaseSettings):
     work_mem: str = Field("256MB", description="PostgreSQL work_mem inside a restore's transaction.")
     throttle_seconds: int = Field(300, description="At most one backup per tenant in this window.")
     spool_dir: str | None = Field(None, description="Local folder for table parts (default: temp).")
+    timezone: str = Field("UTC", description="Time zone of the schedules (IANA name, e.g. Europe/Paris).")
+    concurrency_limit: str = Field(
+        "tenant-backup-database", description="Prefect global concurrency limit that bounds backups at once."
+    )
+    max_backups: int | None = Field(50, description="Retention: at most this many backups per tenant (seed 001).")
+    max_age_days: int | None = Field(7, description="Retention: none older, unless a schedule says otherwise.")
+    keep_daily: int = Field(0, description="Retention: also keep the newest backup of each of the last N days.")
+    keep_weekly: int = Field(0, description="… of each of the last N ISO weeks.")
+    keep_monthly: int = Field(0, description="… of each of the last N months.")
 
 
 def get_settings() -> Settings:

@@ -111,7 +111,25 @@ class Storage:
         return sorted(p[len(root) :] if p.startswith(root) else p for p in found)
 
     def remove(self, key: str) -> None:
-        self.fs.rm(self.path(key))
+        """Delete ``key``; an object already gone is not an error."""
+        try:
+            self.fs.rm(self.path(key))
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            raise StorageError(f"cannot delete {self.full_url(key)}: {_short(exc)}") from exc
+
+    def download_url(self, key: str, expires: int = 3600) -> str:
+        """A URL that downloads ``key`` without credentials for ``expires`` seconds (S3 presigned
+        GET), or the local path for ``file://``."""
+        if self.protocol == "file":
+            return str(self.path(key))
+        if not self.exists(key):
+            raise StorageError(f"{self.full_url(key)} does not exist")
+        try:
+            return str(self.fs.sign(self.path(key), expiration=expires))
+        except NotImplementedError as exc:
+            raise StorageError(f"storage {self.url} cannot sign download URLs; download it with verify") from exc
 
 
 def _discard(handle: Any) -> None:

@@ -1,0 +1,110 @@
+"""Maintenance flows: retention, storage reconciliation, and the schedule sync that replaces
+seed 000's per-établissement scheduling (and seed 001's pg_cron cleanup)."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from tasks import maintenance as t
+from tasks.report import publish_prune_report, publish_reconcile_report, publish_sync_report
+from tenant_backup.maintenance import PruneReport, ReconcileReport
+from tenant_backup.retention import RetentionPolicy
+from tenant_backup.schedules import SyncReport
+from tenant_backup.settings import get_settings
+
+__all__ = ["SCHEDULED_BACKUP_DEPLOYMENT", "prune_backups", "reconcile_storage", "sync_schedules"]
+
+# The deployment that carries one schedule per backup_schedules row. Its code defines no
+# schedules, so restarting `serve` keeps the ones the sync added.
+SCHEDULED_BACKUP_DEPLOYMENT = "backup-tenant/scheduled"
+
+
+@flow(
+    name="prune-backups",
+    flow_run_name="prune-{tenant_id}",
+    description="Retention: delete the backups the rules do not keep (object first, then ledger row).",
+)
+def prune_backups(
+    tenant_id: str | None = None,
+    dry_run: bool = False,
+    max_backups: int | None = None,
+    max_age_days: int | None = None,
+    keep_daily: int | None = None,
+    keep_weekly: int | None = None,
+    keep_monthly: int | None = None,
+    database_block: str | None = None,
+    storage_block: str | None = None,
+) -> PruneReport:
+    """Apply the retention rules to one tenant, or to every tenant when empty.
+
+    Args:
+        tenant_id: One tenant; empty for all.
+        dry_run: List what would go, delete nothing.
+        max_backups: At most this many per tenant (default TENANT_BACKUP_MAX_BACKUPS, 50).
+        max_age_days: None older, unless made by a schedule with its own retention_jours
+            (default TENANT_BACKUP_MAX_AGE_DAYS, 7).
+        keep_daily: Also keep the newest backup of each of the last N days.
+        keep_weekly: … of each of the last N ISO weeks.
+        keep_monthly: … of each of the last N months.
+    The newest completed backup of a tenant is always kept.
+    """
+    policy = RetentionPolicy.from_settings(
+        get_settings(),
+        max_backups=max_backups,
+        max_age_days=max_age_days,
+        keep_daily=keep_daily,
+        keep_weekly=keep_weekly,
+        keep_monthly=keep_monthly,
+    )
+    report = t.prune(policy, tenant_id, dry_run, database_block, storage_block)
+    for backup_id, error in report.errors.items():
+        get_run_logger().error("backup %s not deleted (its row stays for the next run): %s", backup_id, error)
+    publish_prune_report(report, tenant_id)
+    if report.errors:
+        raise RuntimeError(f"{len(report.errors)} backup(s) could not be deleted; see the report")
+    return report
+
+
+@flow(
+    name="reconcile-storage",
+    description="Find objects without a ledger row and ledger rows whose object is gone; clean on request.",
+)
+def reconcile_storage(
+    clean: bool = False, database_block: str | None = None, storage_block: str | None = None
+) -> ReconcileReport:
+    """Compare storage with the ledger.
+
+    Args:
+        clean: Delete orphan objects and mark rows without an object failed.
+    """
+    report = t.reconcile(clean, database_block, storage_block)
+    publish_reconcile_report(report)
+    return report
+
+
+@flow(
+    name="sync-schedules",
+    description="Make the scheduled-backup deployment's schedules match the backup_schedules table.",
+)
+def sync_schedules(
+    deployment: str = SCHEDULED_BACKUP_DEPLOYMENT,
+    timezone: str | None = None,
+    profile: str | None = None,
+    database_block: str | None = None,
+) -> SyncReport:
+    """One cron schedule per active backup_schedules row; invalid rows are reported and skipped.
+
+    Args:
+        deployment: The deployment that carries the schedules.
+        timezone: Time zone of heure_execution (default TENANT_BACKUP_TIMEZONE).
+        profile: Profile of the scheduled backups (default: the deployment's).
+    """
+    zone = timezone or get_settings().timezone
+    rows, invalid = t.read_schedules(database_block)
+    logger = get_run_logger()
+    for bad in invalid:
+        logger.warning("backup_schedules row %s (%s) skipped: %s", bad.id, bad.nom, bad.error)
+    changes = t.sync_deployment_schedules(rows, deployment, zone, profile, database_block)
+    report = SyncReport(deployment=deployment, timezone=zone, changes=changes, invalid=invalid)
+    publish_sync_report(report)
+    return report

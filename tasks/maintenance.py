@@ -1,0 +1,134 @@
+"""Tasks of the maintenance flows: retention, reconciliation, schedule sync."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import task
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import DeploymentScheduleCreate
+from prefect.client.schemas.schedules import CronSchedule
+
+from blocks import database_url, open_storage
+from tenant_backup import maintenance as steps
+from tenant_backup import schedules
+from tenant_backup.db import connect
+from tenant_backup.maintenance import PruneReport, ReconcileReport
+from tenant_backup.retention import RetentionPolicy
+from tenant_backup.schedules import SLUG_PREFIX, InvalidSchedule, ScheduleRow, SyncChange, cron_specs, next_run
+from tenant_backup.settings import get_settings
+
+__all__ = ["prune", "read_schedules", "reconcile", "stamp_schedule", "sync_deployment_schedules"]
+
+
+@task(name="prune-backups", task_run_name="prune-{tenant_id}")
+def prune(
+    policy: RetentionPolicy, tenant_id: str | None, dry_run: bool, database_block: str | None, storage_block: str | None
+) -> PruneReport:
+    """Delete what the retention rules do not keep (object first, then row)."""
+    return steps.prune(
+        database_url(database_block),
+        get_settings(),
+        open_storage(storage_block),
+        policy,
+        tenant_id=tenant_id,
+        dry_run=dry_run,
+    )
+
+
+@task(name="reconcile-storage")
+def reconcile(clean: bool, database_block: str | None, storage_block: str | None) -> ReconcileReport:
+    """Objects without a ledger row, ledger rows without an object."""
+    return steps.reconcile(database_url(database_block), get_settings(), open_storage(storage_block), clean=clean)
+
+
+@task(name="read-schedules")
+def read_schedules(database_block: str | None) -> tuple[list[ScheduleRow], list[InvalidSchedule]]:
+    """Every backup_schedules row, validated (seed 000's backupScheduleSchema)."""
+    settings = get_settings()
+    with connect(database_url(database_block), lock_timeout=settings.lock_timeout) as conn:
+        from tenant_backup import ledger
+
+        ledger.migrate(conn, settings.ledger_schema)
+        return schedules.read_schedules(conn, settings.ledger_schema)
+
+
+def _parameters(row: ScheduleRow, profile: str | None) -> dict[str, Any]:
+    return {
+        "tenant_id": row.tenant_id,
+        "categories": row.categories if row.type == "partial" else None,
+        "format": row.format,
+        "backup_type": "scheduled",
+        "schedule_id": row.id,
+        "name": row.nom,
+        **({"profile": profile} if profile else {}),
+    }
+
+
+@task(name="sync-deployment-schedules")
+def sync_deployment_schedules(
+    rows: list[ScheduleRow], deployment: str, timezone: str, profile: str | None, database_block: str | None
+) -> list[SyncChange]:
+    """Make the deployment's ``backup-schedule-*`` schedules match the active rows; write
+    ``prochaine_execution`` back. Running it twice changes nothing."""
+    now = datetime.now(UTC)
+    desired: dict[str, tuple[str, dict[str, Any], ScheduleRow]] = {}
+    for row in rows:
+        if row.actif:
+            for spec in cron_specs(row):
+                desired[spec.slug] = (spec.cron, _parameters(row, profile), row)
+    changes: list[SyncChange] = []
+    with get_client(sync_client=True) as client:
+        target = client.read_deployment_by_name(deployment)
+        current = {
+            s.slug: s for s in client.read_deployment_schedules(target.id) if s.slug and s.slug.startswith(SLUG_PREFIX)
+        }
+        for slug, (cron, parameters, row) in desired.items():
+            schedule = CronSchedule(cron=cron, timezone=timezone)
+            have = current.get(slug)
+            upcoming = next_run(row, now, timezone)
+            if have is None:
+                client.create_deployment_schedules(
+                    target.id,
+                    [DeploymentScheduleCreate(schedule=schedule, active=True, parameters=parameters, slug=slug)],
+                )
+                action = "created"
+            elif (
+                not isinstance(have.schedule, CronSchedule)
+                or have.schedule.cron != cron
+                or have.schedule.timezone != timezone
+                or have.parameters != parameters
+                or not have.active
+            ):
+                client.update_deployment_schedule(
+                    target.id, have.id, active=True, schedule=schedule, parameters=parameters
+                )
+                action = "updated"
+            else:
+                action = "unchanged"
+            changes.append(SyncChange(slug=slug, action=action, cron=cron, tenant_id=row.tenant_id, next_run=upcoming))
+        for slug, have in current.items():
+            if slug not in desired:
+                client.delete_deployment_schedule(target.id, have.id)
+                changes.append(SyncChange(slug=slug, action="removed"))
+    settings = get_settings()
+    next_runs: dict[str, datetime | None] = {row.id: None for row in rows}
+    for row in rows:
+        if row.actif:
+            next_runs[row.id] = next_run(row, now, timezone)
+    with connect(database_url(database_block), lock_timeout=settings.lock_timeout) as conn:
+        schedules.stamp(conn, settings.ledger_schema, next_runs)
+    return changes
+
+
+@task(name="stamp-schedule")
+def stamp_schedule(schedule_id: str, timezone: str, database_block: str | None) -> None:
+    """A scheduled backup ran: write ``derniere_execution`` and the next run."""
+    settings = get_settings()
+    with connect(database_url(database_block), lock_timeout=settings.lock_timeout) as conn:
+        valid, _ = schedules.read_schedules(conn, settings.ledger_schema)
+        now = datetime.now(UTC)
+        row = next((r for r in valid if r.id == schedule_id), None)
+        following = next_run(row, now, timezone) if row is not None and row.actif else None
+        schedules.mark_ran(conn, settings.ledger_schema, schedule_id, now, following)
