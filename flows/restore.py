@@ -12,7 +12,7 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
 
 from tasks import restore as t
-from tasks.report import plan_markdown, publish_restore_plan, publish_restore_report
+from tasks.report import ProgressArtifact, plan_markdown, publish_restore_plan, publish_restore_report
 from tenant_backup.backup import error_text
 from tenant_backup.errors import ApprovalRejectedError
 from tenant_backup.restore import RestorePlan
@@ -116,7 +116,12 @@ def restore_backup(
                 if not dry_run:
                     _ask_approval(plan, approval_timeout_seconds, approval_poll_seconds)
             if not dry_run:
-                plan = t.apply_restore(req, target, artifact, database_block)
+                with ProgressArtifact(
+                    target.tenant_id,
+                    f"Restore of backup {target.backup_id}: rows staged (then applied in one transaction)",
+                    artifact.manifest.total_records,
+                ):
+                    plan = t.apply_restore(req, target, artifact, database_block)
     except BaseException as exc:
         t.log_restore(req, target.tenant_id, plan, error_text(exc), time.perf_counter() - started, database_block)
         raise

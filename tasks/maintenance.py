@@ -9,11 +9,13 @@ from prefect import task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.schedules import CronSchedule
+from prefect.exceptions import ObjectNotFound
 
 from blocks import database_url, open_storage
 from tenant_backup import maintenance as steps
 from tenant_backup import schedules
 from tenant_backup.db import connect
+from tenant_backup.errors import ConfigurationError
 from tenant_backup.maintenance import PruneReport, ReconcileReport
 from tenant_backup.retention import RetentionPolicy
 from tenant_backup.schedules import SLUG_PREFIX, InvalidSchedule, ScheduleRow, SyncChange, cron_specs, next_run
@@ -80,7 +82,13 @@ def sync_deployment_schedules(
                 desired[spec.slug] = (spec.cron, _parameters(row, profile), row)
     changes: list[SyncChange] = []
     with get_client(sync_client=True) as client:
-        target = client.read_deployment_by_name(deployment)
+        try:
+            target = client.read_deployment_by_name(deployment)
+        except ObjectNotFound as exc:
+            raise ConfigurationError(
+                f"deployment {deployment} does not exist on this Prefect API: start `tenant-backup serve` or "
+                "`prefect deploy --all` first, or pass the deployment that carries the schedules"
+            ) from exc
         current = {
             s.slug: s for s in client.read_deployment_schedules(target.id) if s.slug and s.slug.startswith(SLUG_PREFIX)
         }

@@ -78,8 +78,9 @@ def sql_header(manifest: Manifest, scopes: list[TableScope]) -> bytes:
     """Comments, session settings, the guard, the lock, and the deletes (``scopes`` parents first)."""
     tenant = sql.Literal(manifest.tenant_id)
     lines = [
-        f"-- tenant-backup SQL artifact: backup {manifest.backup_id} of {manifest.tenant_column} "
-        f"{manifest.tenant_id} ({manifest.tenant_name or 'unnamed'}), snapshot of {manifest.date.isoformat()}.",
+        # Names go in as JSON: a newline in a tenant's name cannot end the comment.
+        f"-- tenant-backup SQL artifact of backup {manifest.backup_id}, snapshot of {manifest.date.isoformat()}: "
+        + json.dumps({manifest.tenant_column: manifest.tenant_id, "name": manifest.tenant_name}, ensure_ascii=False),
         "-- Restore into a database with the same schema (it replaces this tenant's rows of these tables):",
         '--   psql --single-transaction -f THIS_FILE "postgresql://…"',
         "-- Rows of other tables that reference deleted rows follow their ON DELETE rules.",

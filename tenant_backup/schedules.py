@@ -58,7 +58,11 @@ class ScheduleRow(BaseModel):
     @field_validator("heure_execution", mode="before")
     @classmethod
     def _hhmm(cls, value: Any) -> Any:
-        return value.strftime("%H:%M") if isinstance(value, time) and not value.second else value
+        if isinstance(value, time):
+            if value.second or value.microsecond:
+                raise ValueError(f"must be HH:MM, whole minutes (got {value.isoformat()})")
+            return value.strftime("%H:%M")
+        return value
 
     @model_validator(mode="after")
     def _day(self) -> ScheduleRow:
@@ -169,7 +173,10 @@ def read_schedules(conn: psycopg.Connection, schema: str) -> tuple[list[Schedule
     """Every row, validated; a row that fails validation is returned apart, with why."""
     valid: list[ScheduleRow] = []
     invalid: list[InvalidSchedule] = []
-    query = sql.SQL("SELECT *, id::text AS id FROM {} ORDER BY created_at, id").format(_t(schema))
+    query = sql.SQL(
+        "SELECT id::text AS id, tenant_id, nom, actif, frequence, heure_execution, jour_semaine, jour_mois, type, "
+        "categories, retention_jours, format FROM {} AS s ORDER BY s.created_at, s.id"
+    ).format(_t(schema))
     with conn.cursor(row_factory=dict_row) as cur:
         for raw in cur.execute(query):
             try:

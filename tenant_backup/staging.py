@@ -135,7 +135,7 @@ def stage(conn: psycopg.Connection, artifact: Artifact, t: RestoreTable, tenant:
             sql.SQL("UPDATE {} SET {} = %s").format(sql.Identifier(t.stage), sql.Identifier(column)), (tenant,)
         )
     conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(t.stage)))
-    publish(Progress(tenant_id=tenant, table=t.name, rows=0, bytes=0, done=True))
+    publish(Progress(tenant_id=tenant, table=t.name, rows=artifact.manifest.tables[t.name].rows, bytes=0, done=True))
 
 
 def count_changes(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode, rows: int) -> TableChange:

@@ -126,3 +126,40 @@ def test_restore_and_verify_json(prefect_api: str, crm_db: DemoDatabase, tmp_pat
     assert set(out["tables"]["order_items"]) >= {"inserted", "updated", "deleted"}
     assert out["tables"]["order_items"]["inserted"] > 0 and out["tables"]["order_items"] == dry["tables"]["order_items"]
     assert out["tables"]["leads"]["updated"] == out["tables"]["leads"]["rows"]
+
+
+def test_operations_commands_page_sign_delete_prune_and_reconcile(
+    prefect_api: str, crm_db: DemoDatabase, tmp_path: Path
+) -> None:
+    store = f"file://{tmp_path}/ops"
+    where = ["--db", crm_db.url, "--storage", store]
+    ids = []
+    for tenant in crm_db.tenants[:2]:
+        done = run(prefect_api, "backup", *where, "--tenant", tenant.id, "--profile", "crm", "--force", "--json")
+        assert done.returncode == 0, done.stderr
+        ids.append(json.loads(done.stdout)["backup_id"])
+
+    page = json.loads(run(prefect_api, "list", "--db", crm_db.url, "--limit", "1", "--json").stdout)
+    assert page["total"] >= 2 and len(page["backups"]) == 1 and page["next_offset"] == 1
+    assert json.loads(run(prefect_api, "list", "--db", crm_db.url, "--status", "failed", "--json").stdout)["total"] == 0
+    only = json.loads(run(prefect_api, "list", "--db", crm_db.url, "--tenant", crm_db.tenants[1].id, "--json").stdout)
+    assert [b["id"] for b in only["backups"]] == [ids[1]]
+
+    url = json.loads(run(prefect_api, "url", ids[0], *where, "--json").stdout)["url"]
+    assert Path(url).is_file()
+
+    refused = run(prefect_api, "delete", ids[0], *where, "--json")
+    assert refused.returncode == 2 and refused.stdout == "" and "confirm='DELETE'" in refused.stderr
+
+    dry = json.loads(run(prefect_api, "prune", *where, "--dry-run", "--json").stdout)
+    assert dry["dry_run"] and {d["backup_id"]: d["keep"] for d in dry["decisions"]}[ids[0]] is True
+
+    clean = json.loads(run(prefect_api, "reconcile", *where, "--json").stdout)
+    assert clean["orphans"] == [] and clean["missing"] == []
+
+    deleted = run(prefect_api, "delete", ids[0], *where, "--confirm", "DELETE", "--json")
+    assert deleted.returncode == 0, deleted.stderr
+    assert json.loads(deleted.stdout)["deleted"] and not Path(url).exists()
+
+    no_deployment = run(prefect_api, "sync-schedules", "--db", crm_db.url, "--deployment", "backup-tenant/nowhere")
+    assert no_deployment.returncode == 2 and "does not exist" in no_deployment.stderr

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from deployments import DEPLOYMENTS
 from tests.conftest import DemoDatabase, free_port
 from tests.helpers import state_of
 from tests.test_restore import MUTATIONS
@@ -69,6 +70,8 @@ def served(crm_db: DemoDatabase) -> Iterator[dict[str, Any]]:
                 f"file://{store}",
                 "--profile",
                 "crm",
+                "--timezone",
+                "Europe/Paris",
             ],
             env={**env, "PREFECT_API_URL": api},
             stdout=subprocess.DEVNULL,
@@ -79,7 +82,7 @@ def served(crm_db: DemoDatabase) -> Iterator[dict[str, Any]]:
                 f"deployment {name}",
                 lambda name=name: httpx.get(f"{api}/deployments/name/{name}", timeout=2).json().get("id"),
             )
-            for name in ("backup-tenant/on-demand", "restore-backup/on-demand", "verify-backup/on-demand")
+            for name in DEPLOYMENTS.values()
         }
         yield {"api": api, "ids": ids, "store": store}
     finally:
@@ -161,3 +164,19 @@ def test_run_deployment_from_python_verifies_a_backup(served: dict[str, Any], cr
         )
     assert run.state is not None and run.state.is_completed(), run.state
     assert isinstance(uuid.UUID(str(run.id)), uuid.UUID)
+
+
+def test_serving_creates_every_deployment_with_its_schedule(served: dict[str, Any]) -> None:
+    def schedules(name: str) -> list[dict[str, Any]]:
+        deployment = httpx.get(f"{served['api']}/deployments/{served['ids'][name]}", timeout=5).json()
+        return [s["schedule"] for s in deployment["schedules"]]
+
+    assert schedules("backup-all-tenants/every-12-hours") == [
+        {"cron": "0 */12 * * *", "timezone": "Europe/Paris", "day_or": True}
+    ]
+    assert schedules("prune-backups/daily") == [{"cron": "30 3 * * *", "timezone": "Europe/Paris", "day_or": True}]
+    [sync] = schedules("sync-schedules/every-5-minutes")
+    assert sync["interval"] == 300.0
+    assert schedules("backup-tenant/scheduled") == []  # the sync adds one per backup_schedules row
+    for name in ("backup-tenant/on-demand", "restore-backup/on-demand", "verify-backup/on-demand"):
+        assert schedules(name) == []

@@ -1,0 +1,287 @@
+"""Retention, reconciliation, download URLs and deletion, on a real ledger and real storage."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import psycopg
+import pytest
+
+from tenant_backup import maintenance
+from tenant_backup.errors import ConfigurationError, PermissionDeniedError
+from tenant_backup.ledger import BackupRow, migrate
+from tenant_backup.retention import RetentionPolicy, decide
+from tenant_backup.settings import Settings
+from tenant_backup.storage import Storage
+from tests.conftest import Database, DemoDatabase
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def history(
+    tenant: str, days: list[float], *, status: str = "completed", schedule_id: str | None = None
+) -> list[BackupRow]:
+    return [
+        BackupRow(
+            id=str(uuid.uuid4()),
+            tenant_id=tenant,
+            tenant_column="etablissement_id",
+            nom="b",
+            type="full",
+            format="csv",
+            status=status,  # type: ignore[arg-type]
+            backup_type="scheduled",
+            created_at=NOW - timedelta(days=d),
+            schedule_id=schedule_id,
+        )
+        for d in days
+    ]
+
+
+def kept(decisions: list[Any]) -> set[str]:
+    return {d.backup_id for d in decisions if d.keep}
+
+
+def test_limits_keep_at_most_n_backups_and_none_older_than_the_age_limit() -> None:
+    rows = history("t1", [0.1, 1, 2, 3, 4, 5, 6, 8, 9])
+    decisions = decide(rows, RetentionPolicy(max_backups=5, max_age_days=7), {}, NOW)
+    assert kept(decisions) == {r.id for r in rows[:5]}
+    reasons = {d.backup_id: d.reason for d in decisions}
+    assert reasons[rows[5].id] == "beyond the newest 5" and reasons[rows[8].id] == "older than 7 days"
+
+
+def test_keep_rules_keep_the_newest_backup_of_each_period_whatever_its_age() -> None:
+    rows = history("t1", [0.1, 0.2, 1.1, 1.2, 9, 10, 16, 40, 41, 75])
+    policy = RetentionPolicy(max_backups=None, max_age_days=1, keep_daily=2, keep_weekly=3, keep_monthly=3)
+    decisions = {d.backup_id: d for d in decide(rows, policy, {}, NOW)}
+    days = {r.id: (NOW - r.created_at).days for r in rows}
+    kept_days = sorted(days[i] for i, d in decisions.items() if d.keep)
+    # NOW is Sunday 22 November. Within 1 day: 0.1 and 0.2. daily: 22 and 21 Nov (0.1, 1.1);
+    # weekly: ISO weeks 47, 46, 45 (0.1, 9, 16); monthly: Nov, Oct, Sep (0.1, 40, 75).
+    assert kept_days == [0, 0, 1, 9, 16, 40, 75]
+    assert decisions[rows[1].id].reason == "within the limits"
+    assert decisions[rows[5].id].reason == "older than 1 days"
+    assert not decisions[rows[3].id].keep and not decisions[rows[8].id].keep
+
+
+def test_the_newest_completed_backup_is_never_deleted() -> None:
+    old = history("t1", [30, 31])
+    failed = history("t1", [0.5, 1], status="failed")
+    other = history("t2", [100])
+    decisions = {d.backup_id: d for d in decide(old + failed + other, RetentionPolicy(max_age_days=7), {}, NOW)}
+    assert decisions[old[0].id].keep and decisions[old[0].id].reason == "newest completed backup of the tenant"
+    assert not decisions[old[1].id].keep
+    assert decisions[other[0].id].keep
+    assert all(decisions[r.id].keep for r in failed)  # within the age limit
+
+
+def test_a_schedules_retention_days_replace_the_default_age_limit() -> None:
+    manual = history("t1", [0.1, 10])
+    scheduled = history("t1", [12, 20], schedule_id="s1")
+    decisions = {d.backup_id: d for d in decide(manual + scheduled, RetentionPolicy(max_age_days=7), {"s1": 14}, NOW)}
+    assert [decisions[r.id].keep for r in manual + scheduled] == [True, False, True, False]
+
+
+# --- against the ledger and storage -------------------------------------------------------------
+
+
+def _ledger(db: Database, store: str) -> tuple[Settings, Storage]:
+    settings = Settings(database_url=db.url, storage_url=store)
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        migrate(conn, settings.ledger_schema)
+    return settings, Storage(store)
+
+
+def _stored_backup(db: Database, storage: Storage, tenant: str, age_days: float, **extra: Any) -> tuple[str, str]:
+    """A completed backup row and its object, as a backup leaves them."""
+    backup_id = str(uuid.uuid4())
+    created = datetime.now(UTC) - timedelta(days=age_days)
+    key = f"{tenant}/{created:%Y%m%dT%H%M%SZ}-{backup_id}.zip"
+    with storage.write_atomic(key) as out:
+        out.write(b"artifact " + backup_id.encode())
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO tenant_backup.backups (id, tenant_id, tenant_column, nom, type, format, status, "
+            "storage_path, created_at, completed_at, schedule_id, metadata) "
+            "VALUES (%s, %s, 'etablissement_id', 'b', 'full', 'csv', %s, %s, %s, %s, %s, '{}')",
+            (
+                backup_id,
+                tenant,
+                extra.get("status", "completed"),
+                storage.full_url(key),
+                created,
+                created,
+                extra.get("schedule_id"),
+            ),
+        )
+    return backup_id, key
+
+
+def _ids(db: Database) -> set[str]:
+    with psycopg.connect(db.url) as conn:
+        return {r[0] for r in conn.execute("SELECT id::text FROM tenant_backup.backups")}
+
+
+def test_prune_deletes_the_object_then_the_row_and_keeps_what_the_rules_say(database: Database, tmp_path: Any) -> None:
+    settings, storage = _ledger(database, f"file://{tmp_path}/store")
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        conn.execute("TRUNCATE tenant_backup.backups CASCADE")
+        schedule = conn.execute(
+            "INSERT INTO tenant_backup.backup_schedules (tenant_id, nom, frequence, retention_jours) "
+            "VALUES ('t1', 'weekly', 'daily', 20) RETURNING id::text"
+        ).fetchone()[0]  # type: ignore[index]
+    t1 = [_stored_backup(database, storage, "t1", d) for d in (0.1, 2, 5, 9, 30)]
+    t1_sched = [_stored_backup(database, storage, "t1", d, schedule_id=schedule) for d in (15, 25)]
+    t2 = [_stored_backup(database, storage, "t2", d) for d in (40, 50)]
+    outside = str(uuid.uuid4())
+    with psycopg.connect(database.url, autocommit=True) as conn:  # a row whose object lies in another storage
+        conn.execute(
+            "INSERT INTO tenant_backup.backups (id, tenant_id, tenant_column, nom, type, format, status, "
+            "storage_path, created_at) VALUES (%s, 't2', 'etablissement_id', 'b', 'full', 'csv', 'completed', "
+            "'s3://elsewhere/t2/x.zip', now() - interval '60 days')",
+            (outside,),
+        )
+    policy = RetentionPolicy(max_backups=50, max_age_days=7)
+
+    dry = maintenance.prune(database.url, settings, storage, policy, dry_run=True)
+    expected_gone = {t1[3][0], t1[4][0], t1_sched[1][0], t2[1][0], outside}
+    assert {d.backup_id for d in dry.to_delete} == expected_gone
+    assert len(_ids(database)) == 10 and all(storage.exists(k) for _, k in t1 + t1_sched + t2)
+
+    report = maintenance.prune(database.url, settings, storage, policy)
+    assert set(report.deleted) == expected_gone - {outside}
+    assert "outside the storage" in report.errors[outside]  # its row stays for the next run
+    assert _ids(database) == {t1[0][0], t1[1][0], t1[2][0], t1_sched[0][0], t2[0][0], outside}
+    for backup_id, key in t1 + t1_sched + t2:
+        assert storage.exists(key) == (backup_id in _ids(database))
+    with psycopg.connect(database.url) as conn:
+        logged = conn.execute("SELECT details FROM tenant_backup.backup_restore_logs WHERE action = 'prune'").fetchone()
+    assert logged is not None and set(logged[0]["deleted"]) == set(report.deleted)
+
+
+def test_reconcile_finds_an_orphan_object_and_a_missing_object(database: Database, tmp_path: Any) -> None:
+    settings, storage = _ledger(database, f"file://{tmp_path}/store")
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        conn.execute("TRUNCATE tenant_backup.backups CASCADE")
+    kept_id, _ = _stored_backup(database, storage, "t1", 1)
+    lost_id, lost_key = _stored_backup(database, storage, "t1", 2)
+    storage.remove(lost_key)
+    orphan = f"t1/20260101T000000Z-{uuid.uuid4()}.zip"
+    with storage.write_atomic(orphan) as out:
+        out.write(b"left behind")
+    running = str(uuid.uuid4())  # a backup being written: its .partial object is not an orphan
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO tenant_backup.backups (id, tenant_id, tenant_column, nom, type, format, status) "
+            "VALUES (%s, 't1', 'etablissement_id', 'b', 'full', 'csv', 'in_progress')",
+            (running,),
+        )
+    storage.fs.pipe(storage.path(f"t1/.20260102T000000Z-{running}.zip.abcd1234.partial"), b"half")
+
+    found = maintenance.reconcile(database.url, settings, storage)
+    assert found.orphans == [orphan] and found.missing == [lost_id]
+    assert storage.exists(orphan)
+
+    maintenance.reconcile(database.url, settings, storage, clean=True)
+    assert not storage.exists(orphan)
+    with psycopg.connect(database.url) as conn:
+        statuses = dict(conn.execute("SELECT id::text, status FROM tenant_backup.backups").fetchall())
+    assert statuses[lost_id] == "failed" and statuses[kept_id] == "completed" and statuses[running] == "in_progress"
+    again = maintenance.reconcile(database.url, settings, storage)
+    assert again.orphans == [] and again.missing == []
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_presigned_url_from_the_s3_server_downloads_the_artifact(
+    pos_db: DemoDatabase, s3_bucket: tuple[str, dict[str, Any]], env: Any
+) -> None:
+    from flows.backup import backup_tenant
+
+    url, options = s3_bucket
+    env["use"](pos_db, url, options)
+    result = backup_tenant(tenant_id=pos_db.tenants[0].id, force=True)
+    settings = Settings()
+    signed = maintenance.download_url(pos_db.url, settings, Storage(url, options), result.backup_id)
+    query = parse_qs(urlsplit(signed).query)
+    assert signed.startswith("http://127.0.0.1") and "Signature" in query
+    assert abs(int(query["Expires"][0]) - (time.time() + 3600)) < 120  # valid one hour
+    body = httpx.get(signed, timeout=10).content  # no credentials: the URL is the permission
+    assert f"sha256:{hashlib.sha256(body).hexdigest()}" == result.checksum
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_delete_is_for_admins_confirmed_and_removes_object_then_row(pos_db: DemoDatabase, env: Any) -> None:
+    from flows.backup import backup_tenant
+
+    env["use"](pos_db)
+    tenant = pos_db.tenants[1]
+    result = backup_tenant(tenant_id=tenant.id, force=True)
+    settings = Settings()
+    storage = Storage(env["store"])
+    key = storage.key_of(result.storage_path)
+    cashier = tenant.member_id  # a user of the tenant without an admin role
+    with pytest.raises(PermissionDeniedError, match="only SUPER_ADMIN / ADMIN"):
+        maintenance.delete_backup(
+            pos_db.url, settings, storage, result.backup_id, confirm="DELETE", requested_by=cashier
+        )
+    with pytest.raises(ConfigurationError, match="confirm='DELETE'"):
+        maintenance.delete_backup(
+            pos_db.url, settings, storage, result.backup_id, confirm="yes", requested_by=tenant.admin_id
+        )
+    assert storage.exists(key) and result.backup_id in _ids(pos_db)
+    out = maintenance.delete_backup(
+        pos_db.url, settings, storage, result.backup_id, confirm="DELETE", requested_by=tenant.admin_id
+    )
+    assert out["deleted"] and not storage.exists(key) and result.backup_id not in _ids(pos_db)
+    with psycopg.connect(pos_db.url) as conn:
+        results = [
+            r[0]
+            for r in conn.execute(
+                "SELECT result FROM tenant_backup.backup_restore_logs WHERE action = 'delete' ORDER BY created_at"
+            )
+        ]
+    assert results == ["failed", "failed", "success"]
+
+
+def test_a_scheduled_backup_stamps_its_schedule_applies_retention_and_reports_progress(
+    prefect_api: str, pos_db: DemoDatabase, env: Any
+) -> None:
+    from flows.backup import backup_tenant
+    from tasks.report import artifact_key
+
+    env["use"](pos_db)
+    tenant = pos_db.tenants[2].id
+    _, storage = _ledger(pos_db, env["store"])
+    with psycopg.connect(pos_db.url, autocommit=True) as conn:
+        schedule = conn.execute(
+            "INSERT INTO tenant_backup.backup_schedules (tenant_id, nom, frequence, heure_execution, retention_jours) "
+            "VALUES (%s, 'nightly', 'daily', '02:30', 3) RETURNING id::text",
+            (tenant,),
+        ).fetchone()[0]  # type: ignore[index]
+    old_id, old_key = _stored_backup(pos_db, storage, tenant, 5, schedule_id=schedule)
+    recent_id, _ = _stored_backup(pos_db, storage, tenant, 2, schedule_id=schedule)
+
+    result = backup_tenant(tenant_id=tenant, backup_type="scheduled", schedule_id=schedule, force=True)
+
+    assert old_id not in _ids(pos_db) and not storage.exists(old_key)  # older than the schedule's 3 days
+    assert {recent_id, result.backup_id} <= _ids(pos_db)
+    with psycopg.connect(pos_db.url) as conn:
+        made_by = conn.execute("SELECT schedule_id::text FROM tenant_backup.backups WHERE id = %s", (result.backup_id,))
+        assert made_by.fetchone() == (schedule,)
+        last, following = conn.execute(  # type: ignore[misc]
+            "SELECT derniere_execution, prochaine_execution FROM tenant_backup.backup_schedules WHERE id = %s",
+            (schedule,),
+        ).fetchone()
+    assert last is not None and following > last
+    progress = httpx.post(
+        f"{prefect_api}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": [artifact_key("progress", tenant)]}}, "sort": "CREATED_DESC", "limit": 1},
+        timeout=10,
+    ).json()
+    assert progress and progress[0]["type"] == "progress" and progress[0]["data"] == 100.0
