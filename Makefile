@@ -14,7 +14,7 @@ demo: install
 	$(RUN) python -m tenant_backup.demo.run
 
 test: install
-	$(RUN) pytest -q
+	$(RUN) pytest -q -n 2 --dist loadfile  # two processes; a test module stays in one (its database, its servers)
 
 lint: install
 	$(UV) lock --check
