@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import nullcontext
 from typing import Any, Literal, cast
 from uuid import UUID
 
@@ -107,7 +108,9 @@ def backup_tenant(
     with (
         # Bounds the backups at once across every process and machine (a Prefect global limit;
         # it limits nothing until created: `prefect gcl create tenant-backup-database --limit 2`).
-        concurrency(_settings.concurrency_limit, occupy=1, strict=False),
+        concurrency(_settings.concurrency_limit, occupy=1, strict=False)
+        if _settings.concurrency_limit
+        else nullcontext(),
         ProgressArtifact(tenant_id, f"Backup of {plan.tenant_name or tenant_id}: rows extracted", expected),
         tenant_lock(database_url(database_block), tenant_id, lock_timeout=_settings.lock_timeout) as lock,
     ):

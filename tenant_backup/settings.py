@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     spool_dir: str | None = Field(None, description="Local folder for table parts (default: temp).")
     timezone: str = Field("UTC", description="Time zone of the schedules (IANA name, e.g. Europe/Paris).")
     concurrency_limit: str = Field(
-        "tenant-backup-database", description="Prefect global concurrency limit that bounds backups at once."
+        "tenant-backup-database",
+        description="Prefect global concurrency limit that bounds backups at once; empty for none.",
     )
     max_backups: int | None = Field(50, description="Retention: at most this many backups per tenant (seed 001).")
     max_age_days: int | None = Field(7, description="Retention: none older, unless a schedule says otherwise.")

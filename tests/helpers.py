@@ -76,6 +76,23 @@ def state_of(url: str, profile: str | Profile, tenant_id: str) -> dict[str, byte
     return out
 
 
+def wait_for(what: str, check: Any, timeout: float = 90) -> Any:
+    """Poll ``check()`` until it returns something true (HTTP and OS errors count as not yet)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if value := check():
+                return value
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def terminate_lock_holders(url: str) -> None:
     """Kill the sessions holding an advisory lock in this database: a backup's coordinator or a
     restore's transaction (the tenant lock), as a lost connection would."""

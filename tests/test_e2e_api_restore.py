@@ -19,20 +19,8 @@ import pytest
 
 from deployments import DEPLOYMENTS
 from tests.conftest import DemoDatabase, free_port
-from tests.helpers import state_of
+from tests.helpers import state_of, wait_for
 from tests.test_restore import MUTATIONS
-
-
-def _wait(what: str, check: Any, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if value := check():
-                return value
-        except (httpx.HTTPError, OSError):
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +36,7 @@ def served(crm_db: DemoDatabase) -> Iterator[dict[str, Any]]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -57,7 +46,7 @@ def served(crm_db: DemoDatabase) -> Iterator[dict[str, Any]]:
     )
     serving = None
     try:
-        _wait("the Prefect server", lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200)
+        wait_for("the Prefect server", lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200)
         serving = subprocess.Popen(
             [
                 sys.executable,
@@ -78,7 +67,7 @@ def served(crm_db: DemoDatabase) -> Iterator[dict[str, Any]]:
             stderr=subprocess.DEVNULL,
         )
         ids = {
-            name: _wait(
+            name: wait_for(
                 f"deployment {name}",
                 lambda name=name: httpx.get(f"{api}/deployments/name/{name}", timeout=2).json().get("id"),
             )
@@ -111,7 +100,7 @@ def _run_through_rest(served: dict[str, Any], deployment: str, parameters: dict[
         run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=5).json()
         return run if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
-    result: dict[str, Any] = _wait(f"flow run {run_id}", finished, timeout=120)
+    result: dict[str, Any] = wait_for(f"flow run {run_id}", finished, timeout=120)
     return result
 
 
@@ -180,3 +169,37 @@ def test_serving_creates_every_deployment_with_its_schedule(served: dict[str, An
     assert schedules("backup-tenant/scheduled") == []  # the sync adds one per backup_schedules row
     for name in ("backup-tenant/on-demand", "restore-backup/on-demand", "verify-backup/on-demand"):
         assert schedules(name) == []
+
+
+def test_a_row_the_app_writes_becomes_a_scheduled_backup_that_runs(
+    served: dict[str, Any], crm_db: DemoDatabase
+) -> None:
+    """No redeploy: the app inserts a backup_schedules row, the sync (its own deployment) turns it
+    into a schedule, Prefect's scheduler starts the run, the served process backs the tenant up."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    tenant = crm_db.tenants[2].id
+    local = datetime.now(ZoneInfo("Europe/Paris")) + timedelta(minutes=1)
+    if local.second > 30:
+        local += timedelta(minutes=1)
+    with crm_db.connect() as conn:
+        schedule = conn.execute(
+            "INSERT INTO tenant_backup.backup_schedules (tenant_id, nom, frequence, heure_execution) "
+            "VALUES (%s, 'every day', 'daily', %s) RETURNING id::text",
+            (tenant, f"{local:%H:%M}"),
+        ).fetchone()[0]  # type: ignore[index]
+    synced = _run_through_rest(served, "sync-schedules/every-5-minutes", {})
+    assert synced["state"]["type"] == "COMPLETED", synced["state"]
+
+    def made() -> Any:
+        with crm_db.connect() as conn:
+            return conn.execute(
+                "SELECT b.backup_type, s.derniere_execution, s.prochaine_execution FROM tenant_backup.backups b "
+                "JOIN tenant_backup.backup_schedules s ON s.id = b.schedule_id "
+                "WHERE b.schedule_id = %s AND b.status = 'completed'",
+                (schedule,),
+            ).fetchone()
+
+    backup_type, last, following = wait_for("the scheduled backup", made, timeout=180)
+    assert backup_type == "scheduled" and last is not None and following > last

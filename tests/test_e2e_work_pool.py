@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,20 +19,9 @@ import pytest
 import yaml
 
 from tests.conftest import DemoDatabase, free_port
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _wait(what: str, check: Any, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if value := check():
-                return value
-        except (httpx.HTTPError, OSError):
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _prefect(env: dict[str, str], *args: str) -> str:
@@ -70,7 +58,7 @@ def pool(crm_db: DemoDatabase) -> Iterator[dict[str, Any]]:
     )
     procs.append(server)
     try:
-        _wait("the Prefect server", lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200)
+        wait_for("the Prefect server", lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200)
         _prefect(env, "work-pool", "create", "tenant-backup", "--type", "process")
         _prefect(env, "global-concurrency-limit", "create", "tenant-backup-database", "--limit", "1")
         _prefect(env, "--no-prompt", "deploy", "--all")

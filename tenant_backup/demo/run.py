@@ -66,14 +66,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+    from deployments import ensure_concurrency_limit
     from flows.backup import backup_all_tenants
+    from tenant_backup.settings import get_settings
 
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        settings = get_settings()
+        ensure_concurrency_limit(settings.concurrency_limit, settings.tenant_concurrency)
         outcomes = backup_all_tenants(profile="pos", backup_type="manual", force=True)
 
     from tenant_backup import ledger
     from tenant_backup.db import connect
-    from tenant_backup.settings import get_settings
 
     with connect(url) as conn:
         rows = {r.id: r for r in ledger.list_backups(conn, get_settings().ledger_schema, limit=len(outcomes))}
@@ -93,6 +96,8 @@ storage:  {storage}
 list the backups:     tenant-backup list --db '{url}'
 back up one tenant:   tenant-backup backup --db '{url}' --storage {storage} --tenant {outcomes[0].tenant_id} --force
 look into an artifact: unzip -l {(first.storage_path or "").removeprefix("file://")}
+                       tenant-backup show {first.id} --db '{url}' --storage {storage} --table ventes --head 5
+other formats:         the backup command with --format json or --format sql (psql --single-transaction -f)
 
 check a backup:        tenant-backup verify {first.id} --db '{url}' --storage {storage}
 restore one tenant:    tenant-backup restore {first.id} --db '{url}' --storage {storage} --dry-run
