@@ -179,11 +179,14 @@ def test_a_row_the_app_writes_becomes_a_scheduled_backup_that_runs(
     from datetime import datetime, timedelta
     from zoneinfo import ZoneInfo
 
+    from tenant_backup.ledger import migrate
+
     tenant = crm_db.tenants[2].id
     local = datetime.now(ZoneInfo("Europe/Paris")) + timedelta(minutes=1)
     if local.second > 30:
         local += timedelta(minutes=1)
     with crm_db.connect() as conn:
+        migrate(conn, "tenant_backup")
         schedule = conn.execute(
             "INSERT INTO tenant_backup.backup_schedules (tenant_id, nom, frequence, heure_execution) "
             "VALUES (%s, 'every day', 'daily', %s) RETURNING id::text",
@@ -201,5 +204,16 @@ def test_a_row_the_app_writes_becomes_a_scheduled_backup_that_runs(
                 (schedule,),
             ).fetchone()
 
-    backup_type, last, following = wait_for("the scheduled backup", made, timeout=180)
+    try:
+        backup_type, last, following = wait_for("the scheduled backup", made, timeout=150)
+    except AssertionError as exc:  # say what the server had: the schedule, and the runs it made of it
+        api = served["api"]
+        deployment = httpx.get(f"{api}/deployments/{served['ids']['backup-tenant/scheduled']}", timeout=5).json()
+        runs = httpx.post(
+            f"{api}/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment["id"]]}}}, timeout=5
+        ).json()
+        raise AssertionError(
+            f"no scheduled backup at {local:%H:%M} Paris: schedules {deployment['schedules']}, "
+            f"runs {[(r['name'], r['state']['type'], r['expected_start_time']) for r in runs]}"
+        ) from exc
     assert backup_type == "scheduled" and last is not None and following > last
