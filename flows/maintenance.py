@@ -104,7 +104,7 @@ def sync_schedules(
     logger = get_run_logger()
     for bad in invalid:
         logger.warning("backup_schedules row %s (%s) skipped: %s", bad.id, bad.nom, bad.error)
-    changes = t.sync_deployment_schedules(rows, deployment, zone, profile, database_block)
+    changes = t.sync_deployment_schedules(rows, invalid, deployment, zone, profile, database_block)
     report = SyncReport(deployment=deployment, timezone=zone, changes=changes, invalid=invalid)
     publish_sync_report(report)
     return report

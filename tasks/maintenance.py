@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from prefect import task
 from prefect.client.orchestration import get_client
@@ -18,7 +17,7 @@ from tenant_backup.db import connect
 from tenant_backup.errors import ConfigurationError
 from tenant_backup.maintenance import PruneReport, ReconcileReport
 from tenant_backup.retention import RetentionPolicy
-from tenant_backup.schedules import SLUG_PREFIX, InvalidSchedule, ScheduleRow, SyncChange, cron_specs, next_run
+from tenant_backup.schedules import SLUG_PREFIX, InvalidSchedule, ScheduleRow, SyncChange, next_run
 from tenant_backup.settings import get_settings
 
 __all__ = ["prune", "read_schedules", "reconcile", "stamp_schedule", "sync_deployment_schedules"]
@@ -56,30 +55,19 @@ def read_schedules(database_block: str | None) -> tuple[list[ScheduleRow], list[
         return schedules.read_schedules(conn, settings.ledger_schema)
 
 
-def _parameters(row: ScheduleRow, profile: str | None) -> dict[str, Any]:
-    return {
-        "tenant_id": row.tenant_id,
-        "categories": row.categories if row.type == "partial" else None,
-        "format": row.format,
-        "backup_type": "scheduled",
-        "schedule_id": row.id,
-        "name": row.nom,
-        **({"profile": profile} if profile else {}),
-    }
-
-
 @task(name="sync-deployment-schedules")
 def sync_deployment_schedules(
-    rows: list[ScheduleRow], deployment: str, timezone: str, profile: str | None, database_block: str | None
+    rows: list[ScheduleRow],
+    invalid: list[InvalidSchedule],
+    deployment: str,
+    timezone: str,
+    profile: str | None,
+    database_block: str | None,
 ) -> list[SyncChange]:
-    """Make the deployment's ``backup-schedule-*`` schedules match the active rows; write
-    ``prochaine_execution`` back. Running it twice changes nothing."""
+    """Make the deployment's ``backup-schedule-*`` schedules what the active rows ask for, and
+    write ``prochaine_execution`` back. Running it twice changes nothing."""
     now = datetime.now(UTC)
-    desired: dict[str, tuple[str, dict[str, Any], ScheduleRow]] = {}
-    for row in rows:
-        if row.actif:
-            for spec in cron_specs(row):
-                desired[spec.slug] = (spec.cron, _parameters(row, profile), row)
+    wanted = schedules.wanted_schedules(rows, profile)
     changes: list[SyncChange] = []
     with get_client(sync_client=True) as client:
         try:
@@ -92,41 +80,33 @@ def sync_deployment_schedules(
         current = {
             s.slug: s for s in client.read_deployment_schedules(target.id) if s.slug and s.slug.startswith(SLUG_PREFIX)
         }
-        for slug, (cron, parameters, row) in desired.items():
-            schedule = CronSchedule(cron=cron, timezone=timezone)
+        for slug, want in wanted.items():
+            schedule = CronSchedule(cron=want.cron, timezone=timezone)
             have = current.get(slug)
-            upcoming = next_run(row, now, timezone)
             if have is None:
                 client.create_deployment_schedules(
                     target.id,
-                    [DeploymentScheduleCreate(schedule=schedule, active=True, parameters=parameters, slug=slug)],
+                    [DeploymentScheduleCreate(schedule=schedule, active=True, parameters=want.parameters, slug=slug)],
                 )
                 action = "created"
-            elif (
-                not isinstance(have.schedule, CronSchedule)
-                or have.schedule.cron != cron
-                or have.schedule.timezone != timezone
-                or have.parameters != parameters
-                or not have.active
-            ):
+            elif have.schedule != schedule or have.parameters != want.parameters or not have.active:
                 client.update_deployment_schedule(
-                    target.id, have.id, active=True, schedule=schedule, parameters=parameters
+                    target.id, have.id, active=True, schedule=schedule, parameters=want.parameters
                 )
                 action = "updated"
             else:
                 action = "unchanged"
-            changes.append(SyncChange(slug=slug, action=action, cron=cron, tenant_id=row.tenant_id, next_run=upcoming))
+            upcoming = next_run(want.row, now, timezone)
+            changes.append(
+                SyncChange(slug=slug, action=action, cron=want.cron, tenant_id=want.row.tenant_id, next_run=upcoming)
+            )
         for slug, have in current.items():
-            if slug not in desired:
+            if slug not in wanted:
                 client.delete_deployment_schedule(target.id, have.id)
                 changes.append(SyncChange(slug=slug, action="removed"))
     settings = get_settings()
-    next_runs: dict[str, datetime | None] = {row.id: None for row in rows}
-    for row in rows:
-        if row.actif:
-            next_runs[row.id] = next_run(row, now, timezone)
     with connect(database_url(database_block), lock_timeout=settings.lock_timeout) as conn:
-        schedules.stamp(conn, settings.ledger_schema, next_runs)
+        schedules.stamp(conn, settings.ledger_schema, schedules.next_runs(rows, invalid, now, timezone))
     return changes
 
 

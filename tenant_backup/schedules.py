@@ -27,10 +27,14 @@ __all__ = [
     "ScheduleRow",
     "SyncChange",
     "SyncReport",
+    "WantedSchedule",
     "cron_specs",
     "next_run",
+    "next_runs",
     "read_schedules",
+    "schedule_parameters",
     "stamp",
+    "wanted_schedules",
 ]
 
 SLUG_PREFIX = "backup-schedule-"
@@ -131,6 +135,49 @@ def cron_specs(row: ScheduleRow) -> list[CronSpec]:
         CronSpec(slug=slug, cron=f"{minute} {hour} {day} 1,3-12 *"),
         CronSpec(slug=f"{slug}-february", cron=f"{minute} {hour} L 2 *"),
     ]
+
+
+class WantedSchedule(BaseModel):
+    """One deployment schedule that a row asks for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    slug: str
+    cron: str
+    parameters: dict[str, Any]
+    row: ScheduleRow
+
+
+def schedule_parameters(row: ScheduleRow, profile: str | None) -> dict[str, Any]:
+    """The backup-tenant parameters of a scheduled run of ``row``."""
+    return {
+        "tenant_id": row.tenant_id,
+        "categories": row.categories if row.type == "partial" else None,
+        "format": row.format,
+        "backup_type": "scheduled",
+        "schedule_id": row.id,
+        "name": row.nom,
+        **({"profile": profile} if profile else {}),
+    }
+
+
+def wanted_schedules(rows: list[ScheduleRow], profile: str | None) -> dict[str, WantedSchedule]:
+    """Every schedule the active rows ask for, by slug."""
+    return {
+        spec.slug: WantedSchedule(slug=spec.slug, cron=spec.cron, parameters=schedule_parameters(row, profile), row=row)
+        for row in rows
+        if row.actif
+        for spec in cron_specs(row)
+    }
+
+
+def next_runs(
+    rows: list[ScheduleRow], invalid: list[InvalidSchedule], now: datetime, timezone: str
+) -> dict[str, datetime | None]:
+    """``prochaine_execution`` of every row: none for inactive and invalid rows."""
+    runs: dict[str, datetime | None] = {bad.id: None for bad in invalid}
+    runs.update({row.id: next_run(row, now, timezone) if row.actif else None for row in rows})
+    return runs
 
 
 def _last_day(year: int, month: int) -> int:
