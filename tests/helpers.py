@@ -5,9 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import psycopg
 from psycopg import sql
 
@@ -80,8 +87,6 @@ def wait_for(what: str, check: Any, timeout: float = 90) -> Any:
     """Poll ``check()`` until it returns something true (HTTP and OS errors count as not yet)."""
     import time
 
-    import httpx
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -101,3 +106,44 @@ def terminate_lock_holders(url: str) -> None:
             "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         )
+
+
+def stop(*procs: subprocess.Popen[bytes] | None) -> None:
+    """Terminate processes, killing those that do not stop within 20 s."""
+    for proc in procs:
+        if proc is None:
+            continue
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextmanager
+def prefect_server(**extra_env: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """A `prefect server start` process on loopback with a home of its own; yields its API URL and
+    the environment that reaches it (no TENANT_BACKUP_* or other PREFECT_* leaks in)."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TENANT_BACKUP_"))},
+        "PREFECT_HOME": tempfile.mkdtemp(prefix="tb-e2e-prefect-"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        **extra_env,
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for("the Prefect server", lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200)
+        yield api, env
+    finally:
+        stop(server)

@@ -4,7 +4,6 @@ run_deployment, then the data checked in PostgreSQL."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -18,35 +17,17 @@ import httpx
 import pytest
 
 from deployments import DEPLOYMENTS
-from tests.conftest import DemoDatabase, free_port
-from tests.helpers import state_of, wait_for
+from tests.conftest import DemoDatabase
+from tests.helpers import prefect_server, state_of, stop, wait_for
 from tests.test_restore import MUTATIONS
 
 
 @pytest.fixture(scope="module")
 def served(crm_db: DemoDatabase) -> Iterator[dict[str, Any]]:
     """A `prefect server start` and a `tenant-backup serve` process, both on loopback."""
-    home = tempfile.mkdtemp(prefix="tb-e2e-prefect-")
     store = Path(tempfile.mkdtemp(prefix="tb-e2e-store-"))
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TENANT_BACKUP_"))},
-        "PREFECT_HOME": home,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    serving = None
-    try:
-        wait_for("the Prefect server", lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200)
+    settings = {"PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"}
+    with prefect_server(**settings) as (api, env):
         serving = subprocess.Popen(
             [
                 sys.executable,
@@ -62,26 +43,21 @@ def served(crm_db: DemoDatabase) -> Iterator[dict[str, Any]]:
                 "--timezone",
                 "Europe/Paris",
             ],
-            env={**env, "PREFECT_API_URL": api},
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        ids = {
-            name: wait_for(
-                f"deployment {name}",
-                lambda name=name: httpx.get(f"{api}/deployments/name/{name}", timeout=2).json().get("id"),
-            )
-            for name in DEPLOYMENTS.values()
-        }
-        yield {"api": api, "ids": ids, "store": store}
-    finally:
-        for proc in (serving, server):
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        try:
+            ids = {
+                name: wait_for(
+                    f"deployment {name}",
+                    lambda name=name: httpx.get(f"{api}/deployments/name/{name}", timeout=2).json().get("id"),
+                )
+                for name in DEPLOYMENTS.values()
+            }
+            yield {"api": api, "ids": ids, "store": store}
+        finally:
+            stop(serving)
 
 
 def _run_through_rest(served: dict[str, Any], deployment: str, parameters: dict[str, Any]) -> dict[str, Any]:

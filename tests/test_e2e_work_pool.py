@@ -5,7 +5,6 @@ one, and backup-all-tenants dispatching one pool run per tenant."""
 from __future__ import annotations
 
 import itertools
-import os
 import subprocess
 import sys
 import tempfile
@@ -13,13 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 import yaml
 
-from tests.conftest import DemoDatabase, free_port
-from tests.helpers import wait_for
+from tests.conftest import DemoDatabase
+from tests.helpers import prefect_server, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,52 +32,31 @@ def _prefect(env: dict[str, str], *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def pool(crm_db: DemoDatabase) -> Iterator[dict[str, Any]]:
-    home = tempfile.mkdtemp(prefix="tb-pool-prefect-")
     store = Path(tempfile.mkdtemp(prefix="tb-pool-store-"))
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TENANT_BACKUP_"))},
-        "PREFECT_HOME": home,
-        "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    project = {
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "TENANT_BACKUP_PROJECT_DIR": str(ROOT),
         "TENANT_BACKUP_DATABASE_URL": crm_db.url,
         "TENANT_BACKUP_STORAGE_URL": f"file://{store}",
     }
-    procs: list[subprocess.Popen[bytes]] = []
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    procs.append(server)
-    try:
-        wait_for("the Prefect server", lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200)
+    with prefect_server(**project) as (api, env):
         _prefect(env, "work-pool", "create", "tenant-backup", "--type", "process")
         _prefect(env, "global-concurrency-limit", "create", "tenant-backup-database", "--limit", "1")
         _prefect(env, "--no-prompt", "deploy", "--all")
-        for name in ("worker-a", "worker-b"):
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "prefect", "worker", "start", "--pool", "tenant-backup", "--name", name],
-                    env=env,
-                    cwd=tempfile.mkdtemp(prefix=f"tb-{name}-"),
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "prefect", "worker", "start", "--pool", "tenant-backup", "--name", name],
+                env=env,
+                cwd=tempfile.mkdtemp(prefix=f"tb-{name}-"),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
-        yield {"api": api, "env": env, "store": store}
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            for name in ("worker-a", "worker-b")
+        ]
+        try:
+            yield {"api": api, "env": env, "store": store}
+        finally:
+            stop(*workers)
 
 
 def test_prefect_yaml_declares_the_deployments_of_definitions_py() -> None:
