@@ -281,7 +281,7 @@ def cmd_show(args: argparse.Namespace) -> dict[str, Any]:
         row = ledger.get_backup(conn, settings.ledger_schema, args.backup_id)
     if row.status != "completed" or not row.storage_path:
         raise LedgerError(f"backup {args.backup_id} is {row.status}: it has no artifact to show", backup_id=row.id)
-    backup = open_backup(row.storage_path, storage_options=settings.storage_options)
+    backup = open_backup(row.storage_path, storage_options=settings.storage_options, checksum=row.checksum)
     if not args.table:
         tables: dict[str, dict[str, Any]] = {
             name: {"rows": t.rows, "columns": [c.name for c in t.columns]} for name, t in backup.manifest.tables.items()

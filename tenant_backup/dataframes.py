@@ -5,7 +5,9 @@
     >>> backup.tables                      # {'ventes': 1200, …}: rows per table
     >>> backup.table("ventes").dtypes
 
-Any format opens the same way (the artifact is checked whole first, as a restore checks it).
+Any format opens the same way. Every table's sha256 is checked against the artifact's manifest
+first, and the whole file against the ledger's checksum when it is given (``tenant-backup show``
+gives it).
 Columns get pandas dtypes from their PostgreSQL types: integers ``Int16/32/64`` and floats
 ``Float32/64`` (nullable; NaN and ±inf kept), booleans ``boolean``, ``timestamp``/``date`` as
 ``datetime64`` (``timestamptz`` in UTC), ``numeric`` as exact ``Decimal`` objects, json/jsonb
@@ -16,6 +18,7 @@ dates, years past 2262 in some units) stays ``string``, never altered.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Callable
@@ -30,7 +33,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from tenant_backup.catalog import ColumnInfo
-from tenant_backup.errors import ConfigurationError
+from tenant_backup.errors import ConfigurationError, VerificationError
 from tenant_backup.formats import base_type
 from tenant_backup.manifest import Manifest
 from tenant_backup.reader import Artifact, open_verified
@@ -132,8 +135,11 @@ class Backup:
         return {name: self.table(name) for name in self.manifest.tables}
 
 
-def open_backup(source: str | Path, *, storage_options: dict[str, Any] | None = None) -> Backup:
-    """Open an artifact from a local path or a URL (``file://``, ``s3://``…), checked whole."""
+def open_backup(
+    source: str | Path, *, storage_options: dict[str, Any] | None = None, checksum: str | None = None
+) -> Backup:
+    """Open an artifact from a local path or a URL (``file://``, ``s3://``…), its tables checked
+    against its manifest and, given the ledger's ``checksum`` (``sha256:…``), the whole file too."""
     text = str(source)
     workdir = tempfile.TemporaryDirectory(prefix="tenant-backup-open-")
     if urlsplit(text).scheme in ("", "file") and Path(text.removeprefix("file://")).exists():
@@ -145,5 +151,14 @@ def open_backup(source: str | Path, *, storage_options: dict[str, Any] | None = 
         with storage.open_read(name) as src, local.open("wb") as out:
             while chunk := src.read(1 << 20):
                 out.write(chunk)
+    if checksum is not None:
+        digest = hashlib.sha256()
+        with local.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+        if f"sha256:{digest.hexdigest()}" != checksum:
+            raise VerificationError(
+                f"artifact {text} does not match the ledger's checksum {checksum}: it was altered or truncated"
+            )
     artifact = open_verified(local, tables_dir=Path(workdir.name) / "tables")
     return Backup(artifact, workdir)

@@ -22,7 +22,7 @@ from psycopg import sql
 from flows.backup import backup_tenant
 from flows.restore import restore_backup
 from tenant_backup.catalog import plan_scope, read_catalog
-from tenant_backup.errors import ConfigurationError, UnsupportedTypeError
+from tenant_backup.errors import ConfigurationError, UnsupportedTypeError, VerificationError
 from tenant_backup.order import restore_order
 from tenant_backup.profiles import discovered_profile
 from tenant_backup.sqlbuild import qualified, tenant_filter
@@ -259,8 +259,10 @@ def test_open_backup_gives_the_same_typed_frames_for_every_format(
     frames = {}
     for fmt, compression in (("csv", "deflate"), ("json", "zstd"), ("sql", "none")):
         result = _backup(db, tenant, fmt, compression)
-        backup = open_backup(result.storage_path)
+        backup = open_backup(result.storage_path, checksum=result.checksum)
         assert backup.tables == result.tables
+        with pytest.raises(VerificationError, match="ledger's checksum"):
+            open_backup(result.storage_path, checksum="sha256:" + "0" * 64)
         frames[fmt] = backup.table("all_types").sort_values("id", ignore_index=True)
     pd.testing.assert_frame_equal(frames["csv"], frames["json"])
     pd.testing.assert_frame_equal(frames["csv"], frames["sql"])
