@@ -74,9 +74,7 @@ def extract_table(
     scope: TableScope, request: BackupRequest, snapshot_id: str, spool: str, database_block: str | None
 ) -> TablePart:
     """COPY one table's tenant rows, inside the shared snapshot, into the spool folder."""
-    return steps.extract_part(
-        database_url(database_block), get_settings(), scope, request.tenant_id, snapshot_id, Path(spool), request
-    )
+    return steps.extract_part(database_url(database_block), get_settings(), scope, snapshot_id, Path(spool), request)
 
 
 @task(name="write-artifact", retries=1, retry_delay_seconds=5, retry_condition_fn=_transient)

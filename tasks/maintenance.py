@@ -115,8 +115,7 @@ def stamp_schedule(schedule_id: str, timezone: str, database_block: str | None) 
     """A scheduled backup ran: write ``derniere_execution`` and the next run."""
     settings = get_settings()
     with connect(database_url(database_block), lock_timeout=settings.lock_timeout) as conn:
-        valid, _ = schedules.read_schedules(conn, settings.ledger_schema)
+        valid, _ = schedules.read_schedules(conn, settings.ledger_schema, schedule_id)
         now = datetime.now(UTC)
-        row = next((r for r in valid if r.id == schedule_id), None)
-        following = next_run(row, now, timezone) if row is not None and row.actif else None
+        following = next_run(valid[0], now, timezone) if valid and valid[0].actif else None
         schedules.mark_ran(conn, settings.ledger_schema, schedule_id, now, following)

@@ -217,13 +217,13 @@ def extract_part(
     db_url: str,
     settings: Settings,
     scope: TableScope,
-    tenant_id: str,
     snapshot_id: str,
     spool: Path,
     request: BackupRequest,
 ) -> TablePart:
     """Extract one table inside the shared snapshot into ``spool``, in the requested format."""
     fmt, compression, level = request.format, request.compression, request.level
+    tenant_id = request.tenant_id
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
         import_snapshot(conn, snapshot_id, tenant_id)
         try:

@@ -37,7 +37,7 @@ class TablePart(BaseModel):
     size: int  # bytes of the table's data (the CSV file; the JSON rows; the COPY rows)
     compressed_size: int
     sha256: str  # of those bytes
-    crc32: int  # of the uncompressed part, as a ZIP entry needs
+    crc32: int  # of the uncompressed part, as a ZIP entry needs (0 for JSON and SQL)
 
 
 def extract_table(
@@ -54,7 +54,8 @@ def extract_table(
     shared snapshot."""
     digest = hashlib.sha256()
     frame = Framer(fmt, scope)
-    pack = compressor(compression, level, "zip" if fmt == "csv" else "stream")
+    zip_entry = fmt == "csv"
+    pack = compressor(compression, level, "zip" if zip_entry else "stream")
     crc = 0
     size = 0
     # COPY takes no bind parameters: the tenant id is bound client-side, as psycopg's own
@@ -69,7 +70,8 @@ def extract_table(
                 if hashed:
                     digest.update(data)
                     size += len(data)
-                crc = isal_zlib.crc32(data, crc)
+                if zip_entry:
+                    crc = isal_zlib.crc32(data, crc)
                 out.write(pack.compress(data))
 
             put(frame.prefix, hashed=False)

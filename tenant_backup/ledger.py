@@ -281,13 +281,12 @@ def list_backups(
     conn: psycopg.Connection,
     schema: str,
     *,
-    tenant_id: str | None = None,
     limit: int | None = 50,
     offset: int = 0,
     where: BackupFilter | None = None,
 ) -> list[BackupRow]:
     """Newest first, filtered; ``limit=None`` for all."""
-    condition, params = (where or BackupFilter(tenant_id=tenant_id)).where()
+    condition, params = (where or BackupFilter()).where()
     return _select(conn, schema, condition, params, limit=limit, offset=offset)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from pydantic import BaseModel
 
 from tenant_backup import ledger, schedules
@@ -62,8 +63,8 @@ def _key(storage: Storage, row: BackupRow) -> str | None:
         return None  # written to another storage: not ours to touch
 
 
-def _remove(db_url: str, settings: Settings, storage: Storage, row: BackupRow) -> None:
-    """Object first, then the row (and a log line)."""
+def _remove(conn: psycopg.Connection, schema: str, storage: Storage, row: BackupRow) -> None:
+    """Object first, then the row (``conn`` is in autocommit: each row goes as its object goes)."""
     key = _key(storage, row)
     if row.storage_path and key is None:
         raise LedgerError(
@@ -73,8 +74,7 @@ def _remove(db_url: str, settings: Settings, storage: Storage, row: BackupRow) -
         )
     if key is not None:
         storage.remove(key)
-    with connect(db_url, lock_timeout=settings.lock_timeout) as conn, conn.transaction():
-        ledger.delete_row(conn, settings.ledger_schema, row.id)
+    ledger.delete_row(conn, schema, row.id)
 
 
 def prune(
@@ -98,16 +98,16 @@ def prune(
     deleted: list[str] = []
     errors: dict[str, str] = {}
     if not dry_run:
-        for decision in decisions:
-            if decision.keep:
-                continue
-            try:
-                _remove(db_url, settings, storage, by_id[decision.backup_id])
-                deleted.append(decision.backup_id)
-            except TenantBackupError as exc:  # the row stays for the next run
-                errors[decision.backup_id] = str(exc)
-        if deleted:
-            with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
+        with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
+            for decision in decisions:
+                if decision.keep:
+                    continue
+                try:
+                    _remove(conn, settings.ledger_schema, storage, by_id[decision.backup_id])
+                    deleted.append(decision.backup_id)
+                except TenantBackupError as exc:  # the row stays for the next run
+                    errors[decision.backup_id] = str(exc)
+            if deleted:
                 ledger.log_action(
                     conn,
                     settings.ledger_schema,
@@ -185,8 +185,7 @@ def delete_backup(
                 error=str(exc),
             )
             raise
-    _remove(db_url, settings, storage, row)
-    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
+        _remove(conn, settings.ledger_schema, storage, row)
         ledger.log_action(
             conn,
             settings.ledger_schema,

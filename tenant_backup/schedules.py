@@ -216,16 +216,20 @@ def _t(schema: str) -> sql.Composed:
     return sql.SQL("{}.backup_schedules").format(sql.Identifier(schema))
 
 
-def read_schedules(conn: psycopg.Connection, schema: str) -> tuple[list[ScheduleRow], list[InvalidSchedule]]:
-    """Every row, validated; a row that fails validation is returned apart, with why."""
+def read_schedules(
+    conn: psycopg.Connection, schema: str, schedule_id: str | None = None
+) -> tuple[list[ScheduleRow], list[InvalidSchedule]]:
+    """Every row (or the one ``schedule_id``), validated; a row that fails validation is returned
+    apart, with why."""
     valid: list[ScheduleRow] = []
     invalid: list[InvalidSchedule] = []
     query = sql.SQL(
         "SELECT id::text AS id, tenant_id, nom, actif, frequence, heure_execution, jour_semaine, jour_mois, type, "
-        "categories, retention_jours, format FROM {} AS s ORDER BY s.created_at, s.id"
+        "categories, retention_jours, format FROM {} AS s WHERE %(id)s::uuid IS NULL OR s.id = %(id)s::uuid "
+        "ORDER BY s.created_at, s.id"
     ).format(_t(schema))
     with conn.cursor(row_factory=dict_row) as cur:
-        for raw in cur.execute(query):
+        for raw in cur.execute(query, {"id": schedule_id}):
             try:
                 valid.append(ScheduleRow.model_validate(raw))
             except ValidationError as exc:
