@@ -20,7 +20,7 @@ from pathlib import Path
 from bench.common import RUNS, Timing, bench_database, peak_rss_of, prefect_server, report
 from bench.formats import format_rounds
 from bench.restore import restore_rounds
-from tenant_backup.profiles import load_profile
+from tenant_backup.tenancy.profiles import load_profile
 
 GOAL_RATIO = 0.5
 GOAL_RSS_MB = 250.0

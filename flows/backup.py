@@ -19,15 +19,15 @@ from blocks import database_url
 from tasks import backup as t
 from tasks.maintenance import prune, stamp_schedule
 from tasks.report import ProgressArtifact, publish_backup_report
-from tenant_backup.backup import BackupRequest, build_manifest, error_text
-from tenant_backup.codecs import Compression
+from tenant_backup.artifact.codecs import Compression
+from tenant_backup.artifact.formats import ArtifactFormat
+from tenant_backup.backup.extract import TablePart
+from tenant_backup.backup.steps import BackupRequest, build_manifest, error_text
 from tenant_backup.db import tenant_lock
 from tenant_backup.errors import ThrottledError
-from tenant_backup.extract import TablePart
-from tenant_backup.formats import ArtifactFormat
+from tenant_backup.operations.retention import RetentionPolicy
 from tenant_backup.progress import Progress, publish
 from tenant_backup.results import BackupResult, TenantOutcome
-from tenant_backup.retention import RetentionPolicy
 from tenant_backup.settings import get_settings
 
 __all__ = ["backup_all_tenants", "backup_tenant"]

@@ -7,9 +7,9 @@ from prefect import flow, get_run_logger
 
 from tasks import maintenance as t
 from tasks.report import publish_prune_report, publish_reconcile_report, publish_sync_report
-from tenant_backup.maintenance import PruneReport, ReconcileReport
-from tenant_backup.retention import RetentionPolicy
-from tenant_backup.schedules import SyncReport
+from tenant_backup.operations.maintenance import PruneReport, ReconcileReport
+from tenant_backup.operations.retention import RetentionPolicy
+from tenant_backup.operations.schedules import SyncReport
 from tenant_backup.settings import get_settings
 
 __all__ = ["SCHEDULED_BACKUP_DEPLOYMENT", "prune_backups", "reconcile_storage", "sync_schedules"]

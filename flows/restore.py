@@ -13,10 +13,11 @@ from prefect.input import RunInput
 
 from tasks import restore as t
 from tasks.report import ProgressArtifact, plan_markdown, publish_restore_plan, publish_restore_report
-from tenant_backup.backup import error_text
+from tenant_backup.backup.steps import error_text
 from tenant_backup.errors import ApprovalRejectedError
-from tenant_backup.restore import RestorePlan
-from tenant_backup.restoring import RestoreRequest, RestoreTarget
+from tenant_backup.restore import steps
+from tenant_backup.restore.engine import RestorePlan
+from tenant_backup.restore.steps import RestoreRequest, RestoreTarget
 from tenant_backup.results import RestoreResult
 from tenant_backup.settings import get_settings
 
@@ -128,7 +129,7 @@ def restore_backup(
     assert plan is not None
     seconds = time.perf_counter() - started
     t.log_restore(req, target.tenant_id, plan, None, seconds, database_block)
-    result = RestoreResult.from_plan(plan, seconds)
+    result = steps.result_of(plan, seconds)
     publish_restore_report(result, plan)
     return result
 
@@ -157,4 +158,4 @@ def verify_backup(
         raise
     seconds = time.perf_counter() - started
     t.log_restore(req, target.tenant_id, plan, None, seconds, database_block, "verify")
-    return RestoreResult.from_plan(plan, seconds, status="verified")
+    return steps.result_of(plan, seconds, status="verified")

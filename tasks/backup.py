@@ -9,15 +9,15 @@ from prefect import Task, task
 from prefect.client.schemas.objects import State, TaskRun
 
 from blocks import database_url, open_storage
-from tenant_backup import backup as steps
-from tenant_backup.artifact import ArtifactInfo
-from tenant_backup.backup import BackupPlan, BackupRequest
-from tenant_backup.catalog import TableScope
+from tenant_backup.artifact.manifest import Manifest
+from tenant_backup.backup import steps
+from tenant_backup.backup.assemble import ArtifactInfo
+from tenant_backup.backup.extract import TablePart
+from tenant_backup.backup.steps import BackupPlan, BackupRequest
 from tenant_backup.db import Snapshot
 from tenant_backup.errors import TenantBackupError
-from tenant_backup.extract import TablePart
-from tenant_backup.manifest import Manifest
 from tenant_backup.settings import get_settings
+from tenant_backup.tenancy.catalog import TableScope
 
 __all__ = [
     "check_storage",

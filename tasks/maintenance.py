@@ -11,13 +11,13 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.exceptions import ObjectNotFound
 
 from blocks import database_url, open_storage
-from tenant_backup import maintenance as steps
-from tenant_backup import schedules
 from tenant_backup.db import connect
 from tenant_backup.errors import ConfigurationError
-from tenant_backup.maintenance import PruneReport, ReconcileReport
-from tenant_backup.retention import RetentionPolicy
-from tenant_backup.schedules import SLUG_PREFIX, InvalidSchedule, ScheduleRow, SyncChange, next_run
+from tenant_backup.operations import maintenance as steps
+from tenant_backup.operations import schedules
+from tenant_backup.operations.maintenance import PruneReport, ReconcileReport
+from tenant_backup.operations.retention import RetentionPolicy
+from tenant_backup.operations.schedules import SLUG_PREFIX, InvalidSchedule, ScheduleRow, SyncChange, next_run
 from tenant_backup.settings import get_settings
 
 __all__ = ["prune", "read_schedules", "reconcile", "stamp_schedule", "sync_deployment_schedules"]

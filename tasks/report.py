@@ -15,10 +15,10 @@ from prefect.artifacts import (
 )
 
 from tenant_backup import progress
-from tenant_backup.maintenance import PruneReport, ReconcileReport
-from tenant_backup.restore import RestorePlan
+from tenant_backup.operations.maintenance import PruneReport, ReconcileReport
+from tenant_backup.operations.schedules import SyncReport
+from tenant_backup.restore.engine import RestorePlan
 from tenant_backup.results import BackupResult, RestoreResult
-from tenant_backup.schedules import SyncReport
 
 __all__ = [
     "ProgressArtifact",

@@ -7,9 +7,9 @@ from pathlib import Path
 from prefect import task
 
 from blocks import database_url, open_storage
-from tenant_backup import restoring as steps
-from tenant_backup.restore import RestorePlan
-from tenant_backup.restoring import RestoreRequest, RestoreTarget, VerifiedArtifact
+from tenant_backup.restore import steps
+from tenant_backup.restore.engine import RestorePlan
+from tenant_backup.restore.steps import RestoreRequest, RestoreTarget, VerifiedArtifact
 from tenant_backup.settings import get_settings
 
 __all__ = ["apply_restore", "check_restore", "fetch_and_verify", "log_restore", "plan_restore"]

@@ -1,12 +1,11 @@
-"""What flows return: small, JSON-ready summaries (the CLI prints them with --json)."""
+"""What flows return: small, JSON-ready summaries (the CLI prints them with --json). Plain data:
+it imports no stage, so that every stage and every entry point may use it."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel
-
-from tenant_backup.restore import RestorePlan
 
 __all__ = ["BackupResult", "RestoreResult", "TableCounts", "TenantOutcome"]
 
@@ -56,25 +55,3 @@ class RestoreResult(BaseModel):
     added_columns: dict[str, list[str]]
     triggers: str
     seconds: float
-
-    @classmethod
-    def from_plan(
-        cls, plan: RestorePlan, seconds: float, status: Literal["completed", "planned", "verified"] | None = None
-    ) -> RestoreResult:
-        return cls(
-            status=status or ("completed" if plan.applied else "planned"),
-            backup_id=plan.backup_id,
-            tenant_id=plan.tenant_id,
-            source_tenant=plan.source_tenant,
-            mode=plan.mode,
-            applied=plan.applied,
-            tables={
-                t.table: TableCounts(rows=t.rows, inserted=t.inserted, updated=t.updated, deleted=t.deleted)
-                for t in plan.tables
-            },
-            outside=[o.model_dump() for o in plan.outside],
-            dropped_columns=plan.dropped_columns,
-            added_columns=plan.added_columns,
-            triggers=plan.triggers,
-            seconds=round(seconds, 3),
-        )

@@ -18,10 +18,10 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from tenant_backup.catalog import TableScope, plan_scope, read_catalog
-from tenant_backup.formats import BOM, copy_statement
-from tenant_backup.profiles import Profile, load_profile
+from tenant_backup.artifact.formats import BOM, copy_statement
 from tenant_backup.storage import Storage
+from tenant_backup.tenancy.catalog import TableScope, plan_scope, read_catalog
+from tenant_backup.tenancy.profiles import Profile, load_profile
 
 
 def read_artifact(storage_url: str, storage_path: str, options: dict[str, Any] | None = None) -> zipfile.ZipFile:
@@ -65,7 +65,7 @@ def count(conn: psycopg.Connection, table: str) -> int:
 def state_of(url: str, profile: str | Profile, tenant_id: str) -> dict[str, bytes]:
     """Every table's rows of the tenant, all columns, ordered by key, as COPY prints them."""
     from tenant_backup.db import connect as pinned
-    from tenant_backup.sqlbuild import qualified, tenant_filter
+    from tenant_backup.tenancy.filters import qualified, tenant_filter
 
     out: dict[str, bytes] = {}
     with pinned(url) as conn:

@@ -14,7 +14,6 @@ import pytest
 
 from flows.backup import backup_all_tenants, backup_tenant
 from tenant_backup import progress
-from tenant_backup.catalog import read_catalog
 from tenant_backup.db import connect
 from tenant_backup.errors import (
     PermissionDeniedError,
@@ -24,6 +23,7 @@ from tenant_backup.errors import (
     UnknownCategoryError,
 )
 from tenant_backup.storage import Storage
+from tenant_backup.tenancy.catalog import read_catalog
 from tests.conftest import DemoDatabase, free_port, s3_options
 from tests.helpers import manifest_of, read_artifact, rows_of, scopes, tenant_csv, terminate_lock_holders
 

@@ -21,12 +21,12 @@ from psycopg import sql
 
 from flows.backup import backup_tenant
 from flows.restore import restore_backup
-from tenant_backup.catalog import plan_scope, read_catalog
 from tenant_backup.errors import ConfigurationError, UnsupportedTypeError, VerificationError
-from tenant_backup.order import restore_order
-from tenant_backup.profiles import discovered_profile
-from tenant_backup.sqlbuild import qualified, tenant_filter
 from tenant_backup.storage import Storage
+from tenant_backup.tenancy.catalog import plan_scope, read_catalog
+from tenant_backup.tenancy.filters import qualified, tenant_filter
+from tenant_backup.tenancy.fk_order import restore_order
+from tenant_backup.tenancy.profiles import discovered_profile
 from tests.conftest import DemoDatabase
 from tests.helpers import state_of
 
@@ -250,8 +250,8 @@ def test_open_backup_gives_the_same_typed_frames_for_every_format(
 
     import pandas as pd
 
+    from tenant_backup.artifact.dataframes import open_backup
     from tenant_backup.cli import main
-    from tenant_backup.dataframes import open_backup
 
     db = typed_crm
     env["use"](db)

@@ -13,10 +13,10 @@ import httpx
 import psycopg
 import pytest
 
-from tenant_backup import maintenance
 from tenant_backup.errors import ConfigurationError, PermissionDeniedError
 from tenant_backup.ledger import BackupRow, migrate
-from tenant_backup.retention import RetentionPolicy, decide
+from tenant_backup.operations import maintenance
+from tenant_backup.operations.retention import RetentionPolicy, decide
 from tenant_backup.settings import Settings
 from tenant_backup.storage import Storage
 from tests.conftest import Database, DemoDatabase

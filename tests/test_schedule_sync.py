@@ -13,7 +13,7 @@ from psycopg import sql
 from flows.backup import backup_tenant
 from flows.maintenance import sync_schedules
 from tenant_backup.ledger import migrate
-from tenant_backup.schedules import ScheduleRow, next_run
+from tenant_backup.operations.schedules import ScheduleRow, next_run
 from tests.conftest import DemoDatabase
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

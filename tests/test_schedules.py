@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from tenant_backup.schedules import ScheduleRow, cron_specs, next_run
+from tenant_backup.operations.schedules import ScheduleRow, cron_specs, next_run
 
 
 def row(**fields: object) -> ScheduleRow:

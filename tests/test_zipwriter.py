@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from isal import isal_zlib
 
-from tenant_backup.zipwriter import ZipStreamWriter
+from tenant_backup.artifact.zipwriter import ZipStreamWriter
 
 
 def _deflate(data: bytes) -> bytes:

@@ -1,6 +1,6 @@
 """A backup's tables as pandas DataFrames, without a database.
 
-    >>> from tenant_backup.dataframes import open_backup
+    >>> from tenant_backup.artifact.dataframes import open_backup
     >>> backup = open_backup("s3://bucket/backups/<tenant>/<time>-<id>.zip", storage_options={...})
     >>> backup.tables                      # {'ventes': 1200, …}: rows per table
     >>> backup.table("ventes").dtypes
@@ -32,13 +32,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from tenant_backup.catalog import ColumnInfo
+from tenant_backup.artifact.formats import base_type
+from tenant_backup.artifact.manifest import Manifest
+from tenant_backup.artifact.reader import Artifact, open_verified
+from tenant_backup.artifact.rows import copy_text_fields
 from tenant_backup.errors import ConfigurationError, VerificationError
-from tenant_backup.formats import base_type
-from tenant_backup.manifest import Manifest
-from tenant_backup.reader import Artifact, open_verified
-from tenant_backup.rows import copy_text_fields
 from tenant_backup.storage import Storage
+from tenant_backup.tenancy.catalog import ColumnInfo
 
 __all__ = ["Backup", "open_backup", "to_frame"]
 

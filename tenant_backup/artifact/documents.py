@@ -31,9 +31,9 @@ from collections.abc import Iterable
 
 from psycopg import sql
 
-from tenant_backup.catalog import TableScope
-from tenant_backup.manifest import Manifest
-from tenant_backup.sqlbuild import qualified, tenant_filter
+from tenant_backup.artifact.manifest import Manifest
+from tenant_backup.tenancy.catalog import TableScope
+from tenant_backup.tenancy.filters import qualified, tenant_filter
 
 __all__ = ["document_checksum", "json_footer", "json_header", "sql_footer", "sql_header"]
 

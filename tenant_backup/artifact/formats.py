@@ -29,9 +29,9 @@ from typing import Literal
 
 from psycopg import sql
 
-from tenant_backup.catalog import ColumnInfo, TableScope
 from tenant_backup.errors import UnsupportedTypeError
-from tenant_backup.sqlbuild import qualified, select_tenant_rows, tenant_filter
+from tenant_backup.tenancy.catalog import ColumnInfo, TableScope
+from tenant_backup.tenancy.filters import qualified, select_tenant_rows, tenant_filter
 
 __all__ = ["BOM", "ArtifactFormat", "Framer", "base_type", "check_types", "copy_in_line", "copy_statement"]
 

@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tenant_backup.catalog import ColumnInfo
-from tenant_backup.codecs import Compression
-from tenant_backup.formats import ArtifactFormat
+from tenant_backup.artifact.codecs import Compression
+from tenant_backup.artifact.formats import ArtifactFormat
+from tenant_backup.tenancy.catalog import ColumnInfo
 
 __all__ = ["ARTIFACT_VERSION", "Manifest", "TableManifest"]
 

@@ -20,12 +20,12 @@ from typing import Any, BinaryIO, Literal
 
 from pydantic import ValidationError
 
-from tenant_backup.codecs import Compression, decompressed
-from tenant_backup.documents import document_checksum
+from tenant_backup.artifact.codecs import Compression, decompressed
+from tenant_backup.artifact.documents import document_checksum
+from tenant_backup.artifact.formats import copy_in_line
+from tenant_backup.artifact.manifest import ARTIFACT_VERSION, Manifest
+from tenant_backup.artifact.rows import json_row_to_copy_text
 from tenant_backup.errors import VerificationError
-from tenant_backup.formats import copy_in_line
-from tenant_backup.manifest import ARTIFACT_VERSION, Manifest
-from tenant_backup.rows import json_row_to_copy_text
 from tenant_backup.storage import Storage
 
 __all__ = ["Artifact", "fetch_artifact", "open_verified"]

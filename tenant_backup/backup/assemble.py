@@ -1,6 +1,6 @@
 """Assemble extracted table parts into one artifact and write it to storage.
 
-The parts are already compressed (see :mod:`tenant_backup.codecs`), so assembling copies bytes:
+The parts are already compressed (see :mod:`tenant_backup.artifact.codecs`), so assembling copies bytes:
 a CSV ZIP gets one entry per table and ``manifest.json``; a JSON or SQL artifact is the header,
 the parts and the footer, each its own gzip member / zstd frame.
 """
@@ -13,13 +13,13 @@ from typing import BinaryIO
 
 from pydantic import BaseModel
 
-from tenant_backup.catalog import TableScope
-from tenant_backup.codecs import compressor, suffix
-from tenant_backup.documents import json_footer, json_header, sql_footer, sql_header
-from tenant_backup.extract import TablePart
-from tenant_backup.manifest import Manifest
+from tenant_backup.artifact.codecs import compressor, suffix
+from tenant_backup.artifact.documents import json_footer, json_header, sql_footer, sql_header
+from tenant_backup.artifact.manifest import Manifest
+from tenant_backup.artifact.zipwriter import ZipStreamWriter
+from tenant_backup.backup.extract import TablePart
 from tenant_backup.storage import Storage
-from tenant_backup.zipwriter import ZipStreamWriter
+from tenant_backup.tenancy.catalog import TableScope
 
 __all__ = ["ArtifactInfo", "artifact_key", "write_artifact"]
 

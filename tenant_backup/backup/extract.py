@@ -16,12 +16,12 @@ from isal import isal_zlib
 from psycopg import ClientCursor
 from pydantic import BaseModel, ConfigDict
 
-from tenant_backup.catalog import TableScope
-from tenant_backup.codecs import Compression, compressor
-from tenant_backup.copyout import CopyOut
+from tenant_backup.artifact.codecs import Compression, compressor
+from tenant_backup.artifact.formats import ArtifactFormat, Framer, copy_statement
+from tenant_backup.backup.copyout import CopyOut
 from tenant_backup.errors import ExtractError
-from tenant_backup.formats import ArtifactFormat, Framer, copy_statement
 from tenant_backup.progress import Progress, listening, publish
+from tenant_backup.tenancy.catalog import TableScope
 
 __all__ = ["TablePart", "extract_table"]
 

@@ -15,10 +15,19 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict
 
-from tenant_backup import artifact, ledger
-from tenant_backup.artifact import ArtifactInfo
-from tenant_backup.authz import check_admin
-from tenant_backup.catalog import (
+from tenant_backup import ledger
+from tenant_backup.artifact.codecs import Compression, check_compression, default_level
+from tenant_backup.artifact.formats import ArtifactFormat, check_types
+from tenant_backup.artifact.manifest import Manifest, TableManifest
+from tenant_backup.backup import assemble as artifact
+from tenant_backup.backup.assemble import ArtifactInfo
+from tenant_backup.backup.extract import TablePart, extract_table
+from tenant_backup.db import Snapshot, connect, import_snapshot
+from tenant_backup.errors import ConfigurationError, PermissionDeniedError, TenantBackupError
+from tenant_backup.settings import Settings
+from tenant_backup.storage import Storage
+from tenant_backup.tenancy.admins import check_admin
+from tenant_backup.tenancy.catalog import (
     Catalog,
     TableScope,
     find_tenant_table,
@@ -26,17 +35,9 @@ from tenant_backup.catalog import (
     read_catalog,
     schema_fingerprint,
 )
-from tenant_backup.codecs import Compression, check_compression, default_level
-from tenant_backup.db import Snapshot, connect, import_snapshot
-from tenant_backup.errors import ConfigurationError, PermissionDeniedError, TenantBackupError
-from tenant_backup.extract import TablePart, extract_table
-from tenant_backup.formats import ArtifactFormat, check_types
-from tenant_backup.manifest import Manifest, TableManifest
-from tenant_backup.order import restore_order
-from tenant_backup.profiles import Profile, discovered_profile, load_profile
-from tenant_backup.settings import Settings
-from tenant_backup.sqlbuild import qualified
-from tenant_backup.storage import Storage
+from tenant_backup.tenancy.filters import qualified
+from tenant_backup.tenancy.fk_order import restore_order
+from tenant_backup.tenancy.profiles import Profile, discovered_profile, load_profile
 
 __all__ = [
     "BackupPlan",

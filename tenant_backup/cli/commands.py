@@ -1,4 +1,4 @@
-"""What each ``tenant-backup`` command does; :mod:`tenant_backup.cli` parses the arguments.
+"""What each ``tenant-backup`` command does; :mod:`tenant_backup.cli.parser` parses the arguments.
 
 Each ``cmd_*`` takes the parsed arguments and returns the JSON object that ``--json`` prints;
 without ``--json`` it prints a readable summary itself.
@@ -200,7 +200,7 @@ def _plain() -> tuple[str, Any, Any]:
 
 
 def cmd_url(args: argparse.Namespace) -> dict[str, Any]:
-    from tenant_backup.maintenance import download_url
+    from tenant_backup.operations.maintenance import download_url
 
     db_url, settings, storage = _plain()
     url = download_url(db_url, settings, storage, args.backup_id, args.expires)
@@ -210,7 +210,7 @@ def cmd_url(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_delete(args: argparse.Namespace) -> dict[str, Any]:
-    from tenant_backup.maintenance import delete_backup
+    from tenant_backup.operations.maintenance import delete_backup
 
     db_url, settings, storage = _plain()
     out = delete_backup(db_url, settings, storage, args.backup_id, confirm=args.confirm, requested_by=args.requested_by)
@@ -271,7 +271,7 @@ def cmd_sync_schedules(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_show(args: argparse.Namespace) -> dict[str, Any]:
     from tenant_backup import ledger
-    from tenant_backup.dataframes import open_backup
+    from tenant_backup.artifact.dataframes import open_backup
     from tenant_backup.db import connect
     from tenant_backup.settings import get_settings
 

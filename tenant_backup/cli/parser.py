@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 
-from tenant_backup import commands
+from tenant_backup.cli import commands
 from tenant_backup.errors import TenantBackupError
 
 __all__ = ["main"]
@@ -188,7 +188,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(out, default=str))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,5 @@
-"""The ledger: ``backups``, ``backup_schedules`` and ``backup_restore_logs`` in their own schema.
+"""The ledger: ``backups``, ``backup_schedules`` and ``backup_restore_logs`` in their own schema;
+its migrations are the ``v<n>.sql`` files next to this module. May import: the plumbing only.
 
 Lifecycle of a backup row: ``pending`` (created under the tenant lock) -> ``in_progress`` (the
 snapshot is taken) -> ``completed`` (artifact in place, checksum recorded: the commit marker) or
@@ -69,11 +70,11 @@ def _q(schema: str, table: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
 
 
-LEDGER_VERSION = 2  # ledger.sql is version 1, ledger_<n>.sql each later one
+LEDGER_VERSION = 2  # v<n>.sql next to this module is version n
 
 
 def _statement(name: str, schema: str) -> sql.Composed:
-    ddl = resources.files("tenant_backup").joinpath(name).read_text(encoding="utf-8")
+    ddl = resources.files("tenant_backup.ledger").joinpath(name).read_text(encoding="utf-8")
     # The file holds '{}' literals: escape every brace, then restore the one placeholder.
     template = ddl.replace("{", "{{").replace("}", "}}").replace("{{schema}}", "{schema}")
     return sql.SQL(template).format(schema=sql.Identifier(schema))
@@ -90,9 +91,9 @@ def migrate(conn: psycopg.Connection, schema: str) -> None:
         return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('tenant-backup-migrate'))")
-        conn.execute(_statement("ledger.sql", schema))
+        conn.execute(_statement("v1.sql", schema))
         for version in range(2, LEDGER_VERSION + 1):
-            conn.execute(_statement(f"ledger_{version}.sql", schema))
+            conn.execute(_statement(f"v{version}.sql", schema))
         conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(schema), sql.Literal(marker)))
 
 

@@ -14,15 +14,16 @@ from typing import Any
 import psycopg
 from pydantic import BaseModel
 
-from tenant_backup import ledger, schedules
-from tenant_backup.authz import check_admin
+from tenant_backup import ledger
 from tenant_backup.db import connect
 from tenant_backup.errors import ConfigurationError, LedgerError, TenantBackupError
 from tenant_backup.ledger import BackupFilter, BackupRow
-from tenant_backup.profiles import stored_profile
-from tenant_backup.retention import Decision, RetentionPolicy, decide, orphans_and_missing
+from tenant_backup.operations import schedules
+from tenant_backup.operations.retention import Decision, RetentionPolicy, decide, orphans_and_missing
 from tenant_backup.settings import Settings
 from tenant_backup.storage import Storage
+from tenant_backup.tenancy.admins import check_admin
+from tenant_backup.tenancy.profiles import stored_profile
 
 __all__ = [
     "DeleteConfirmation",

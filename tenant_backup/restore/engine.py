@@ -24,13 +24,10 @@ import psycopg
 from psycopg import errors as pg_errors
 from pydantic import BaseModel
 
-from tenant_backup.catalog import Catalog, find_tenant_table, plan_scope, read_catalog
+from tenant_backup.artifact.manifest import TableManifest
+from tenant_backup.artifact.reader import Artifact
 from tenant_backup.errors import RestoreRefusedError, TenantBusyError
-from tenant_backup.manifest import TableManifest
-from tenant_backup.order import restore_order
-from tenant_backup.profiles import Profile, stored_profile
-from tenant_backup.reader import Artifact
-from tenant_backup.staging import (
+from tenant_backup.restore.staging import (
     Mode,
     OutsideEffect,
     RestoreTable,
@@ -42,6 +39,9 @@ from tenant_backup.staging import (
     outside_effects,
     stage,
 )
+from tenant_backup.tenancy.catalog import Catalog, find_tenant_table, plan_scope, read_catalog
+from tenant_backup.tenancy.fk_order import restore_order
+from tenant_backup.tenancy.profiles import Profile, stored_profile
 
 __all__ = ["OutsideEffect", "RestorePlan", "TableChange", "restore_tenant"]
 

@@ -13,13 +13,13 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel
 
-from tenant_backup.catalog import Catalog, TableScope
+from tenant_backup.artifact.manifest import TableManifest
+from tenant_backup.artifact.reader import Artifact
 from tenant_backup.errors import RestoreCheckError, RestoreRefusedError
-from tenant_backup.manifest import TableManifest
-from tenant_backup.order import RestoreOrder
 from tenant_backup.progress import Progress, publish
-from tenant_backup.reader import Artifact
-from tenant_backup.sqlbuild import qualified, tenant_filter
+from tenant_backup.tenancy.catalog import Catalog, TableScope
+from tenant_backup.tenancy.filters import qualified, tenant_filter
+from tenant_backup.tenancy.fk_order import RestoreOrder
 
 __all__ = [
     "ACTIONS",

@@ -12,17 +12,27 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from tenant_backup import ledger
-from tenant_backup.authz import check_admin
+from tenant_backup.artifact.manifest import Manifest
+from tenant_backup.artifact.reader import Artifact, fetch_artifact
 from tenant_backup.db import connect
 from tenant_backup.errors import LedgerError, RestoreRefusedError, VerificationError
-from tenant_backup.manifest import Manifest
-from tenant_backup.profiles import stored_profile
-from tenant_backup.reader import Artifact, fetch_artifact
-from tenant_backup.restore import RestorePlan, restore_tenant
+from tenant_backup.restore.engine import RestorePlan, restore_tenant
+from tenant_backup.results import RestoreResult, TableCounts
 from tenant_backup.settings import Settings
 from tenant_backup.storage import Storage
+from tenant_backup.tenancy.admins import check_admin
+from tenant_backup.tenancy.profiles import stored_profile
 
-__all__ = ["RestoreRequest", "RestoreTarget", "VerifiedArtifact", "check_request", "log_restore", "run", "verify"]
+__all__ = [
+    "RestoreRequest",
+    "RestoreTarget",
+    "VerifiedArtifact",
+    "check_request",
+    "log_restore",
+    "result_of",
+    "run",
+    "verify",
+]
 
 CONFIRMATION = "RESTORE"
 
@@ -179,3 +189,26 @@ def log_restore(
             error=error,
             details=details,
         )
+
+
+def result_of(
+    plan: RestorePlan, seconds: float, status: Literal["completed", "planned", "verified"] | None = None
+) -> RestoreResult:
+    """What the restore flow returns: the plan's counts per table, and how long it took."""
+    return RestoreResult(
+        status=status or ("completed" if plan.applied else "planned"),
+        backup_id=plan.backup_id,
+        tenant_id=plan.tenant_id,
+        source_tenant=plan.source_tenant,
+        mode=plan.mode,
+        applied=plan.applied,
+        tables={
+            t.table: TableCounts(rows=t.rows, inserted=t.inserted, updated=t.updated, deleted=t.deleted)
+            for t in plan.tables
+        },
+        outside=[o.model_dump() for o in plan.outside],
+        dropped_columns=plan.dropped_columns,
+        added_columns=plan.added_columns,
+        triggers=plan.triggers,
+        seconds=round(seconds, 3),
+    )

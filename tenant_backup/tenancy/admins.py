@@ -6,8 +6,8 @@ import psycopg
 from psycopg import sql
 
 from tenant_backup.errors import PermissionDeniedError
-from tenant_backup.profiles import Profile
-from tenant_backup.sqlbuild import qualified
+from tenant_backup.tenancy.filters import qualified
+from tenant_backup.tenancy.profiles import Profile
 
 __all__ = ["check_admin"]
 

@@ -18,7 +18,7 @@ import psycopg
 from pydantic import BaseModel, ConfigDict
 
 from tenant_backup.errors import ScopeError, UnknownCategoryError
-from tenant_backup.profiles import Profile, TenantTable
+from tenant_backup.tenancy.profiles import Profile, TenantTable
 
 __all__ = [
     "Catalog",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from tenant_backup.catalog import Hop, TableScope
+from tenant_backup.tenancy.catalog import Hop, TableScope
 
 __all__ = ["qualified", "select_tenant_rows", "tenant_filter"]
 

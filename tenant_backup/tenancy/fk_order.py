@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tenant_backup.catalog import ForeignKey
 from tenant_backup.errors import RestoreRefusedError
+from tenant_backup.tenancy.catalog import ForeignKey
 
 __all__ = ["RestoreOrder", "restore_order"]
 

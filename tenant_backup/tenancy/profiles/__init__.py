@@ -101,7 +101,7 @@ class Profile(_Frozen):
 
 def shipped_profiles() -> list[str]:
     """Names of the profiles shipped in ``tenant_backup/profiles``."""
-    folder = resources.files("tenant_backup.profiles")
+    folder = resources.files("tenant_backup.tenancy.profiles")
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
@@ -119,7 +119,7 @@ def load_profile(name_or_path: str) -> Profile:
                 f"no shipped profile {name_or_path!r}; use one of {', '.join(shipped_profiles())} "
                 "or the path of a .toml / .yaml profile file"
             )
-        text = resources.files("tenant_backup.profiles").joinpath(f"{name_or_path}.toml").read_text("utf-8")
+        text = resources.files("tenant_backup.tenancy.profiles").joinpath(f"{name_or_path}.toml").read_text("utf-8")
         source = f"{name_or_path}.toml"
     try:
         data = tomllib.loads(text) if source.endswith(".toml") else yaml.safe_load(text)
