@@ -8,8 +8,11 @@ from typing import Literal
 from uuid import UUID
 
 from prefect import flow, pause_flow_run
-from prefect.exceptions import FlowPauseTimeout
+from prefect.client.orchestration import get_client
+from prefect.exceptions import FlowPauseTimeout, ObjectNotFound
+from prefect.flow_runs import resume_flow_run
 from prefect.input import RunInput
+from prefect.input.run_input import keyset_from_paused_state
 
 from tasks import restore as t
 from tasks.report import ProgressArtifact, plan_markdown, publish_restore_plan, publish_restore_report
@@ -21,7 +24,7 @@ from tenant_backup.restore.steps import RestoreRequest, RestoreTarget
 from tenant_backup.results import RestoreResult
 from tenant_backup.settings import get_settings
 
-__all__ = ["RestoreApproval", "restore_backup", "verify_backup"]
+__all__ = ["RestoreApproval", "answer_approval", "restore_backup", "verify_backup"]
 
 _settings = get_settings()
 
@@ -32,6 +35,33 @@ class RestoreApproval(RunInput):
     approve: bool = False
     approver: str = ""
     reason: str = ""
+
+
+def answer_approval(
+    flow_run_id: UUID | str, *, approve: bool, approver: str, reason: str = "", timeout: float = 60
+) -> None:
+    """Answer a restore that waits for approval, as the Prefect UI's form does.
+
+    A paused run is ready for an answer only once its form (the run input schema) is saved, which
+    Prefect does just *after* the run turns PAUSED: resuming in between is refused with "Run input
+    schema not found". This waits (up to ``timeout`` seconds) until the run is paused and its form
+    exists, then resumes it with the answer.
+    """
+    run_id = UUID(str(flow_run_id))
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(run_id).state
+            if state is not None and state.is_paused():
+                try:
+                    client.read_flow_run_input(run_id, keyset_from_paused_state(state)["schema"])
+                    break
+                except ObjectNotFound:
+                    pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"flow run {run_id} did not wait for approval within {timeout:.0f} s")
+            time.sleep(0.5)
+    resume_flow_run(run_id, run_input={"approve": approve, "approver": approver, "reason": reason})
 
 
 def _ask_approval(plan: RestorePlan, timeout: int, poll_interval: int) -> RestoreApproval:

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from flows.backup import backup_tenant
-from flows.restore import restore_backup, verify_backup
+from flows.restore import answer_approval, restore_backup, verify_backup
 from tenant_backup import progress
 from tenant_backup.errors import (
     ApprovalRejectedError,
@@ -324,7 +324,6 @@ def test_verify_checks_without_writing(crm_db: DemoDatabase, env: dict[str, Any]
 def _paused_run(db: DemoDatabase, backup_id: str, answer: dict[str, Any]) -> tuple[BaseException | None, Any]:
     """Start a restore that waits for approval, answer it through the Prefect API, return its outcome."""
     from prefect.client.orchestration import get_client
-    from prefect.flow_runs import resume_flow_run
 
     outcome: dict[str, Any] = {}
 
@@ -353,7 +352,7 @@ def _paused_run(db: DemoDatabase, backup_id: str, answer: dict[str, Any]) -> tup
             )
             time.sleep(0.5)
         assert paused is not None, "the restore never paused for approval"
-        resume_flow_run(paused.id, run_input=answer)
+    answer_approval(paused.id, **answer)
     thread.join(120)
     return outcome.get("error"), outcome.get("result")
 
