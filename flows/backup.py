@@ -60,6 +60,7 @@ def backup_tenant(
     tenant_column: str | None = None,
     backup_type: Literal["manual", "scheduled"] = "manual",
     force: bool = False,
+    allow_empty: bool = False,
     name: str | None = None,
     database_block: str | None = None,
     storage_block: str | None = None,
@@ -81,6 +82,8 @@ def backup_tenant(
         tenant_column: Discover the tables holding this column instead of using a profile.
         backup_type: manual or scheduled (recorded in the ledger).
         force: Ignore the throttle (one backup per tenant per 5 minutes).
+        allow_empty: Without a tenant table, back up a tenant that has no row in any table yet
+            (else refused: a typo in a tenant id would give an empty backup).
         name: A name for the ledger row.
         database_block: A tenant-backup-database block; else TENANT_BACKUP_DATABASE_URL.
         storage_block: A tenant-backup-storage block; else TENANT_BACKUP_STORAGE_URL.
@@ -94,6 +97,7 @@ def backup_tenant(
         requested_by=str(requested_by) if requested_by else None,
         backup_type=backup_type,
         force=force,
+        allow_empty=allow_empty,
         name=name,
         format=format,
         compression=compression,
@@ -118,7 +122,7 @@ def backup_tenant(
         try:
             t.check_storage(storage_block)
             with tempfile.TemporaryDirectory(prefix="tenant-backup-", dir=_settings.spool_dir) as spool:
-                with lock.snapshot(plan.db_schema, [s.table for s in plan.tables]) as snapshot:
+                with lock.snapshot(plan.relations) as snapshot:
                     t.mark_started(backup_id, snapshot, database_block)
                     futures = t.extract_table.map(
                         plan.tables,

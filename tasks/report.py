@@ -76,6 +76,13 @@ def plan_markdown(plan: RestorePlan, title: str) -> str:
     if plan.outside:
         lines += ["", "Rows outside the restore that the deletes reach:", ""]
         lines += [f"- {o.rows:,} row(s) of `{o.table}` via `{o.foreign_key}`: {o.action}" for o in plan.outside]
+    if plan.missing_references:
+        lines += ["", "**Refused**: rows of the backup reference rows this database lacks:", ""]
+        lines += [
+            f"- {m.rows:,} row(s) of `{m.table}` via `{m.foreign_key}` -> `{m.references}` "
+            f"(e.g. {', '.join(m.examples)})"
+            for m in plan.missing_references
+        ]
     for label, cols in (
         ("dropped since the backup (not restored)", plan.dropped_columns),
         ("added since the backup (take their default)", plan.added_columns),

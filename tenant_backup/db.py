@@ -1,7 +1,9 @@
 """Connections, the per-tenant lock and the shared snapshot.
 
 Every session is pinned to ``TimeZone=UTC``, ``DateStyle=ISO``, ``IntervalStyle=iso_8601`` so
-artifacts do not depend on server or role settings, and carries a ``lock_timeout``.
+artifacts do not depend on server or role settings, carries a ``lock_timeout``, and runs with
+``row_security = off`` (as pg_dump does): where row-level security would hide rows from the role,
+PostgreSQL raises an error instead of silently returning fewer rows.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def connect(url: str, *, lock_timeout: str = "10s", autocommit: bool = True) -> 
     conn.execute(
         "SELECT set_config('TimeZone', 'UTC', false), set_config('DateStyle', 'ISO', false),"
         " set_config('IntervalStyle', 'iso_8601', false), set_config('lock_timeout', %s, false),"
-        " set_config('extra_float_digits', '1', false)",
+        " set_config('extra_float_digits', '1', false), set_config('row_security', 'off', false)",
         (lock_timeout,),
     )
     if not autocommit:
@@ -88,8 +90,8 @@ class TenantLock:
         self.tenant_id = tenant_id
 
     @contextmanager
-    def snapshot(self, schema: str, tables: list[str]) -> Iterator[Snapshot]:
-        """Open a REPEATABLE READ, READ ONLY transaction, lock ``tables`` in ACCESS SHARE mode
+    def snapshot(self, tables: list[tuple[str, str]]) -> Iterator[Snapshot]:
+        """Open a REPEATABLE READ, READ ONLY transaction, lock ``tables`` (schema, name) in ACCESS SHARE mode
         (no concurrent DROP or ALTER, as pg_dump does), export its snapshot, and keep it open
         until the block ends."""
         conn = self.conn
@@ -100,7 +102,7 @@ class TenantLock:
                     conn.execute(
                         sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(
                             sql.SQL(", ").join(
-                                sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(t)) for t in tables
+                                sql.SQL("{}.{}").format(sql.Identifier(s), sql.Identifier(t)) for s, t in tables
                             )
                         )
                     )

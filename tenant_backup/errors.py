@@ -7,7 +7,8 @@
     │   ├── UnknownCategoryError      a category or table that the profile or schema lacks
     │   ├── ScopeError                a table that cannot be tied to a tenant
     │   ├── UnsupportedTypeError      a column type no artifact can carry exactly
-    │   └── PoolerNotSupportedError   a transaction pooler, where a session is needed
+    │   ├── PoolerNotSupportedError   a transaction pooler, where a session is needed
+    │   └── RoleAccessError           the database role lacks a privilege, or row-level security applies
     ├── PermissionDeniedError         the requester is not an admin of the tenant
     ├── ThrottledError                a backup of the tenant ran less than the throttle window ago
     ├── TenantBusyError               another backup or restore of the tenant holds its lock
@@ -37,6 +38,7 @@ __all__ = [
     "PoolerNotSupportedError",
     "RestoreCheckError",
     "RestoreRefusedError",
+    "RoleAccessError",
     "ScopeError",
     "SnapshotError",
     "StorageError",
@@ -107,6 +109,11 @@ class UnsupportedTypeError(ConfigurationError):
 
 class PoolerNotSupportedError(ConfigurationError):
     """Raised when the database URL points at a transaction pooler (Supabase port 6543)."""
+
+
+class RoleAccessError(ConfigurationError):
+    """Raised when the database role may not read or write what the step needs: a missing
+    privilege, or row-level security that would hide rows from it (checked before any write)."""
 
 
 class PermissionDeniedError(TenantBackupError):

@@ -38,6 +38,7 @@ class TableCounts(BaseModel):
     inserted: int
     updated: int
     deleted: int
+    matched_by: str = "key"  # "key (id)", or "rows" for a table without a key (a multiset of rows)
 
 
 class RestoreResult(BaseModel):
@@ -51,6 +52,7 @@ class RestoreResult(BaseModel):
     applied: bool
     tables: dict[str, TableCounts]
     outside: list[dict[str, object]]
+    missing_references: list[dict[str, object]] = []
     dropped_columns: dict[str, list[str]]
     added_columns: dict[str, list[str]]
     triggers: str

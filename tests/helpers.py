@@ -20,8 +20,9 @@ from psycopg import sql
 
 from tenant_backup.artifact.formats import BOM, copy_statement
 from tenant_backup.storage import Storage
-from tenant_backup.tenancy.catalog import TableScope, plan_scope, read_catalog
+from tenant_backup.tenancy.catalog import TableScope, read_catalog
 from tenant_backup.tenancy.profiles import Profile, load_profile
+from tenant_backup.tenancy.scope import plan_scope
 
 
 def read_artifact(storage_url: str, storage_path: str, options: dict[str, Any] | None = None) -> zipfile.ZipFile:
@@ -42,7 +43,7 @@ def rows_of(archive: zipfile.ZipFile, table: str) -> list[dict[str, str]]:
 def scopes(conn: psycopg.Connection, profile: str | Profile) -> dict[str, TableScope]:
     """Every table of a shipped profile (by name) or of a discovered one."""
     prof = load_profile(profile) if isinstance(profile, str) else profile
-    catalog = read_catalog(conn, prof.db_schema)
+    catalog = read_catalog(conn, prof.db_schema, prof.schemas)
     tables = prof.tables_for(None) if prof.categories else None
     return {s.table: s for s in plan_scope(catalog, prof, tables)}
 
@@ -65,15 +66,16 @@ def count(conn: psycopg.Connection, table: str) -> int:
 def state_of(url: str, profile: str | Profile, tenant_id: str) -> dict[str, bytes]:
     """Every table's rows of the tenant, all columns, ordered by key, as COPY prints them."""
     from tenant_backup.db import connect as pinned
-    from tenant_backup.tenancy.filters import qualified, tenant_filter
+    from tenant_backup.tenancy.filters import tenant_filter
 
     out: dict[str, bytes] = {}
     with pinned(url) as conn:
         for table, scope in scopes(conn, profile).items():
-            query = sql.SQL("COPY (SELECT * FROM {} WHERE {} ORDER BY {}) TO STDOUT").format(
-                qualified(scope.schema_name, table),
-                tenant_filter(scope),
-                sql.SQL(", ").join(sql.Identifier(k) for k in scope.primary_key),
+            # By key; a table without one by its rows' text (duplicates stay side by side).
+            keys = [sql.Identifier(k) for k in scope.primary_key]
+            order = sql.SQL(", ").join(keys) if keys else sql.SQL("t::text")
+            query = sql.SQL("COPY (SELECT * FROM {} t WHERE {} ORDER BY {}) TO STDOUT").format(
+                scope.ident(), tenant_filter(scope), order
             )
             data = bytearray()
             with conn.cursor() as cur, cur.copy(query, {"tenant": tenant_id}) as copy:

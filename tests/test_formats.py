@@ -23,10 +23,11 @@ from flows.backup import backup_tenant
 from flows.restore import restore_backup
 from tenant_backup.errors import ConfigurationError, UnsupportedTypeError, VerificationError
 from tenant_backup.storage import Storage
-from tenant_backup.tenancy.catalog import plan_scope, read_catalog
+from tenant_backup.tenancy.catalog import read_catalog
 from tenant_backup.tenancy.filters import qualified, tenant_filter
 from tenant_backup.tenancy.fk_order import restore_order
 from tenant_backup.tenancy.profiles import discovered_profile
+from tenant_backup.tenancy.scope import plan_scope
 from tests.conftest import DemoDatabase
 from tests.helpers import state_of
 

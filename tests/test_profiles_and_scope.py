@@ -8,9 +8,10 @@ import pytest
 
 from tenant_backup.db import check_session_capable
 from tenant_backup.errors import ConfigurationError, PoolerNotSupportedError, ScopeError, UnknownCategoryError
-from tenant_backup.tenancy.catalog import plan_scope, read_catalog
+from tenant_backup.tenancy.catalog import read_catalog
 from tenant_backup.tenancy.filters import select_tenant_rows
 from tenant_backup.tenancy.profiles import discovered_profile, load_profile, shipped_profiles
+from tenant_backup.tenancy.scope import plan_scope
 from tests.conftest import DemoDatabase
 
 

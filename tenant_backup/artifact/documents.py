@@ -33,7 +33,7 @@ from psycopg import sql
 
 from tenant_backup.artifact.manifest import Manifest
 from tenant_backup.tenancy.catalog import TableScope
-from tenant_backup.tenancy.filters import qualified, tenant_filter
+from tenant_backup.tenancy.filters import tenant_filter
 
 __all__ = ["document_checksum", "json_footer", "json_header", "sql_footer", "sql_header"]
 
@@ -97,13 +97,7 @@ def sql_header(manifest: Manifest, scopes: list[TableScope]) -> bytes:
         _text(sql.SQL("SELECT pg_advisory_xact_lock(hashtext('tenant-backup'), hashtext({}));").format(tenant)),
     ]
     for scope in reversed(scopes):
-        lines.append(
-            _text(
-                sql.SQL("DELETE FROM {} WHERE {};").format(
-                    qualified(scope.schema_name, scope.table), tenant_filter(scope, tenant)
-                )
-            )
-        )
+        lines.append(_text(sql.SQL("DELETE FROM {} WHERE {};").format(scope.ident(), tenant_filter(scope, tenant))))
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
@@ -111,7 +105,7 @@ def sql_footer(manifest: Manifest, scopes: list[TableScope]) -> bytes:
     """Move identity and serial sequences past the restored ids, never backwards."""
     lines = []
     for scope in scopes:
-        target = qualified(scope.schema_name, scope.table)
+        target = scope.ident()
         for column in scope.copied_columns:
             if column.type not in _INTEGER:
                 continue

@@ -91,7 +91,7 @@ def copy_statement(scope: TableScope, fmt: ArtifactFormat) -> sql.Composed:
     # (row_to_json escapes control characters) writes each line exactly as PostgreSQL built it.
     select = sql.SQL("SELECT {} FROM {} WHERE {}").format(
         sql.SQL(", ").join(_json_expr(c) for c in scope.copied_columns),
-        qualified(scope.schema_name, scope.table),
+        scope.ident(),
         tenant_filter(scope),
     )
     return sql.SQL(
@@ -122,7 +122,7 @@ class Framer:
             self.prefix, self.suffix = b"", b""
         elif fmt == "sql":
             columns = [c.name for c in scope.copied_columns]
-            self.prefix, self.suffix = copy_in_line(scope.schema_name, scope.table, columns), b"\\.\n"
+            self.prefix, self.suffix = copy_in_line(scope.schema_name, scope.relname or scope.table, columns), b"\\.\n"
         else:
             self.prefix, self.suffix = json.dumps(scope.table, ensure_ascii=False).encode() + b": [\n", b"]"
 

@@ -27,6 +27,7 @@ from tenant_backup.artifact.manifest import ARTIFACT_VERSION, Manifest
 from tenant_backup.artifact.rows import json_row_to_copy_text
 from tenant_backup.errors import VerificationError
 from tenant_backup.storage import Storage
+from tenant_backup.tenancy.catalog import split_name
 
 __all__ = ["Artifact", "fetch_artifact", "open_verified"]
 
@@ -224,7 +225,7 @@ def _sql_tables(lines: BinaryIO, tables_dir: Path, backup_id: str) -> tuple[Mani
         elif line.startswith(b"COPY ") and manifest is not None and len(seen) < len(manifest.table_order):
             table = manifest.table_order[len(seen)]
             columns = [c.name for c in manifest.tables[table].columns if not c.generated]
-            if line != copy_in_line(manifest.db_schema, table, columns):
+            if line != copy_in_line(*split_name(table, manifest.db_schema), columns):
                 raise VerificationError(
                     f"backup {backup_id}: unexpected {line[:80]!r}", backup_id=backup_id, table=table
                 )

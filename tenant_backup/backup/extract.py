@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from tenant_backup.artifact.codecs import Compression, compressor
 from tenant_backup.artifact.formats import ArtifactFormat, Framer, copy_statement
 from tenant_backup.backup.copyout import CopyOut
-from tenant_backup.errors import ExtractError
+from tenant_backup.errors import ExtractError, RoleAccessError
 from tenant_backup.progress import Progress, listening, publish
 from tenant_backup.tenancy.catalog import TableScope
 
@@ -84,6 +84,13 @@ def extract_table(
             out.write(pack.flush())
             rows = copy.rows
             compressed = out.tell()
+    except psycopg.errors.InsufficientPrivilege as exc:
+        # The up-front access check passed, so a policy or a grant changed since: not transient.
+        raise RoleAccessError(
+            f"COPY of table {scope.table!r} for tenant {tenant_id} was refused: {exc}".strip(),
+            tenant_id=tenant_id,
+            table=scope.table,
+        ) from exc
     except psycopg.Error as exc:
         raise ExtractError(
             f"COPY of table {scope.table!r} for tenant {tenant_id} failed: {exc}".strip(),

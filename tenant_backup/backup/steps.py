@@ -11,8 +11,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
-import psycopg
-from psycopg import sql
 from pydantic import BaseModel, ConfigDict
 
 from tenant_backup import ledger
@@ -26,18 +24,14 @@ from tenant_backup.db import Snapshot, connect, import_snapshot
 from tenant_backup.errors import ConfigurationError, PermissionDeniedError, TenantBackupError
 from tenant_backup.settings import Settings
 from tenant_backup.storage import Storage
+from tenant_backup.tenancy import tenants
+from tenant_backup.tenancy.access import check_access
 from tenant_backup.tenancy.admins import check_admin
-from tenant_backup.tenancy.catalog import (
-    Catalog,
-    TableScope,
-    find_tenant_table,
-    plan_scope,
-    read_catalog,
-    schema_fingerprint,
-)
-from tenant_backup.tenancy.filters import qualified
+from tenant_backup.tenancy.catalog import Catalog, TableScope, read_catalog
 from tenant_backup.tenancy.fk_order import restore_order
 from tenant_backup.tenancy.profiles import Profile, discovered_profile, load_profile
+from tenant_backup.tenancy.scope import plan_scope, schema_fingerprint
+from tenant_backup.tenancy.tenants import check_tenant, tables_read
 
 __all__ = [
     "BackupPlan",
@@ -70,6 +64,7 @@ class BackupRequest(BaseModel):
     requested_by: str | None = None
     backup_type: Literal["manual", "scheduled"] = "manual"
     force: bool = False
+    allow_empty: bool = False  # without a tenant table: back up a tenant that has no row anywhere yet
     name: str | None = None
     format: ArtifactFormat = "csv"
     compression: Compression = "deflate"
@@ -99,6 +94,11 @@ class BackupPlan(BaseModel):
     name_key: str
     schema_fingerprint: str
 
+    @property
+    def relations(self) -> list[tuple[str, str]]:
+        """(schema, table) of every backed-up table, as PostgreSQL names them."""
+        return [(s.schema_name, s.relname or s.table) for s in self.tables]
+
 
 def resolve_profile(profile: str | None, tenant_column: str | None) -> Profile:
     """A shipped or file profile, or a discovered one from a tenant column; exactly one of them."""
@@ -120,6 +120,15 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
     check_compression(request.compression, request.level, request.format)
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
         ledger.migrate(conn, settings.ledger_schema)
+        catalog = read_catalog(conn, profile.db_schema, profile.schemas)
+        tables = profile.tables_for(request.categories) if profile.categories else None
+        if tables is None and request.categories:
+            tables = request.categories  # discovered profile: categories are table names
+        scopes = plan_scope(catalog, profile, tables)
+        check_types(scopes)
+        order = _stored_order(catalog, scopes, request.format)
+        read = tables_read(catalog, profile, scopes, request.requested_by)
+        check_access(conn, {t: ["SELECT"] for t in read}, action="back up", tenant_id=request.tenant_id)
         if request.requested_by:
             try:
                 check_admin(conn, profile, request.tenant_id, request.requested_by, "back up")
@@ -134,14 +143,7 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
                     error=str(exc),
                 )
                 raise
-        catalog = read_catalog(conn, profile.db_schema)
-        tables = profile.tables_for(request.categories) if profile.categories else None
-        if tables is None and request.categories:
-            tables = request.categories  # discovered profile: categories are table names
-        scopes = plan_scope(catalog, profile, tables)
-        check_types(scopes)
-        order = _stored_order(catalog, scopes, request.format)
-        tenant_name = _tenant_name(conn, profile, catalog, request.tenant_id)
+        tenant_name = check_tenant(conn, catalog, profile, request.tenant_id, allow_empty=request.allow_empty)
     categories = request.categories or (list(profile.categories) or [s.table for s in scopes])
     return BackupPlan(
         request=request,
@@ -175,23 +177,6 @@ def _stored_order(catalog: Catalog, scopes: list[TableScope], fmt: ArtifactForma
             "orders such rows), or make one of the keys DEFERRABLE"
         )
     return list(order.tables)
-
-
-def _tenant_name(conn: psycopg.Connection, profile: Profile, catalog: Catalog, tenant_id: str) -> str | None:
-    table = find_tenant_table(catalog, profile)
-    if table is None or table.display_name is None:
-        return None
-    row = conn.execute(
-        sql.SQL("SELECT {}::text FROM {} WHERE {} = %s").format(
-            sql.Identifier(table.display_name), qualified(profile.db_schema, table.name), sql.Identifier(table.key)
-        ),
-        (tenant_id,),
-    ).fetchone()
-    if row is None:
-        raise ConfigurationError(
-            f"tenant {tenant_id} does not exist in {table.name}.{table.key}; check the tenant id", tenant_id=tenant_id
-        )
-    return str(row[0]) if row[0] is not None else None
 
 
 def open_entry(db_url: str, settings: Settings, plan: BackupPlan) -> str:
@@ -297,25 +282,7 @@ def list_tenants(db_url: str, settings: Settings, profile_name: str | None, tena
     """Every tenant id: the tenant table's keys, else the distinct values of the tenant column."""
     profile = resolve_profile(profile_name, tenant_column)
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
-        catalog = read_catalog(conn, profile.db_schema)
-        table = find_tenant_table(catalog, profile)
-        if table is not None:
-            query = sql.SQL("SELECT {}::text FROM {} ORDER BY 1").format(
-                sql.Identifier(table.key), qualified(profile.db_schema, table.name)
-            )
-        else:
-            holders = [t for t in catalog.tables.values() if t.has_column(profile.tenant_column)]
-            if not holders:
-                raise ConfigurationError(f"no table has column {profile.tenant_column!r}; check --tenant-column")
-            query = sql.SQL(" UNION ").join(
-                sql.SQL("SELECT {}::text FROM {} WHERE {} IS NOT NULL").format(
-                    sql.Identifier(profile.tenant_column),
-                    qualified(profile.db_schema, t.name),
-                    sql.Identifier(profile.tenant_column),
-                )
-                for t in holders
-            ) + sql.SQL(" ORDER BY 1")
-        return [row[0] for row in conn.execute(query)]
+        return tenants.list_tenants(conn, read_catalog(conn, profile.db_schema, profile.schemas), profile)
 
 
 def finish_entry(db_url: str, settings: Settings, backup_id: str, manifest: Manifest, artifact: ArtifactInfo) -> None:

@@ -87,6 +87,7 @@ def cmd_backup(args: argparse.Namespace) -> dict[str, Any]:
             profile=None if args.tenant_column else (args.profile or "pos"),
             tenant_column=args.tenant_column,
             force=args.force,
+            allow_empty=args.allow_empty,
             name=args.name,
         )
     finally:
@@ -140,6 +141,11 @@ def _print_counts(out: dict[str, Any], what: str) -> None:
         print(
             f"  outside: {effect['rows']:,} row(s) of {effect['table']} "
             f"via {effect['foreign_key']} ({effect['action']})"
+        )
+    for m in out.get("missing_references", []):
+        print(
+            f"  refused: {m['rows']:,} row(s) of {m['table']} reference rows of {m['references']} that this database "
+            f"lacks ({m['foreign_key']}, e.g. {', '.join(m['examples'])})"
         )
     for table, cols in out["dropped_columns"].items():
         print(f"  columns dropped since the backup, not restored: {table}: {', '.join(cols)}")

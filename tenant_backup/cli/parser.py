@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--compression-level", type=int, help="deflate 0..3, zstd 1..19")
     p.add_argument("--force", action="store_true", help="ignore the one-backup-per-5-minutes throttle")
+    p.add_argument("--allow-empty", action="store_true", help="back up a tenant that has no rows yet (no tenant table)")
     p.add_argument("--requested-by", help="app user id to check against the profile's admin rule")
     p.add_argument("--name", help="name of the backup in the ledger")
     p.set_defaults(func=commands.cmd_backup)

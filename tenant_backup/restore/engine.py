@@ -27,23 +27,25 @@ from pydantic import BaseModel
 from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.artifact.reader import Artifact
 from tenant_backup.errors import RestoreRefusedError, TenantBusyError
+from tenant_backup.restore.apply import apply_changes, check_restored, move_sequences
 from tenant_backup.restore.staging import (
+    MissingReference,
     Mode,
     OutsideEffect,
     RestoreTable,
     TableChange,
-    apply_changes,
-    check_restored,
     count_changes,
-    move_sequences,
+    missing_references,
     outside_effects,
     stage,
 )
-from tenant_backup.tenancy.catalog import Catalog, find_tenant_table, plan_scope, read_catalog
-from tenant_backup.tenancy.fk_order import restore_order
+from tenant_backup.tenancy.access import check_access
+from tenant_backup.tenancy.catalog import Catalog, TableInfo, read_catalog
+from tenant_backup.tenancy.fk_order import RestoreOrder, restore_order
 from tenant_backup.tenancy.profiles import Profile, stored_profile
+from tenant_backup.tenancy.scope import find_tenant_table, plan_scope
 
-__all__ = ["OutsideEffect", "RestorePlan", "TableChange", "restore_tenant"]
+__all__ = ["MissingReference", "OutsideEffect", "RestorePlan", "TableChange", "restore_tenant"]
 
 
 class RestorePlan(BaseModel):
@@ -54,6 +56,7 @@ class RestorePlan(BaseModel):
     applied: bool
     tables: list[TableChange]
     outside: list[OutsideEffect]
+    missing_references: list[MissingReference] = []
     dropped_columns: dict[str, list[str]]
     added_columns: dict[str, list[str]]
     triggers: Literal["skipped", "fired"]
@@ -101,11 +104,16 @@ def restore_tenant(
             ) from exc
         replica = _try_replica(conn)
         conn.execute("SET CONSTRAINTS ALL DEFERRED")
-        catalog = read_catalog(conn, manifest.db_schema)
+        catalog = read_catalog(conn, profile.db_schema, profile.schemas)
         work = _prepare(catalog, profile, manifest.tables, manifest.tenant_id, target_tenant, tables, backup_id)
         order = restore_order([t.name for t in work], catalog.foreign_keys)
         by_name = {t.name: t for t in work}
         ordered = [by_name[n] for n in order.tables]
+        check_access(
+            conn, _needs(catalog, ordered, mode), action="restore into", tenant_id=target_tenant, temp_tables=True
+        )
+        if not replica:
+            _refuse_unkeyed_cycles(order, by_name, backup_id)
         for t in ordered:
             stage(conn, artifact, t, target_tenant, rewrite=target_tenant != manifest.tenant_id)
         # A plan counts ahead (and is rolled back); an apply counts what its statements do, and a
@@ -113,10 +121,18 @@ def restore_tenant(
         changes = [
             count_changes(conn, t, target_tenant, mode, manifest.tables[t.name].rows)
             if not apply
-            else TableChange(table=t.name, rows=manifest.tables[t.name].rows, inserted=0, updated=0, deleted=0)
+            else TableChange(
+                table=t.name,
+                rows=manifest.tables[t.name].rows,
+                inserted=0,
+                updated=0,
+                deleted=0,
+                matched_by=t.matched_by,
+            )
             for t in ordered
         ]
         outside = outside_effects(conn, catalog, ordered, target_tenant) if mode == "replace" else []
+        missing = missing_references(conn, catalog, ordered, target_tenant)
         plan = RestorePlan(
             backup_id=backup_id,
             source_tenant=manifest.tenant_id,
@@ -125,12 +141,25 @@ def restore_tenant(
             applied=False,
             tables=changes,
             outside=outside,
+            missing_references=missing,
             dropped_columns={t.name: t.dropped for t in ordered if t.dropped},
             added_columns={t.name: t.added for t in ordered if t.added},
             triggers="skipped" if replica else "fired",
         )
         if not apply:
             raise psycopg.Rollback()
+        if missing:
+            raise RestoreRefusedError(
+                "the backup's rows reference rows that this database lacks and the restore does not bring: "
+                + "; ".join(
+                    f"{m.rows} row(s) of {m.table} via {m.foreign_key} -> {m.references} (e.g. {', '.join(m.examples)})"
+                    for m in missing
+                )
+                + "; create those rows first (or restore those tables too); nothing was written",
+                tenant_id=target_tenant,
+                backup_id=backup_id,
+                table=missing[0].table,
+            )
         blocked = [o for o in outside if o.action == "block" and o.rows]
         if blocked:
             raise RestoreRefusedError(
@@ -194,13 +223,43 @@ def _prepare(
     work: list[RestoreTable] = []
     for i, name in enumerate(wanted):
         columns = [c.name for c in manifest_tables[name].columns if not c.generated]
-        table = RestoreTable(scopes[name], columns, f"tb_stage_{i}")
-        missing_pk = [c for c in table.pk if c not in table.common]
-        if not table.pk or missing_pk:
+        work.append(RestoreTable(scopes[name], columns, f"tb_stage_{i}"))
+    return work
+
+
+def _needs(catalog: Catalog, work: list[RestoreTable], mode: Mode) -> dict[TableInfo, list[str]]:
+    """What the restore reads and writes: the restored tables (read, insert, update, delete),
+    the tables their tenant filters and foreign keys read, and in replace mode the tables whose
+    rows reference restored ones (their rows are counted before a delete)."""
+    names = {t.name for t in work}
+    needs: dict[TableInfo, list[str]] = {}
+
+    def need(name: str, *privileges: str) -> None:
+        if name in catalog.tables:
+            needs.setdefault(catalog.tables[name], []).extend(privileges)
+
+    for t in work:
+        need(t.name, "SELECT", "INSERT", *(["UPDATE"] if t.keyed else []), *(["DELETE"] if mode == "replace" else []))
+        for hop in t.scope.path:
+            need(hop.ref_table, "SELECT")
+    for fk in catalog.foreign_keys:
+        if fk.table in names:
+            need(fk.ref_table, "SELECT")
+        elif fk.ref_table in names and mode == "replace":
+            need(fk.table, "SELECT")
+    return needs
+
+
+def _refuse_unkeyed_cycles(order: RestoreOrder, work: dict[str, RestoreTable], backup_id: str) -> None:
+    """A table without a key cannot have a foreign key set after its rows are in (how
+    self-references and cycles are loaded when triggers must fire): refuse before any write."""
+    for fk in order.broken:
+        table = work[fk.table]
+        if not table.keyed:
             raise RestoreRefusedError(
-                f"table {name} has no primary key that the backup carries; restore matches rows by key",
-                table=name,
+                f"table {fk.table} has no key (primary key or unique index of NOT NULL columns) and its foreign key "
+                f"{fk.name} must be set after its rows are inserted, which needs one: give {fk.table} a primary "
+                "key, make the foreign key DEFERRABLE, or restore as a role that may set session_replication_role",
+                table=fk.table,
                 backup_id=backup_id,
             )
-        work.append(table)
-    return work

@@ -1,8 +1,14 @@
-"""The SQL of a restore, one table at a time: staging, counting, applying, checking.
+"""The SQL of a restore's plan, one table at a time: staging, then counting what would change.
 
 Each function takes the session that holds the restore's transaction and a :class:`RestoreTable`
 (the table's scope now, the backup's columns, its temporary staging table); identifiers only go
 through ``psycopg.sql``, the tenant id is always the parameter ``%(tenant)s``.
+
+A table is matched **by key** when it has one that the backup carries (its primary key, else a
+unique index of NOT NULL columns, as a replica identity would be): rows are inserted, updated or
+deleted by key. A table without one is matched **as a multiset of rows**: each distinct row (its
+text form, what COPY prints) is inserted or deleted as many times as the backup and the table
+differ by, duplicates included; an unchanged row is never touched.
 """
 
 from __future__ import annotations
@@ -13,24 +19,22 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel
 
-from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.artifact.reader import Artifact
-from tenant_backup.errors import RestoreCheckError, RestoreRefusedError
+from tenant_backup.errors import RestoreRefusedError
 from tenant_backup.progress import Progress, publish
 from tenant_backup.tenancy.catalog import Catalog, TableScope
-from tenant_backup.tenancy.filters import qualified, tenant_filter
-from tenant_backup.tenancy.fk_order import RestoreOrder
+from tenant_backup.tenancy.filters import tenant_filter
 
 __all__ = [
     "ACTIONS",
+    "MissingReference",
+    "Mode",
     "OutsideEffect",
     "RestoreTable",
     "TableChange",
-    "apply_changes",
-    "check_restored",
     "count_changes",
     "count_rows",
-    "move_sequences",
+    "missing_references",
     "outside_effects",
     "stage",
 ]
@@ -47,6 +51,7 @@ class TableChange(BaseModel):
     inserted: int
     updated: int
     deleted: int
+    matched_by: str = "key"  # "key (id)" or "rows" (a table without a key)
 
 
 class OutsideEffect(BaseModel):
@@ -57,6 +62,17 @@ class OutsideEffect(BaseModel):
     references: str
     rows: int
     action: Literal["cascade", "set null", "set default", "block"]
+
+
+class MissingReference(BaseModel):
+    """Backed-up rows whose foreign key points at rows that the database lacks and the restore
+    does not bring (Supabase's ``auth.users``, a table left out of a partial restore)."""
+
+    table: str
+    foreign_key: str
+    references: str
+    rows: int
+    examples: list[str]
 
 
 class RestoreTable:
@@ -72,10 +88,19 @@ class RestoreTable:
         self.added = [c.name for c in scope.columns if not c.generated and c.name not in backup_columns]
         self.types = {c.name: c.type for c in scope.columns}
         self.stage = stage
-        self.pk = list(scope.primary_key)
+        # Matched by key when the table has one and the backup carries all of it; else as rows.
+        self.pk = list(scope.key) if scope.key and all(c in self.common for c in scope.key) else []
+
+    @property
+    def keyed(self) -> bool:
+        return bool(self.pk)
+
+    @property
+    def matched_by(self) -> str:
+        return f"key ({', '.join(self.pk)})" if self.keyed else "rows"
 
     def target(self) -> sql.Composed:
-        return qualified(self.scope.schema_name, self.name)
+        return self.scope.ident()
 
     def cols(self, names: list[str], alias: str | None = None) -> sql.Composable:
         if alias is None:
@@ -91,20 +116,54 @@ class RestoreTable:
             for c in self.common
         )
 
-    def comparable(self, alias: str) -> sql.Composable:
+    def comparable(self, alias: str) -> sql.Composed:
         """The common columns of ``alias`` as a row that has an equality operator."""
         return sql.SQL("ROW({})").format(self.comparable_list(alias))
+
+    def row_text(self, alias: str) -> sql.Composed:
+        """The common columns of ``alias`` as one text value: a row of a keyless table, hashable,
+        equal exactly when COPY would print the two rows alike."""
+        return sql.SQL("ROW({})::text").format(self.cols(self.common, alias))
 
     def key_match(self, left: str, right: str) -> sql.Composable:
         return sql.SQL(" AND ").join(
             sql.SQL("{} = {}").format(sql.Identifier(left, c), sql.Identifier(right, c)) for c in self.pk
         )
 
-    def current(self, columns: list[str]) -> sql.Composable:
+    def same_row(self, left: str, right: str) -> sql.Composable:
+        """``left`` and ``right`` are the same row: by key, or (keyless) by their text."""
+        if self.keyed:
+            return self.key_match(left, right)
+        return sql.SQL("{} = {}").format(self.row_text(left), self.row_text(right))
+
+    def identity(self) -> list[str]:
+        """Columns that tell one row of the table from another: the key, else every common column."""
+        return self.pk if self.keyed else self.common
+
+    def current(self, columns: list[str]) -> sql.Composed:
         """The tenant's current rows: ``SELECT columns FROM target WHERE <tenant filter>``."""
         return sql.SQL("SELECT {} FROM {} WHERE {}").format(
             self.cols(columns), self.target(), tenant_filter(self.scope)
         )
+
+    def multiset_surplus(self, rows: sql.Composable, than: sql.Composable, select: list[str]) -> sql.Composed:
+        """The rows of ``rows`` beyond as many copies as ``than`` holds of each (multiset
+        difference, duplicates included), as ``SELECT <select> FROM …`` (alias ``d``)."""
+        return sql.SQL(
+            "SELECT {cols} FROM (SELECT r.*, {text} AS tenant_backup_r, row_number() OVER "
+            "(PARTITION BY {text}) AS tenant_backup_n FROM ({rows}) r) d "
+            "LEFT JOIN (SELECT {b_text} AS r, count(*) AS n FROM ({than}) b GROUP BY 1) b "
+            "ON b.r = d.tenant_backup_r WHERE d.tenant_backup_n > coalesce(b.n, 0)"
+        ).format(
+            cols=self.cols(select, "d") if select else sql.SQL("1"),
+            text=self.row_text("r"),
+            rows=rows,
+            b_text=self.row_text("b"),
+            than=than,
+        )
+
+    def staged(self) -> sql.Composed:
+        return sql.SQL("SELECT * FROM {}").format(sql.Identifier(self.stage))
 
 
 def count_rows(conn: psycopg.Connection, query: sql.Composed, tenant: str) -> int:
@@ -140,6 +199,15 @@ def stage(conn: psycopg.Connection, artifact: Artifact, t: RestoreTable, tenant:
 
 def count_changes(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode, rows: int) -> TableChange:
     """Refuse keys that belong to another tenant; count inserts, updates and deletes."""
+    if not t.keyed:
+        current = t.current(t.common)
+        surplus = t.multiset_surplus(t.staged(), current, [])
+        inserted = count_rows(conn, sql.SQL("SELECT count(*) FROM ({}) x").format(surplus), tenant)
+        deleted = 0
+        if mode == "replace":
+            surplus = t.multiset_surplus(current, t.staged(), [])
+            deleted = count_rows(conn, sql.SQL("SELECT count(*) FROM ({}) x").format(surplus), tenant)
+        return TableChange(table=t.name, rows=rows, inserted=inserted, updated=0, deleted=deleted, matched_by="rows")
     stage = sql.Identifier(t.stage)
     conflicts = count_rows(
         conn,
@@ -157,8 +225,8 @@ def count_changes(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: 
     )
     if conflicts:
         raise RestoreRefusedError(
-            f"{conflicts} row(s) of table {t.name} in the backup have the key of a row of another tenant; "
-            "nothing was written",
+            f"{conflicts} row(s) of table {t.name} in the backup have the key ({', '.join(t.pk)}) of a row of "
+            "another tenant; nothing was written",
             table=t.name,
             tenant_id=tenant,
         )
@@ -185,7 +253,9 @@ def count_changes(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: 
             ),
             tenant,
         )
-    return TableChange(table=t.name, rows=rows, inserted=inserted, updated=updated, deleted=deleted)
+    return TableChange(
+        table=t.name, rows=rows, inserted=inserted, updated=updated, deleted=deleted, matched_by=t.matched_by
+    )
 
 
 ACTIONS: dict[str, Literal["cascade", "set null", "set default", "block"]] = {
@@ -207,19 +277,16 @@ def outside_effects(
         parent = names.get(fk.ref_table)
         if parent is None or fk.table in names:
             continue
+        columns = sorted(set(parent.identity()) | set(fk.ref_columns))
         doomed = sql.SQL("SELECT {} FROM ({}) c WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(
             parent.cols(list(fk.ref_columns), "c"),
-            parent.current(sorted(set(parent.pk) | set(fk.ref_columns))),
+            parent.current(columns),
             sql.Identifier(parent.stage),
-            parent.key_match("s", "c"),
+            parent.same_row("s", "c"),
         )
         child_cols = sql.SQL(", ").join(sql.Identifier(c) for c in fk.columns)
         rows = count_rows(
-            conn,
-            sql.SQL("SELECT count(*) FROM {} WHERE ({}) IN ({})").format(
-                qualified(catalog.schema, fk.table), child_cols, doomed
-            ),
-            tenant,
+            conn, sql.SQL("SELECT count(*) FROM {} WHERE ({}) IN ({})").format(fk.child(), child_cols, doomed), tenant
         )
         if rows:
             effects.append(
@@ -234,164 +301,39 @@ def outside_effects(
     return effects
 
 
-def apply_changes(
-    conn: psycopg.Connection, work: list[RestoreTable], order: RestoreOrder, tenant: str, mode: Mode, *, broken: bool
-) -> dict[str, TableChange]:
-    """Insert (parents first), set broken keys, update, then delete (children first).
-
-    Returns what each statement did. Rows of a table with a broken foreign key go in with that
-    key NULL; their keys are remembered in a temporary table and set once every table's rows are
-    in, so the update that follows only counts rows that really changed.
-    """
-    nulled: dict[str, set[str]] = {t.name: set() for t in work}
-    if broken:
-        for fk in order.broken:
-            nulled[fk.table].update(fk.columns)
-    inserted: dict[str, int] = {}
-    for t in work:
-        values = sql.SQL(", ").join(
-            sql.SQL("NULL") if c in nulled[t.name] else sql.Identifier("s", c) for c in t.common
-        )
-        insert = sql.SQL(
-            "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} s "
-            "WHERE NOT EXISTS (SELECT 1 FROM {} x WHERE {})"
-        ).format(t.target(), t.cols(t.common), values, sql.Identifier(t.stage), t.target(), t.key_match("x", "s"))
-        if nulled[t.name]:
-            new = sql.Identifier(f"{t.stage}_new")
-            conn.execute(
-                sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-                    new, t.cols(t.pk), sql.Identifier(t.stage)
-                )
-            )
-            insert = sql.SQL("WITH ins AS ({} RETURNING {}) INSERT INTO {} SELECT * FROM ins").format(
-                insert, t.cols(t.pk), new
-            )
-        inserted[t.name] = conn.execute(insert).rowcount
-    for t in work:
-        if nulled[t.name]:
-            cols = sorted(nulled[t.name])
-            conn.execute(
-                sql.SQL("UPDATE {} x SET ({}) = ROW({}) FROM {} s, {} n WHERE {} AND {}").format(
-                    t.target(),
-                    t.cols(cols),
-                    t.cols(cols, "s"),
-                    sql.Identifier(t.stage),
-                    sql.Identifier(f"{t.stage}_new"),
-                    t.key_match("x", "s"),
-                    t.key_match("n", "s"),
-                )
-            )
-    updated: dict[str, int] = {}
-    for t in work:
-        non_key = [c for c in t.common if c not in t.pk]
-        if not non_key:
-            updated[t.name] = 0  # nothing but the key: nothing to update
+def missing_references(
+    conn: psycopg.Connection, catalog: Catalog, work: list[RestoreTable], tenant: str
+) -> list[MissingReference]:
+    """Staged rows whose foreign key to a table outside the restore finds no row there: the
+    apply would fail on them, so the plan names them first."""
+    names = {t.name: t for t in work}
+    found: list[MissingReference] = []
+    for fk in catalog.foreign_keys:
+        child = names.get(fk.table)
+        if child is None or fk.ref_table in names or not all(c in child.common for c in fk.columns):
             continue
-        updated[t.name] = conn.execute(
+        match = sql.SQL(" AND ").join(
+            sql.SQL("{} = {}").format(sql.Identifier("p", r), sql.Identifier("s", c))
+            for c, r in zip(fk.columns, fk.ref_columns, strict=True)
+        )
+        present = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier("s", c)) for c in fk.columns)
+        row = conn.execute(
             sql.SQL(
-                "UPDATE {target} x SET ({cols}) = ROW({vals}) FROM {stage} s WHERE {match} "
-                "AND ({pk}) IN ({current}) AND {cmp_x} IS DISTINCT FROM {cmp_s}"
+                "SELECT count(*), (array_agg(DISTINCT ROW({cols})::text))[1:3] FROM {stage} s "
+                "WHERE {present} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {match})"
             ).format(
-                target=t.target(),
-                cols=t.cols(non_key),
-                vals=t.cols(non_key, "s"),
-                stage=sql.Identifier(t.stage),
-                match=t.key_match("x", "s"),
-                pk=t.cols(t.pk, "x"),
-                current=t.current(t.pk),
-                cmp_x=t.comparable("x"),
-                cmp_s=t.comparable("s"),
+                cols=child.cols(list(fk.columns), "s"),
+                stage=sql.Identifier(child.stage),
+                present=present,
+                parent=fk.parent(),
+                match=match,
             ),
             {"tenant": tenant},
-        ).rowcount
-    deleted: dict[str, int] = {t.name: 0 for t in work}
-    if mode == "replace":
-        for t in reversed(work):
-            deleted[t.name] = conn.execute(
-                sql.SQL("DELETE FROM {} x WHERE ({}) IN ({}) AND NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(
-                    t.target(), t.cols(t.pk, "x"), t.current(t.pk), sql.Identifier(t.stage), t.key_match("s", "x")
-                ),
-                {"tenant": tenant},
-            ).rowcount
-    return {
-        t.name: TableChange(
-            table=t.name, rows=0, inserted=inserted[t.name], updated=updated[t.name], deleted=deleted[t.name]
-        )
-        for t in work
-    }
-
-
-def move_sequences(conn: psycopg.Connection, work: list[RestoreTable]) -> None:
-    """Move identity and serial sequences past the restored ids (never backwards)."""
-    for t in work:
-        for column in t.common:
-            row = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (t.target().as_string(conn), column)).fetchone()
-            if not row or row[0] is None:
-                continue
-            conn.execute(
-                sql.SQL(
-                    "SELECT setval(%(seq)s::regclass, m) FROM (SELECT max({col}) AS m FROM {target}) x "
-                    "WHERE m IS NOT NULL AND m > coalesce(pg_sequence_last_value(%(seq)s::regclass), 0)"
-                ).format(col=sql.Identifier(column), target=t.target()),
-                {"seq": row[0]},
-            )
-
-
-def check_restored(
-    conn: psycopg.Connection,
-    catalog: Catalog,
-    work: list[RestoreTable],
-    tenant: str,
-    mode: Mode,
-    manifest_tables: dict[str, TableManifest],
-    *,
-    fk_check: bool,
-) -> None:
-    """Before commit: the tenant's rows equal the backup's (replace) or contain them (merge);
-    in replica mode, no foreign key of a restored row points at a missing row.
-
-    Equal multisets: as many rows as the manifest says, and no staged row missing from the
-    tenant's rows (``EXCEPT ALL``); the staged rows are the artifact's, whose sha256 was checked.
-    """
-    for t in work:
-        current = sql.SQL("SELECT {} FROM ({}) c").format(t.comparable_list("c"), t.current(t.common))
-        staged = sql.SQL("SELECT {} FROM {} c").format(t.comparable_list("c"), sql.Identifier(t.stage))
-        missing = count_rows(conn, sql.SQL("SELECT count(*) FROM ({} EXCEPT ALL {}) d").format(staged, current), tenant)
-        have = count_rows(conn, sql.SQL("SELECT count(*) FROM ({}) c").format(t.current(t.pk)), tenant)
-        expected = manifest_tables[t.name].rows
-        if missing or (mode == "replace" and have != expected) or have < expected:
-            raise RestoreCheckError(
-                f"after restore, table {t.name} of tenant {tenant} differs from the backup ({missing} row(s) "
-                f"missing or altered, {have} rows where the backup has {expected}; a trigger that rewrites rows, "
-                "or a key held by another tenant's row, does this: a dry run shows the latter); rolled back, "
-                "nothing changed",
-                table=t.name,
-                tenant_id=tenant,
-            )
-    if fk_check:
-        names = {t.name: t for t in work}
-        for fk in catalog.foreign_keys:
-            child = names.get(fk.table)
-            if child is None:
-                continue
-            present = sql.SQL(" AND ").join(
-                sql.SQL("{} IS NOT NULL").format(sql.Identifier("c", c)) for c in fk.columns
-            )
-            match = sql.SQL(" AND ").join(
-                sql.SQL("{} = {}").format(sql.Identifier("p", r), sql.Identifier("c", c))
-                for c, r in zip(fk.columns, fk.ref_columns, strict=True)
-            )
-            orphans = count_rows(
-                conn,
-                sql.SQL("SELECT count(*) FROM ({}) c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {})").format(
-                    child.current(sorted(set(fk.columns))), present, qualified(catalog.schema, fk.ref_table), match
-                ),
-                tenant,
-            )
-            if orphans:
-                raise RestoreCheckError(
-                    f"after restore, {orphans} row(s) of {fk.table} reference missing rows of {fk.ref_table} "
-                    f"({fk.name}); rolled back, nothing changed",
-                    table=fk.table,
-                    tenant_id=tenant,
+        ).fetchone()
+        if row and row[0]:
+            found.append(
+                MissingReference(
+                    table=fk.table, foreign_key=fk.name, references=fk.ref_table, rows=row[0], examples=row[1] or []
                 )
+            )
+    return found

@@ -203,10 +203,13 @@ def result_of(
         mode=plan.mode,
         applied=plan.applied,
         tables={
-            t.table: TableCounts(rows=t.rows, inserted=t.inserted, updated=t.updated, deleted=t.deleted)
+            t.table: TableCounts(
+                rows=t.rows, inserted=t.inserted, updated=t.updated, deleted=t.deleted, matched_by=t.matched_by
+            )
             for t in plan.tables
         },
         outside=[o.model_dump() for o in plan.outside],
+        missing_references=[m.model_dump() for m in plan.missing_references],
         dropped_columns=plan.dropped_columns,
         added_columns=plan.added_columns,
         triggers=plan.triggers,

@@ -6,7 +6,7 @@ import psycopg
 from psycopg import sql
 
 from tenant_backup.errors import PermissionDeniedError
-from tenant_backup.tenancy.filters import qualified
+from tenant_backup.tenancy.catalog import qualified, split_name
 from tenant_backup.tenancy.profiles import Profile
 
 __all__ = ["check_admin"]
@@ -23,7 +23,7 @@ def check_admin(conn: psycopg.Connection, profile: Profile, tenant_id: str, requ
         return
     query = sql.SQL("SELECT {}::text FROM {} WHERE {} = %s AND {} = %s").format(
         sql.Identifier(rule.role_column),
-        qualified(profile.db_schema, rule.table),
+        qualified(*split_name(rule.table, profile.db_schema)),
         sql.Identifier(rule.user_column),
         sql.Identifier(rule.tenant_column),
     )

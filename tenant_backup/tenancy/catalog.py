@@ -1,37 +1,55 @@
-"""Tenant scope from the PostgreSQL catalog.
+"""What the PostgreSQL catalog says about the app's tables (read once per backup or restore).
 
-:func:`read_catalog` reads tables, columns, primary keys and foreign keys of one schema;
-:func:`plan_scope` (pure) decides, for each table, how its tenant's rows are found: by its own
-tenant column, or by following foreign keys to a table that has one (shortest path, NOT NULL
-foreign keys first). The result is a list of :class:`TableScope` values that the SQL builders
-turn into queries.
+:func:`read_catalog` reads, for a profile's schemas, every table (plain or partitioned; partitions
+are reached through their parent, as the app sees them), its columns, its row key and every
+foreign key from or to those tables (other schemas included: Supabase's ``auth.users``). The
+scope of each table (how a tenant's rows are found) is decided by :mod:`tenancy.scope`.
+
+Tables are named as a profile names them: ``ventes`` in the profile's default schema,
+``billing.invoices`` elsewhere (:func:`display_name`, :func:`split_name`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import psycopg
+from psycopg import sql
 from pydantic import BaseModel, ConfigDict
-
-from tenant_backup.errors import ScopeError, UnknownCategoryError
-from tenant_backup.tenancy.profiles import Profile, TenantTable
 
 __all__ = [
     "Catalog",
     "ColumnInfo",
     "ForeignKey",
     "Hop",
+    "KeyKind",
     "TableInfo",
     "TableScope",
-    "find_tenant_table",
-    "plan_scope",
+    "display_name",
+    "qualified",
     "read_catalog",
-    "schema_fingerprint",
+    "split_name",
 ]
+
+KeyKind = Literal["primary key", "unique index", "none"]
+
+
+def qualified(schema: str, table: str) -> sql.Composed:
+    """``"schema"."table"``."""
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+
+
+def display_name(schema: str, relname: str, default_schema: str) -> str:
+    """``relname`` in the default schema, else ``schema.relname`` (also for a name with a dot)."""
+    return relname if schema == default_schema and "." not in relname else f"{schema}.{relname}"
+
+
+def split_name(name: str, default_schema: str) -> tuple[str, str]:
+    """The inverse of :func:`display_name`: ``billing.invoices`` -> (billing, invoices)."""
+    schema, dot, relname = name.partition(".")
+    return (schema, relname) if dot else (default_schema, name)
 
 
 class ColumnInfo(BaseModel):
@@ -49,39 +67,61 @@ class ColumnInfo(BaseModel):
 @dataclass(frozen=True)
 class ForeignKey:
     name: str
-    table: str
+    table: str  # display names (see display_name)
     columns: tuple[str, ...]
     ref_table: str
     ref_columns: tuple[str, ...]
     not_null: bool
     on_delete: str = "a"  # pg_constraint.confdeltype: a no action, r restrict, c cascade, n set null, d default
     deferrable: bool = False
+    schema: str = "public"
+    relname: str = ""
+    ref_schema: str = "public"
+    ref_relname: str = ""
 
     @property
     def cascade(self) -> bool:
         """ON DELETE CASCADE: the row belongs to its parent."""
         return self.on_delete == "c"
 
+    def child(self) -> sql.Composed:
+        return qualified(self.schema, self.relname or self.table)
+
+    def parent(self) -> sql.Composed:
+        return qualified(self.ref_schema, self.ref_relname or self.ref_table)
+
 
 @dataclass(frozen=True)
 class TableInfo:
-    name: str
+    name: str  # display name
     columns: tuple[ColumnInfo, ...]
     primary_key: tuple[str, ...]
     est_rows: int
+    schema: str = "public"
+    relname: str = ""
+    oid: int = 0
+    key: tuple[str, ...] = ()  # the primary key, else a unique index of NOT NULL columns; () = none
+    key_kind: KeyKind = "none"
+    partitioned: bool = False
 
     def has_column(self, name: str) -> bool:
         return any(c.name == name for c in self.columns)
 
+    def ident(self) -> sql.Composed:
+        return qualified(self.schema, self.relname or self.name)
+
 
 @dataclass(frozen=True)
 class Catalog:
-    schema: str
+    schema: str  # the profile's default schema
     tables: dict[str, TableInfo]
     foreign_keys: tuple[ForeignKey, ...]
 
     def fks_from(self, table: str) -> list[ForeignKey]:
         return [fk for fk in self.foreign_keys if fk.table == table]
+
+    def fks_to(self, table: str) -> list[ForeignKey]:
+        return [fk for fk in self.foreign_keys if fk.ref_table == table]
 
 
 class Hop(BaseModel):
@@ -93,6 +133,11 @@ class Hop(BaseModel):
     columns: tuple[str, ...]
     ref_table: str
     ref_columns: tuple[str, ...]
+    ref_schema: str = "public"
+    ref_relname: str = ""
+
+    def parent(self) -> sql.Composed:
+        return qualified(self.ref_schema, self.ref_relname or self.ref_table)
 
 
 class TableScope(BaseModel):
@@ -101,17 +146,24 @@ class TableScope(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     schema_name: str
-    table: str
+    table: str  # display name: the artifact's and the profile's name for it
     columns: tuple[ColumnInfo, ...]
     primary_key: tuple[str, ...]
     path: tuple[Hop, ...] = ()
     tenant_column: str  # column compared with the tenant id, on the last table of ``path``
     est_rows: int = 0
+    relname: str = ""
+    key: tuple[str, ...] = ()
+    key_kind: KeyKind = "none"
 
     @property
     def copied_columns(self) -> tuple[ColumnInfo, ...]:
         """Columns written to the artifact: generated ones are left to the database."""
         return tuple(c for c in self.columns if not c.generated)
+
+    def ident(self) -> sql.Composed:
+        """``"schema"."table"``."""
+        return qualified(self.schema_name, self.relname or self.table)
 
     def describe(self) -> str:
         """Human-readable filter, e.g. ``lignes_vente.vente_id -> ventes.etablissement_id``."""
@@ -120,174 +172,112 @@ class TableScope(BaseModel):
         return " -> ".join([*parts, f"{last}.{self.tenant_column}"])
 
 
+# Plain and partitioned tables; a partition is read through its parent. est_rows of a
+# partitioned table is the sum over its partitions.
 _CATALOG_SQL = """
-SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-       a.attgenerated <> '', a.attidentity <> '', greatest(c.reltuples, 0)::bigint,
+SELECT n.nspname, c.relname, c.oid::int8, c.relkind = 'p', a.attname, format_type(a.atttypid, a.atttypmod),
+       a.attnotnull, a.attgenerated <> '', a.attidentity <> '',
+       CASE WHEN c.relkind = 'p' THEN (SELECT coalesce(sum(greatest(p.reltuples, 0)), 0)::bigint
+                                       FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid)
+            ELSE greatest(c.reltuples, 0)::bigint END,
        coalesce(a.attnum = ANY(pk.conkey), false)
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 LEFT JOIN pg_constraint pk ON pk.conrelid = c.oid AND pk.contype = 'p'
-WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-ORDER BY c.relname, a.attnum
+WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+ORDER BY n.nspname, c.relname, a.attnum
 """
 
+# Unique indexes that can name a row: not partial, no expressions, every column NOT NULL. The
+# replica identity index first, then the narrowest, then by name.
+_KEY_SQL = """
+SELECT i.indrelid::int8, array(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(n, o)
+                               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o)
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class ic ON ic.oid = i.indexrelid
+WHERE n.nspname = ANY(%s) AND i.indisunique AND NOT i.indisprimary AND i.indisvalid AND i.indpred IS NULL
+  AND i.indexprs IS NULL AND NOT 0 = ANY(i.indkey)
+  AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                  AND NOT a.attnotnull)
+ORDER BY i.indrelid, NOT i.indisreplident, i.indnatts, ic.relname
+"""
+
+# Top-level constraints only (conparentid = 0): a partition's copies of its parent's keys are
+# not keys of their own. Either side in the profile's schemas.
 _FK_SQL = """
-SELECT con.conname, c.relname, r.relname,
+SELECT con.conname, n.nspname, c.relname, rn.nspname, r.relname,
        array(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.i),
        array(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
              JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i),
-       bool_and(a.attnotnull), con.confdeltype::text, con.condeferrable
+       (SELECT bool_and(a.attnotnull) FROM pg_attribute a WHERE a.attrelid = con.conrelid
+        AND a.attnum = ANY(con.conkey)),
+       con.confdeltype::text, con.condeferrable
 FROM pg_constraint con
 JOIN pg_class c ON c.oid = con.conrelid
 JOIN pg_class r ON r.oid = con.confrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_namespace rn ON rn.oid = r.relnamespace
-JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = ANY(con.conkey)
-WHERE con.contype = 'f' AND n.nspname = %s AND rn.nspname = %s
-GROUP BY con.oid, c.relname, r.relname
-ORDER BY c.relname, con.conname
+WHERE con.contype = 'f' AND con.conparentid = 0 AND (n.nspname = ANY(%s) OR rn.nspname = ANY(%s))
+ORDER BY n.nspname, c.relname, con.conname
 """
 
 
-def read_catalog(conn: psycopg.Connection, schema: str) -> Catalog:
-    """Read tables, columns, primary keys and foreign keys of ``schema``."""
-    columns: dict[str, list[ColumnInfo]] = {}
-    pks: dict[str, list[str]] = {}
-    est: dict[str, int] = {}
-    for table, col, typ, not_null, generated, identity, rows, in_pk in conn.execute(_CATALOG_SQL, (schema,)):
-        columns.setdefault(table, []).append(
+def read_catalog(conn: psycopg.Connection, schema: str, other_schemas: Iterable[str] = ()) -> Catalog:
+    """Read tables, columns, keys and foreign keys of ``schema`` (the default one, whose tables
+    go by their bare names) and of ``other_schemas``."""
+    schemas = sorted({schema, *other_schemas})
+    columns: dict[int, list[ColumnInfo]] = {}
+    pks: dict[int, list[str]] = {}
+    meta: dict[int, tuple[str, str, bool, int]] = {}
+    for nsp, rel, oid, partitioned, col, typ, not_null, generated, identity, rows, in_pk in conn.execute(
+        _CATALOG_SQL, (schemas,)
+    ):
+        columns.setdefault(oid, []).append(
             ColumnInfo(name=col, type=typ, not_null=not_null, generated=generated, identity=identity)
         )
-        est[table] = rows
+        meta[oid] = (nsp, rel, partitioned, rows)
         if in_pk:
-            pks.setdefault(table, []).append(col)
-    tables = {
-        name: TableInfo(name=name, columns=tuple(cols), primary_key=tuple(pks.get(name, ())), est_rows=est[name])
-        for name, cols in columns.items()
-    }
+            pks.setdefault(oid, []).append(col)
+    unique: dict[int, tuple[str, ...]] = {}
+    for oid, cols in conn.execute(_KEY_SQL, (schemas,)):
+        unique.setdefault(oid, tuple(cols))
+    tables: dict[str, TableInfo] = {}
+    for oid, cols in columns.items():
+        nsp, rel, partitioned, rows = meta[oid]
+        pk = tuple(pks.get(oid, ()))
+        key, kind = (pk, "primary key") if pk else ((unique[oid], "unique index") if oid in unique else ((), "none"))
+        name = display_name(nsp, rel, schema)
+        tables[name] = TableInfo(
+            name=name,
+            columns=tuple(cols),
+            primary_key=pk,
+            est_rows=rows,
+            schema=nsp,
+            relname=rel,
+            oid=oid,
+            key=key,
+            key_kind=kind,  # type: ignore[arg-type]
+            partitioned=partitioned,
+        )
     fks = tuple(
         ForeignKey(
-            name=n,
-            table=t,
+            name=con,
+            table=display_name(nsp, rel, schema),
             columns=tuple(cs),
-            ref_table=r,
+            ref_table=display_name(rnsp, rrel, schema),
             ref_columns=tuple(rs),
-            not_null=nn,
+            not_null=bool(nn),
             on_delete=od,
             deferrable=df,
+            schema=nsp,
+            relname=rel,
+            ref_schema=rnsp,
+            ref_relname=rrel,
         )
-        for n, t, r, cs, rs, nn, od, df in conn.execute(_FK_SQL, (schema, schema))
+        for con, nsp, rel, rnsp, rrel, cs, rs, nn, od, df in conn.execute(_FK_SQL, (schemas, schemas))
     )
     return Catalog(schema=schema, tables=tables, foreign_keys=fks)
-
-
-def find_tenant_table(catalog: Catalog, profile: Profile) -> TenantTable | None:
-    """The profile's tenant table, or the one the tenant column references most often."""
-    if profile.tenant_table is not None:
-        return profile.tenant_table
-    counts: dict[tuple[str, str], int] = {}
-    for fk in catalog.foreign_keys:
-        if fk.columns == (profile.tenant_column,) and len(fk.ref_columns) == 1:
-            target = (fk.ref_table, fk.ref_columns[0])
-            counts[target] = counts.get(target, 0) + 1
-    if not counts:
-        return None
-    (name, key), _ = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
-    info = catalog.tables[name]
-    display = next((c for c in ("nom", "name", "display_name", "title", "label") if info.has_column(c)), None)
-    return TenantTable(name=name, key=key, display_name=display)
-
-
-def _path_to_tenant(
-    catalog: Catalog, table: str, tenant_column: str, tenant_table: TenantTable | None
-) -> tuple[tuple[Hop, ...], str] | None:
-    """Shortest foreign-key path from ``table`` to a table that identifies the tenant.
-
-    NOT NULL foreign keys are tried first: a row whose nullable key is NULL cannot be tied to a
-    tenant along that path. Among paths of one length, ON DELETE CASCADE keys come first: they
-    say whose row it is (a sale line belongs to its sale, not to the product it names).
-    Self-references never help and are skipped.
-    """
-
-    def anchor(name: str) -> str | None:
-        if tenant_table is not None and name == tenant_table.name:
-            return tenant_table.key
-        return tenant_column if catalog.tables[name].has_column(tenant_column) else None
-
-    for only_not_null in (True, False):
-        queue: deque[tuple[str, tuple[Hop, ...]]] = deque([(table, ())])
-        seen = {table}
-        while queue:
-            current, path = queue.popleft()
-            column = anchor(current)
-            if column is not None:
-                return path, column
-            for fk in sorted(catalog.fks_from(current), key=lambda fk: (not fk.cascade, fk.name)):
-                if fk.ref_table in seen or fk.ref_table not in catalog.tables:
-                    continue
-                if only_not_null and not fk.not_null:
-                    continue
-                seen.add(fk.ref_table)
-                hop = Hop(table=current, columns=fk.columns, ref_table=fk.ref_table, ref_columns=fk.ref_columns)
-                queue.append((fk.ref_table, (*path, hop)))
-    return None
-
-
-def plan_scope(catalog: Catalog, profile: Profile, tables: list[str] | None) -> list[TableScope]:
-    """The scope of each table: ``tables`` (from a profile), or every table reaching the tenant.
-
-    Raises :class:`UnknownCategoryError` for a table missing from the schema and
-    :class:`ScopeError` for a named table that cannot be tied to a tenant.
-    """
-    tenant_table = find_tenant_table(catalog, profile)
-    if tables is not None:
-        missing = [t for t in tables if t not in catalog.tables]
-        if missing:
-            raise UnknownCategoryError(
-                f"table{'s' if len(missing) > 1 else ''} {', '.join(missing)} of profile {profile.name!r} "
-                f"not found in schema {catalog.schema!r}; fix the profile or run the app's migrations"
-            )
-        names = tables
-    else:
-        names = sorted(t for t in catalog.tables if t not in profile.exclude_tables)
-    scopes: list[TableScope] = []
-    for name in names:
-        found = _path_to_tenant(catalog, name, profile.tenant_column, tenant_table)
-        if found is None:
-            if tables is not None:
-                raise ScopeError(
-                    f"table {name!r} has no column {profile.tenant_column!r} and no foreign key path to a "
-                    f"table that has one; add it to exclude_tables or give it the tenant column",
-                    table=name,
-                )
-            continue  # discovery: shared tables (no tenant) are not part of a tenant's backup
-        path, column = found
-        info = catalog.tables[name]
-        scopes.append(
-            TableScope(
-                schema_name=catalog.schema,
-                table=name,
-                columns=info.columns,
-                primary_key=info.primary_key,
-                path=path,
-                tenant_column=column,
-                est_rows=info.est_rows,
-            )
-        )
-    if not scopes:
-        raise ScopeError(
-            f"no table of schema {catalog.schema!r} has column {profile.tenant_column!r} or reaches one; "
-            "check --tenant-column or the profile"
-        )
-    return scopes
-
-
-def schema_fingerprint(scopes: list[TableScope]) -> str:
-    """sha256 of the backed-up tables' columns, types and keys: changes when the schema drifts."""
-    doc = [
-        [s.table, [[c.name, c.type, c.not_null, c.generated] for c in s.columns], list(s.primary_key)]
-        for s in sorted(scopes, key=lambda s: s.table)
-    ]
-    return "sha256:" + hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()

@@ -8,17 +8,12 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from tenant_backup.tenancy.catalog import Hop, TableScope
+from tenant_backup.tenancy.catalog import Hop, TableScope, qualified
 
 __all__ = ["qualified", "select_tenant_rows", "tenant_filter"]
 
 
 TENANT = sql.Placeholder("tenant")
-
-
-def qualified(schema: str, table: str) -> sql.Composed:
-    """``"schema"."table"``."""
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
 
 
 def _row(columns: tuple[str, ...]) -> sql.Composable:
@@ -33,20 +28,21 @@ def tenant_filter(scope: TableScope, value: sql.Composable = TENANT) -> sql.Comp
 
         vente_id IN (SELECT id FROM ventes WHERE etablissement_id = %(tenant)s)
 
-    Each subquery has one table, so unqualified column names always resolve to it. ``value`` is
-    the ``%(tenant)s`` parameter, or a literal in a SQL artifact.
+    A composite key compares rows: ``(vente_id, shop_id) IN (SELECT id, shop_id FROM …)``. Each
+    subquery has one table, so unqualified column names always resolve to it. ``value`` is the
+    ``%(tenant)s`` parameter, or a literal in a SQL artifact.
     """
     condition: sql.Composable = sql.SQL("{} = {}").format(sql.Identifier(scope.tenant_column), value)
     for hop in reversed(scope.path):
-        condition = _semi_join(scope.schema_name, hop, condition)
+        condition = _semi_join(hop, condition)
     return condition
 
 
-def _semi_join(schema: str, hop: Hop, inner: sql.Composable) -> sql.Composable:
+def _semi_join(hop: Hop, inner: sql.Composable) -> sql.Composable:
     return sql.SQL("{} IN (SELECT {} FROM {} WHERE {})").format(
         _row(hop.columns),
         sql.SQL(", ").join(sql.Identifier(c) for c in hop.ref_columns),
-        qualified(schema, hop.ref_table),
+        hop.parent(),
         inner,
     )
 
@@ -55,6 +51,6 @@ def select_tenant_rows(scope: TableScope) -> sql.Composed:
     """``SELECT <copied columns> FROM <table> WHERE <tenant filter>``."""
     return sql.SQL("SELECT {} FROM {} WHERE {}").format(
         sql.SQL(", ").join(sql.Identifier(c.name) for c in scope.copied_columns),
-        qualified(scope.schema_name, scope.table),
+        scope.ident(),
         tenant_filter(scope),
     )

@@ -55,7 +55,12 @@ class Profile(_Frozen):
 
     name: str
     description: str = ""
-    db_schema: str = Field("public", alias="schema", description="Schema that holds the app's tables.")
+    db_schema: str = Field(
+        "public", alias="schema", description="Default schema of the app's tables (named without a schema)."
+    )
+    other_schemas: tuple[str, ...] = Field(
+        (), description="More schemas whose tables discovery considers; a listed table elsewhere is schema.table."
+    )
     tenant_column: str = Field(description="Column that holds the tenant id, e.g. etablissement_id.")
     tenant_table: TenantTable | None = None
     admin: AdminRule | None = None
@@ -66,6 +71,15 @@ class Profile(_Frozen):
     document_name_key: str | None = Field(
         None, description="Key of the tenant's name in JSON artifacts (seed 000: etablissement_nom)."
     )
+
+    @property
+    def schemas(self) -> tuple[str, ...]:
+        """The default schema first, then every other schema the profile names (``schema.table``)."""
+        tables = [t for group in self.categories.values() for t in group]
+        tables += [self.tenant_table.name] if self.tenant_table else []
+        tables += [self.admin.table] if self.admin else []
+        named = {*self.other_schemas, *(t.partition(".")[0] for t in tables if "." in t)}
+        return (self.db_schema, *sorted(named - {self.db_schema}))
 
     @property
     def name_key(self) -> str:

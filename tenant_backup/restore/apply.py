@@ -1,0 +1,234 @@
+"""The SQL of a restore's apply, on the staged rows (see :mod:`restore.staging`): insert, update,
+delete, move sequences, then check the result before commit.
+
+A table with a key is applied by key; a table without one as a multiset of rows: the rows the
+backup has more copies of are inserted, the tenant's rows it has fewer copies of are deleted (by
+their physical address, ``tableoid`` and ``ctid``), and nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from tenant_backup.artifact.manifest import TableManifest
+from tenant_backup.errors import RestoreCheckError
+from tenant_backup.restore.staging import Mode, RestoreTable, TableChange, count_rows
+from tenant_backup.tenancy.catalog import Catalog
+from tenant_backup.tenancy.fk_order import RestoreOrder
+
+__all__ = ["apply_changes", "check_restored", "move_sequences"]
+
+
+def _insert(t: RestoreTable, nulled: set[str]) -> sql.Composed:
+    """Insert the staged rows the table lacks (by key, or by copies of each row)."""
+    values = sql.SQL(", ").join(sql.SQL("NULL") if c in nulled else sql.Identifier("s", c) for c in t.common)
+    if not t.keyed:
+        return sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM ({}) s").format(
+            t.target(), t.cols(t.common), values, t.multiset_surplus(t.staged(), t.current(t.common), t.common)
+        )
+    return sql.SQL(
+        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} s WHERE NOT EXISTS (SELECT 1 FROM {} x WHERE {})"
+    ).format(t.target(), t.cols(t.common), values, sql.Identifier(t.stage), t.target(), t.key_match("x", "s"))
+
+
+def _delete(t: RestoreTable) -> sql.Composed:
+    """Delete the tenant's rows the backup does not have (by key, or the surplus copies of a row)."""
+    if not t.keyed:
+        doomed = t.multiset_surplus(t.current(["tableoid", "ctid", *t.common]), t.staged(), ["tableoid", "ctid"])
+        return sql.SQL("DELETE FROM {} x USING ({}) d WHERE x.tableoid = d.tableoid AND x.ctid = d.ctid").format(
+            t.target(), doomed
+        )
+    return sql.SQL("DELETE FROM {} x WHERE ({}) IN ({}) AND NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(
+        t.target(), t.cols(t.pk, "x"), t.current(t.pk), sql.Identifier(t.stage), t.key_match("s", "x")
+    )
+
+
+def apply_changes(
+    conn: psycopg.Connection, work: list[RestoreTable], order: RestoreOrder, tenant: str, mode: Mode, *, broken: bool
+) -> dict[str, TableChange]:
+    """Insert (parents first), set broken keys, update, then delete (children first).
+
+    Returns what each statement did. Rows of a table with a broken foreign key go in with that
+    key NULL; their keys are remembered in a temporary table and set once every table's rows are
+    in, so the update that follows only counts rows that really changed. (A table without a key
+    cannot be updated afterwards: the engine refuses that case before anything is written.)
+    """
+    nulled: dict[str, set[str]] = {t.name: set() for t in work}
+    if broken:
+        for fk in order.broken:
+            nulled[fk.table].update(fk.columns)
+    inserted: dict[str, int] = {}
+    for t in work:
+        insert = _insert(t, nulled[t.name])
+        if nulled[t.name]:
+            new = sql.Identifier(f"{t.stage}_new")
+            conn.execute(
+                sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+                    new, t.cols(t.pk), sql.Identifier(t.stage)
+                )
+            )
+            insert = sql.SQL("WITH ins AS ({} RETURNING {}) INSERT INTO {} SELECT * FROM ins").format(
+                insert, t.cols(t.pk), new
+            )
+        inserted[t.name] = conn.execute(insert, {"tenant": tenant}).rowcount
+    for t in work:
+        if nulled[t.name]:
+            cols = sorted(nulled[t.name])
+            conn.execute(
+                sql.SQL("UPDATE {} x SET ({}) = ROW({}) FROM {} s, {} n WHERE {} AND {}").format(
+                    t.target(),
+                    t.cols(cols),
+                    t.cols(cols, "s"),
+                    sql.Identifier(t.stage),
+                    sql.Identifier(f"{t.stage}_new"),
+                    t.key_match("x", "s"),
+                    t.key_match("n", "s"),
+                )
+            )
+    updated: dict[str, int] = {}
+    for t in work:
+        non_key = [c for c in t.common if c not in t.pk]
+        if not t.keyed or not non_key:
+            updated[t.name] = 0  # rows without a key are inserted or deleted, never updated
+            continue
+        updated[t.name] = conn.execute(
+            sql.SQL(
+                "UPDATE {target} x SET ({cols}) = ROW({vals}) FROM {stage} s WHERE {match} "
+                "AND ({pk}) IN ({current}) AND {cmp_x} IS DISTINCT FROM {cmp_s}"
+            ).format(
+                target=t.target(),
+                cols=t.cols(non_key),
+                vals=t.cols(non_key, "s"),
+                stage=sql.Identifier(t.stage),
+                match=t.key_match("x", "s"),
+                pk=t.cols(t.pk, "x"),
+                current=t.current(t.pk),
+                cmp_x=t.comparable("x"),
+                cmp_s=t.comparable("s"),
+            ),
+            {"tenant": tenant},
+        ).rowcount
+    deleted: dict[str, int] = {t.name: 0 for t in work}
+    if mode == "replace":
+        for t in reversed(work):
+            deleted[t.name] = conn.execute(_delete(t), {"tenant": tenant}).rowcount
+    return {
+        t.name: TableChange(
+            table=t.name,
+            rows=0,
+            inserted=inserted[t.name],
+            updated=updated[t.name],
+            deleted=deleted[t.name],
+            matched_by=t.matched_by,
+        )
+        for t in work
+    }
+
+
+def move_sequences(conn: psycopg.Connection, work: list[RestoreTable]) -> None:
+    """Move identity and serial sequences past the restored ids (never backwards)."""
+    for t in work:
+        for column in t.common:
+            row = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (t.target().as_string(conn), column)).fetchone()
+            if not row or row[0] is None:
+                continue
+            conn.execute(
+                sql.SQL(
+                    "SELECT setval(%(seq)s::regclass, m) FROM (SELECT max({col}) AS m FROM {target}) x "
+                    "WHERE m IS NOT NULL AND m > coalesce(pg_sequence_last_value(%(seq)s::regclass), 0)"
+                ).format(col=sql.Identifier(column), target=t.target()),
+                {"seq": row[0]},
+            )
+
+
+def check_restored(
+    conn: psycopg.Connection,
+    catalog: Catalog,
+    work: list[RestoreTable],
+    tenant: str,
+    mode: Mode,
+    manifest_tables: dict[str, TableManifest],
+    *,
+    fk_check: bool,
+) -> None:
+    """Before commit: the tenant's rows equal the backup's (replace) or contain them (merge);
+    in replica mode, no foreign key of a restored row points at a missing row.
+
+    Equal multisets: as many rows as the manifest says, and no staged row missing from the
+    tenant's rows (``EXCEPT ALL``); the staged rows are the artifact's, whose sha256 was checked.
+    """
+    for t in work:
+        current = sql.SQL("SELECT {} FROM ({}) c").format(t.comparable_list("c"), t.current(t.common))
+        staged = sql.SQL("SELECT {} FROM {} c").format(t.comparable_list("c"), sql.Identifier(t.stage))
+        missing = count_rows(conn, sql.SQL("SELECT count(*) FROM ({} EXCEPT ALL {}) d").format(staged, current), tenant)
+        have = count_rows(conn, sql.SQL("SELECT count(*) FROM ({}) c").format(t.current(["ctid"])), tenant)
+        expected = manifest_tables[t.name].rows
+        if missing or (mode == "replace" and have != expected) or have < expected:
+            raise RestoreCheckError(
+                f"after restore, table {t.name} of tenant {tenant} differs from the backup ({missing} row(s) "
+                f"missing or altered, {have} rows where the backup has {expected}): "
+                f"{_why(conn, t, tenant)}; rolled back, nothing changed",
+                table=t.name,
+                tenant_id=tenant,
+            )
+    if fk_check:
+        _check_foreign_keys(conn, catalog, work, tenant)
+
+
+def _why(conn: psycopg.Connection, t: RestoreTable, tenant: str) -> str:
+    """Why the tenant's rows differ from the staged ones after the apply: rows that differ and
+    that this transaction did not write were written by another session while the restore ran
+    (READ COMMITTED: each statement sees what others committed); rows it wrote that still differ
+    were rewritten by a trigger."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT count(*) FILTER (WHERE c.xmin = pg_current_xact_id()::xid), "
+            "count(*) FILTER (WHERE c.xmin <> pg_current_xact_id()::xid) "
+            "FROM ({current}) c WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE {same})"
+        ).format(
+            current=t.current(["xmin", *t.common]),
+            stage=sql.Identifier(t.stage),
+            same=sql.SQL("{} = {}").format(t.row_text("c"), t.row_text("s")),
+        ),
+        {"tenant": tenant},
+    ).fetchone()
+    ours, theirs = (int(row[0]), int(row[1])) if row else (0, 0)
+    if theirs:
+        return (
+            f"{theirs} row(s) of the tenant in {t.name} were written by another session while the restore ran; "
+            "stop the app's writes for this tenant (or take it offline) and run the restore again"
+        )
+    if ours:
+        return f"{ours} row(s) that the restore wrote were changed by a trigger on {t.name} (the app's triggers fired)"
+    return (
+        "rows of the backup are missing: another session deleted them while the restore ran, a trigger "
+        "removed them, or their key is held by another tenant's row (a dry run names the latter)"
+    )
+
+
+def _check_foreign_keys(conn: psycopg.Connection, catalog: Catalog, work: list[RestoreTable], tenant: str) -> None:
+    names = {t.name: t for t in work}
+    for fk in catalog.foreign_keys:
+        child = names.get(fk.table)
+        if child is None:
+            continue
+        present = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier("c", c)) for c in fk.columns)
+        match = sql.SQL(" AND ").join(
+            sql.SQL("{} = {}").format(sql.Identifier("p", r), sql.Identifier("c", c))
+            for c, r in zip(fk.columns, fk.ref_columns, strict=True)
+        )
+        orphans = count_rows(
+            conn,
+            sql.SQL("SELECT count(*) FROM ({}) c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {})").format(
+                child.current(sorted(set(fk.columns))), present, fk.parent(), match
+            ),
+            tenant,
+        )
+        if orphans:
+            raise RestoreCheckError(
+                f"after restore, {orphans} row(s) of {fk.table} reference missing rows of {fk.ref_table} "
+                f"({fk.name}); rolled back, nothing changed",
+                table=fk.table,
+                tenant_id=tenant,
+            )

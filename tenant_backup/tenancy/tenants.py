@@ -1,0 +1,104 @@
+"""The tenants themselves: does one exist, what is its name, which are there, and which tables a
+backup of one reads (for the access check)."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from tenant_backup.errors import ConfigurationError
+from tenant_backup.tenancy.catalog import Catalog, TableInfo, TableScope
+from tenant_backup.tenancy.profiles import Profile
+from tenant_backup.tenancy.scope import find_tenant_table
+
+__all__ = ["check_tenant", "list_tenants", "tables_read"]
+
+
+def tables_read(
+    catalog: Catalog, profile: Profile, scopes: list[TableScope], requested_by: str | None
+) -> list[TableInfo]:
+    """Every table a backup of ``scopes`` reads: the tables, those along their foreign-key paths,
+    the tenant table, and the admin table when an app user asks."""
+    names = {s.table for s in scopes} | {hop.ref_table for s in scopes for hop in s.path}
+    tenant_table = find_tenant_table(catalog, profile)
+    if tenant_table is not None:
+        names.add(tenant_table.name)
+    if requested_by and profile.admin is not None:
+        names.add(profile.admin.table)
+    return [catalog.tables[n] for n in sorted(names) if n in catalog.tables]
+
+
+def _holders(catalog: Catalog, profile: Profile) -> list[TableInfo]:
+    holders = [t for t in catalog.tables.values() if t.has_column(profile.tenant_column)]
+    if not holders:
+        raise ConfigurationError(
+            f"no table of schema {', '.join(profile.schemas)} has column {profile.tenant_column!r}; "
+            "check --tenant-column (or the profile's tenant_column)"
+        )
+    return holders
+
+
+def check_tenant(
+    conn: psycopg.Connection, catalog: Catalog, profile: Profile, tenant_id: str, *, allow_empty: bool = False
+) -> str | None:
+    """The tenant's display name (None when the profile has none); raises when it does not exist.
+
+    With a tenant table, the tenant exists when that table has its key, whatever its other
+    columns. Without one, when some table holding the tenant column has a row of it, unless
+    ``allow_empty`` (a tenant with no rows yet: its backup is empty).
+    """
+    table = find_tenant_table(catalog, profile)
+    info = catalog.tables.get(table.name) if table is not None else None
+    try:
+        if table is not None and info is not None:
+            name = sql.Identifier(table.display_name) if table.display_name else sql.SQL("NULL")
+            row = conn.execute(
+                sql.SQL("SELECT {}::text FROM {} WHERE {} = %s").format(name, info.ident(), sql.Identifier(table.key)),
+                (tenant_id,),
+            ).fetchone()
+            if row is None:
+                raise ConfigurationError(
+                    f"tenant {tenant_id} does not exist: table {table.name} has no row with {table.key} = "
+                    f"{tenant_id!r}; check the tenant id (tenant-backup lists backups, the app lists its tenants)",
+                    tenant_id=tenant_id,
+                )
+            return str(row[0]) if row[0] is not None else None
+        if not allow_empty:
+            exists = sql.SQL(" OR ").join(
+                sql.SQL("EXISTS (SELECT 1 FROM {} WHERE {} = %(tenant)s)").format(
+                    t.ident(), sql.Identifier(profile.tenant_column)
+                )
+                for t in _holders(catalog, profile)
+            )
+            row = conn.execute(sql.SQL("SELECT {}").format(exists), {"tenant": tenant_id}).fetchone()
+            if row is None or not row[0]:
+                raise ConfigurationError(
+                    f"tenant {tenant_id} has no row in any table with column {profile.tenant_column!r}: check the "
+                    "tenant id, or pass --allow-empty (allow_empty=True) to back up a tenant that has no rows yet",
+                    tenant_id=tenant_id,
+                )
+    except psycopg.errors.DataError as exc:
+        where = f"{table.name}.{table.key}" if table is not None else profile.tenant_column
+        raise ConfigurationError(
+            f"tenant id {tenant_id!r} is not a valid value of {where} "
+            f"({str(exc).strip().splitlines()[0]}); check the tenant id",
+            tenant_id=tenant_id,
+        ) from exc
+    return None
+
+
+def list_tenants(conn: psycopg.Connection, catalog: Catalog, profile: Profile) -> list[str]:
+    """Every tenant id: the tenant table's keys, else the distinct values of the tenant column."""
+    table = find_tenant_table(catalog, profile)
+    if table is not None and table.name in catalog.tables:
+        query = sql.SQL("SELECT {}::text FROM {} ORDER BY 1").format(
+            sql.Identifier(table.key), catalog.tables[table.name].ident()
+        )
+    else:
+        query = sql.SQL(" UNION ").join(
+            sql.SQL("SELECT {}::text FROM {} WHERE {} IS NOT NULL").format(
+                sql.Identifier(profile.tenant_column), t.ident(), sql.Identifier(profile.tenant_column)
+            )
+            for t in _holders(catalog, profile)
+        ) + sql.SQL(" ORDER BY 1")
+    return [str(row[0]) for row in conn.execute(query)]
