@@ -90,7 +90,7 @@ def plan_scope(catalog: Catalog, profile: Profile, tables: list[str] | None) -> 
         if missing:
             raise UnknownCategoryError(
                 f"table{'s' if len(missing) > 1 else ''} {', '.join(missing)} of profile {profile.name!r} "
-                f"not found in schema{'s' if len(profile.schemas) > 1 else ''} {', '.join(profile.schemas)}; "
+                f"not found in {profile.describe_schemas()}; "
                 "fix the profile (a table of another schema is named schema.table) or run the app's migrations"
             )
         names = tables
@@ -125,7 +125,7 @@ def plan_scope(catalog: Catalog, profile: Profile, tables: list[str] | None) -> 
         )
     if not scopes:
         raise ScopeError(
-            f"no table of schema {', '.join(profile.schemas)} has column {profile.tenant_column!r} or reaches one "
+            f"no table of {profile.describe_schemas()} has column {profile.tenant_column!r} or reaches one "
             "through foreign keys; check the tenant column (--tenant-column COLUMN) or the profile (--profile)"
         )
     return scopes

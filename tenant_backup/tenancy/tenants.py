@@ -32,7 +32,7 @@ def _holders(catalog: Catalog, profile: Profile) -> list[TableInfo]:
     holders = [t for t in catalog.tables.values() if t.has_column(profile.tenant_column)]
     if not holders:
         raise ConfigurationError(
-            f"no table of schema {', '.join(profile.schemas)} has column {profile.tenant_column!r}; "
+            f"no table of {profile.describe_schemas()} has column {profile.tenant_column!r}; "
             "check --tenant-column (or the profile's tenant_column)"
         )
     return holders

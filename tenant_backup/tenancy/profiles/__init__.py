@@ -81,6 +81,10 @@ class Profile(_Frozen):
         named = {*self.other_schemas, *(t.partition(".")[0] for t in tables if "." in t)}
         return (self.db_schema, *sorted(named - {self.db_schema}))
 
+    def describe_schemas(self) -> str:
+        """``schema 'public'`` or ``schemas 'public', 'billing'``, for messages."""
+        return f"schema{'s' if len(self.schemas) > 1 else ''} {', '.join(map(repr, self.schemas))}"
+
     @property
     def name_key(self) -> str:
         """``etablissement_nom`` for seed 000; else the tenant column with ``_name`` for ``_id``."""
