@@ -179,6 +179,27 @@ def test_every_format_restores_every_type_exactly(
     assert state_of(db.url, profile, db.tenants[1].id) == others
 
 
+def _script(store: str, storage_path: str, compression: str, folder: Path) -> Path:
+    """The SQL artifact, decompressed into a file that psql reads."""
+    storage = Storage(store)
+    raw = storage.open_read(storage.key_of(storage_path)).read()
+    if compression == "deflate":
+        raw = gzip.decompress(raw)
+    elif compression == "zstd":
+        import zstandard
+
+        raw = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True).read()
+    script = folder / "backup.sql"
+    script.write_bytes(raw)
+    return script
+
+
+def _psql(db: DemoDatabase, script: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["psql", "-X", "-q", "--single-transaction", "-f", str(script), db.url], capture_output=True, text=True
+    )
+
+
 @pytest.mark.parametrize("compression", ["deflate", "zstd", "none"])
 def test_psql_single_transaction_replays_the_sql_artifact(
     typed_pos: DemoDatabase, compression: str, env: Any, tmp_path: Path
@@ -192,16 +213,7 @@ def test_psql_single_transaction_replays_the_sql_artifact(
     result = _backup(db, tenant, "sql", compression)
     suffix = {"deflate": ".sql.gz", "zstd": ".sql.zst", "none": ".sql"}[compression]
     assert result.storage_path.endswith(suffix)
-    storage = Storage(store)
-    raw = storage.open_read(storage.key_of(result.storage_path)).read()
-    if compression == "deflate":
-        raw = gzip.decompress(raw)
-    elif compression == "zstd":
-        import zstandard
-
-        raw = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True).read()
-    script = tmp_path / "backup.sql"
-    script.write_bytes(raw)
+    script = _script(store, result.storage_path, compression, tmp_path)
     _wipe(db, tenant)
     wiped = state_of(db.url, profile, tenant)
 
@@ -211,9 +223,7 @@ def test_psql_single_transaction_replays_the_sql_artifact(
     assert "--single-transaction" in alone.stderr
     assert state_of(db.url, profile, tenant) == wiped
 
-    done = subprocess.run(
-        ["psql", "-X", "-q", "--single-transaction", "-f", str(script), db.url], capture_output=True, text=True
-    )
+    done = _psql(db, script)
     assert done.returncode == 0, done.stderr
     assert state_of(db.url, profile, tenant) == before
     # Sequences moved past the restored ids: the app can insert again.
@@ -222,6 +232,44 @@ def test_psql_single_transaction_replays_the_sql_artifact(
         conn.execute(
             "DELETE FROM all_types WHERE etablissement_id = %s AND t IS NULL AND i IS NULL AND id > 100", (tenant,)
         )
+
+
+def test_a_partial_sql_artifact_replays_only_the_difference_and_never_reaches_outside_tables(
+    typed_pos: DemoDatabase, env: Any, tmp_path: Path
+) -> None:
+    db = typed_pos
+    env["use"](db)
+    tenant = db.tenants[1].id
+    result = backup_tenant(tenant_id=tenant, profile="pos", categories=["produits"], format="sql", force=True)
+    backed_up = state_of(db.url, "pos", tenant)
+    script = _script(env["store"], result.storage_path, "deflate", tmp_path)
+    with db.connect() as conn:  # the app changes a price: the replay puts it back, and touches nothing else
+        conn.execute("UPDATE produits SET prix_vente = prix_vente + 1 WHERE etablissement_id = %s", (tenant,))
+    done = _psql(db, script)
+    assert done.returncode == 0, done.stderr
+    assert state_of(db.url, "pos", tenant) == backed_up  # supplements and sale lines kept (no cascade)
+
+    with db.connect() as conn:  # a product made after the backup, already sold once
+        sale_line = conn.execute(
+            "SELECT l.vente_id FROM lignes_vente l JOIN ventes v ON v.id = l.vente_id "
+            "WHERE v.etablissement_id = %s LIMIT 1",
+            (tenant,),
+        ).fetchone()
+        assert sale_line is not None
+        new = conn.execute(
+            "INSERT INTO produits (etablissement_id, nom, prix_vente) VALUES (%s, 'new', 1) RETURNING id", (tenant,)
+        ).fetchone()
+        assert new is not None
+        conn.execute(
+            "INSERT INTO lignes_vente (vente_id, produit_id, quantite, prix_unitaire, total) VALUES (%s, %s, 1, 1, 1)",
+            (sale_line[0], new[0]),
+        )
+    changed = state_of(db.url, "pos", tenant)
+    refused = _psql(db, script)
+    assert refused.returncode != 0
+    assert "tenant-backup: 1 row(s) of table lignes_vente reference rows of produits" in refused.stderr
+    assert "Nothing was changed" in refused.stderr
+    assert state_of(db.url, "pos", tenant) == changed
 
 
 def test_a_type_without_an_exact_text_form_is_refused_at_backup_time(database: Any, env: Any) -> None:

@@ -5,6 +5,7 @@ composite foreign key, a self-reference, identity and serial columns and a gener
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from psycopg import sql
 from flows.backup import backup_tenant
 from flows.restore import restore_backup
 from tenant_backup.errors import RestoreRefusedError
+from tenant_backup.storage import Storage
 from tenant_backup.tenancy.catalog import read_catalog
 from tenant_backup.tenancy.filters import tenant_filter
 from tenant_backup.tenancy.fk_order import restore_order
@@ -272,3 +274,25 @@ def test_a_reference_to_a_row_outside_the_backup_is_named_before_anything_is_wri
     with pytest.raises(RestoreRefusedError, match=r"members via members_user_id_fkey -> auth\.users"):
         restore_backup(backup_id=uuid.UUID(backup.backup_id), confirm="RESTORE")
     assert state_of(wild.url, load_profile(profile_file), "3") == changed
+
+
+def test_the_sql_artifact_of_the_wild_schema_replays_with_psql(
+    wild: Database, env: dict[str, Any], profile_file: str, tmp_path: Path
+) -> None:
+    _use(env, wild)
+    profile = load_profile(profile_file)
+    before = state_of(wild.url, profile, "2")
+    backup = backup_tenant(tenant_id="2", profile=profile_file, format="sql", compression="none", force=True)
+    script = tmp_path / "backup.sql"
+    storage = Storage(env["store"])
+    script.write_bytes(storage.open_read(storage.key_of(backup.storage_path)).read())
+    with wild.connect() as conn:  # duplicates gone and added, a keyed change, a partition's row gone
+        conn.execute("DELETE FROM tags WHERE shop_id = 2 AND label = 'a'")
+        conn.execute("INSERT INTO tags VALUES (2, 'c', NULL, '[]')")
+        conn.execute("UPDATE settings SET value = 'x' WHERE shop_id = 2")
+        conn.execute("DELETE FROM events WHERE shop_id = 2 AND at >= '2026-01-01'")
+    done = subprocess.run(
+        ["psql", "-X", "-q", "--single-transaction", "-f", str(script), wild.url], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert state_of(wild.url, profile, "2") == before

@@ -31,9 +31,19 @@ from psycopg import sql
 
 from tenant_backup.errors import UnsupportedTypeError
 from tenant_backup.tenancy.catalog import ColumnInfo, TableScope
-from tenant_backup.tenancy.filters import qualified, select_tenant_rows, tenant_filter
+from tenant_backup.tenancy.diff import stage_name
+from tenant_backup.tenancy.filters import select_tenant_rows, tenant_filter
 
-__all__ = ["BOM", "ArtifactFormat", "Framer", "base_type", "check_types", "copy_in_line", "copy_statement"]
+__all__ = [
+    "BOM",
+    "ArtifactFormat",
+    "Framer",
+    "base_type",
+    "check_types",
+    "copy_in_line",
+    "copy_statement",
+    "legacy_copy_in_line",
+]
 
 ArtifactFormat = Literal["csv", "json", "sql"]
 
@@ -100,10 +110,19 @@ def copy_statement(scope: TableScope, fmt: ArtifactFormat) -> sql.Composed:
     ).format(select)
 
 
-def copy_in_line(schema: str, table: str, columns: list[str]) -> bytes:
-    """The SQL artifact's ``COPY "schema"."table" (columns) FROM stdin;`` line."""
-    statement = sql.SQL("COPY {} ({}) FROM stdin;\n").format(
-        qualified(schema, table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+def copy_in_line(table: str, columns: list[str]) -> bytes:
+    """The SQL artifact's ``COPY pg_temp."<table>" (columns) FROM stdin;``: a table's rows go to
+    its staging table (see :mod:`artifact.script`)."""
+    statement = sql.SQL("COPY {}.{} ({}) FROM stdin;\n").format(
+        sql.Identifier("pg_temp"), sql.Identifier(stage_name(table)), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    return statement.as_string(None).encode("utf-8")
+
+
+def legacy_copy_in_line(schema: str, table: str, columns: list[str]) -> bytes:
+    """The same line in SQL artifacts before 1.2, which COPYed into the table itself."""
+    statement = sql.SQL("COPY {}.{} ({}) FROM stdin;\n").format(
+        sql.Identifier(schema), sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
     return statement.as_string(None).encode("utf-8")
 
@@ -122,7 +141,7 @@ class Framer:
             self.prefix, self.suffix = b"", b""
         elif fmt == "sql":
             columns = [c.name for c in scope.copied_columns]
-            self.prefix, self.suffix = copy_in_line(scope.schema_name, scope.relname or scope.table, columns), b"\\.\n"
+            self.prefix, self.suffix = copy_in_line(scope.table, columns), b"\\.\n"
         else:
             self.prefix, self.suffix = json.dumps(scope.table, ensure_ascii=False).encode() + b": [\n", b"]"
 

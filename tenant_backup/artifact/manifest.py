@@ -14,7 +14,8 @@ from tenant_backup.tenancy.catalog import ColumnInfo
 __all__ = ["ARTIFACT_VERSION", "Manifest", "TableManifest"]
 
 # Bumped on any change a reader must know about; a reader refuses a newer major version.
-ARTIFACT_VERSION = "1.1.0"  # 1.1: json and sql formats, codecs
+# 1.1: json and sql formats, codecs; 1.2: the SQL artifact stages its rows and replays the difference
+ARTIFACT_VERSION = "1.2.0"
 
 
 class TableManifest(BaseModel):

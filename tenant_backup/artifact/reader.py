@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from tenant_backup.artifact.codecs import Compression, decompressed
 from tenant_backup.artifact.documents import document_checksum
-from tenant_backup.artifact.formats import copy_in_line
+from tenant_backup.artifact.formats import copy_in_line, legacy_copy_in_line
 from tenant_backup.artifact.manifest import ARTIFACT_VERSION, Manifest
 from tenant_backup.artifact.rows import json_row_to_copy_text
 from tenant_backup.errors import VerificationError
@@ -225,7 +225,10 @@ def _sql_tables(lines: BinaryIO, tables_dir: Path, backup_id: str) -> tuple[Mani
         elif line.startswith(b"COPY ") and manifest is not None and len(seen) < len(manifest.table_order):
             table = manifest.table_order[len(seen)]
             columns = [c.name for c in manifest.tables[table].columns if not c.generated]
-            if line != copy_in_line(*split_name(table, manifest.db_schema), columns):
+            if line not in (
+                copy_in_line(table, columns),
+                legacy_copy_in_line(*split_name(table, manifest.db_schema), columns),
+            ):
                 raise VerificationError(
                     f"backup {backup_id}: unexpected {line[:80]!r}", backup_id=backup_id, table=table
                 )

@@ -14,12 +14,13 @@ from typing import BinaryIO
 from pydantic import BaseModel
 
 from tenant_backup.artifact.codecs import compressor, suffix
-from tenant_backup.artifact.documents import json_footer, json_header, sql_footer, sql_header
+from tenant_backup.artifact.documents import json_footer, json_header
 from tenant_backup.artifact.manifest import Manifest
+from tenant_backup.artifact.script import sql_footer, sql_header
 from tenant_backup.artifact.zipwriter import ZipStreamWriter
 from tenant_backup.backup.extract import TablePart
 from tenant_backup.storage import Storage
-from tenant_backup.tenancy.catalog import TableScope
+from tenant_backup.tenancy.catalog import ForeignKey, TableScope
 
 __all__ = ["ArtifactInfo", "artifact_key", "write_artifact"]
 
@@ -41,7 +42,12 @@ def artifact_key(tenant_id: str, backup_id: str, taken_at: datetime, suffix: str
 
 
 def write_artifact(
-    storage: Storage, manifest: Manifest, parts: list[TablePart], scopes: list[TableScope], name_key: str
+    storage: Storage,
+    manifest: Manifest,
+    parts: list[TablePart],
+    scopes: list[TableScope],
+    name_key: str,
+    foreign_keys: list[ForeignKey] | None = None,
 ) -> ArtifactInfo:
     """Write the artifact atomically (temporary key, then moved); ``parts`` in ``manifest.table_order``."""
     key = artifact_key(
@@ -53,7 +59,7 @@ def write_artifact(
         if manifest.artifact_format == "csv":
             size, digest = _write_zip(out, manifest, ordered)
         else:
-            size, digest = _write_stream(out, manifest, ordered, scopes, name_key)
+            size, digest = _write_stream(out, manifest, ordered, scopes, name_key, foreign_keys or [])
     return ArtifactInfo(storage_path=storage.full_url(key), key=key, size=size, checksum=f"sha256:{digest}")
 
 
@@ -76,7 +82,12 @@ def _write_zip(out: BinaryIO, manifest: Manifest, parts: list[TablePart]) -> tup
 
 
 def _write_stream(
-    out: BinaryIO, manifest: Manifest, parts: list[TablePart], scopes: list[TableScope], name_key: str
+    out: BinaryIO,
+    manifest: Manifest,
+    parts: list[TablePart],
+    scopes: list[TableScope],
+    name_key: str,
+    foreign_keys: list[ForeignKey],
 ) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
@@ -106,5 +117,5 @@ def _write_stream(
     if manifest.artifact_format == "json":
         member(json_footer(manifest, manifest.table_order))
     else:
-        member(sql_footer(manifest, order))
+        member(sql_footer(manifest, order, foreign_keys))
     return size, digest.hexdigest()

@@ -27,7 +27,7 @@ from tenant_backup.storage import Storage
 from tenant_backup.tenancy import tenants
 from tenant_backup.tenancy.access import check_access
 from tenant_backup.tenancy.admins import check_admin
-from tenant_backup.tenancy.catalog import Catalog, TableScope, read_catalog
+from tenant_backup.tenancy.catalog import Catalog, ForeignKey, TableScope, read_catalog
 from tenant_backup.tenancy.fk_order import restore_order
 from tenant_backup.tenancy.profiles import Profile, discovered_profile, load_profile
 from tenant_backup.tenancy.scope import plan_scope, schema_fingerprint
@@ -93,6 +93,7 @@ class BackupPlan(BaseModel):
     table_order: list[str]  # as stored: parents first for SQL and JSON, by name for CSV
     name_key: str
     schema_fingerprint: str
+    foreign_keys: list[ForeignKey] = []  # from or to a backed-up table (the SQL artifact checks them)
 
     @property
     def relations(self) -> list[tuple[str, str]]:
@@ -158,6 +159,7 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
         table_order=order,
         name_key=profile.name_key,
         schema_fingerprint=schema_fingerprint(scopes),
+        foreign_keys=[fk for fk in catalog.foreign_keys if {fk.table, fk.ref_table} & {s.table for s in scopes}],
     )
 
 
@@ -267,7 +269,7 @@ def build_manifest(plan: BackupPlan, backup_id: str, snapshot: Snapshot, parts: 
 
 
 def write_artifact(storage: Storage, plan: BackupPlan, manifest: Manifest, parts: list[TablePart]) -> ArtifactInfo:
-    return artifact.write_artifact(storage, manifest, parts, plan.tables, plan.name_key)
+    return artifact.write_artifact(storage, manifest, parts, plan.tables, plan.name_key, plan.foreign_keys)
 
 
 def error_text(exc: BaseException) -> str:

@@ -1,9 +1,6 @@
-"""The SQL of a restore's apply, on the staged rows (see :mod:`restore.staging`): insert, update,
-delete, move sequences, then check the result before commit.
-
-A table with a key is applied by key; a table without one as a multiset of rows: the rows the
-backup has more copies of are inserted, the tenant's rows it has fewer copies of are deleted (by
-their physical address, ``tableoid`` and ``ctid``), and nothing else is touched.
+"""A restore's apply, on the staged rows: insert, update, delete (the statements of
+:mod:`tenancy.diff`, by key or as a multiset of rows), move sequences, then check the result
+before commit and say why when it differs.
 """
 
 from __future__ import annotations
@@ -13,35 +10,12 @@ from psycopg import sql
 
 from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.errors import RestoreCheckError
-from tenant_backup.restore.staging import Mode, RestoreTable, TableChange, count_rows
+from tenant_backup.restore.staging import Mode, TableChange, count_rows
 from tenant_backup.tenancy.catalog import Catalog
+from tenant_backup.tenancy.diff import RestoreTable, dangling, delete_surplus, insert_missing, update_changed
 from tenant_backup.tenancy.fk_order import RestoreOrder
 
 __all__ = ["apply_changes", "check_restored", "move_sequences"]
-
-
-def _insert(t: RestoreTable, nulled: set[str]) -> sql.Composed:
-    """Insert the staged rows the table lacks (by key, or by copies of each row)."""
-    values = sql.SQL(", ").join(sql.SQL("NULL") if c in nulled else sql.Identifier("s", c) for c in t.common)
-    if not t.keyed:
-        return sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM ({}) s").format(
-            t.target(), t.cols(t.common), values, t.multiset_surplus(t.staged(), t.current(t.common), t.common)
-        )
-    return sql.SQL(
-        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} s WHERE NOT EXISTS (SELECT 1 FROM {} x WHERE {})"
-    ).format(t.target(), t.cols(t.common), values, sql.Identifier(t.stage), t.target(), t.key_match("x", "s"))
-
-
-def _delete(t: RestoreTable) -> sql.Composed:
-    """Delete the tenant's rows the backup does not have (by key, or the surplus copies of a row)."""
-    if not t.keyed:
-        doomed = t.multiset_surplus(t.current(["tableoid", "ctid", *t.common]), t.staged(), ["tableoid", "ctid"])
-        return sql.SQL("DELETE FROM {} x USING ({}) d WHERE x.tableoid = d.tableoid AND x.ctid = d.ctid").format(
-            t.target(), doomed
-        )
-    return sql.SQL("DELETE FROM {} x WHERE ({}) IN ({}) AND NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(
-        t.target(), t.cols(t.pk, "x"), t.current(t.pk), sql.Identifier(t.stage), t.key_match("s", "x")
-    )
 
 
 def apply_changes(
@@ -60,12 +34,12 @@ def apply_changes(
             nulled[fk.table].update(fk.columns)
     inserted: dict[str, int] = {}
     for t in work:
-        insert = _insert(t, nulled[t.name])
+        insert = insert_missing(t, nulled[t.name])
         if nulled[t.name]:
-            new = sql.Identifier(f"{t.stage}_new")
+            new = t.stage_ident("_new")
             conn.execute(
                 sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-                    new, t.cols(t.pk), sql.Identifier(t.stage)
+                    sql.Identifier(t.stage + "_new"), t.cols(t.pk), t.stage_ident()
                 )
             )
             insert = sql.SQL("WITH ins AS ({} RETURNING {}) INSERT INTO {} SELECT * FROM ins").format(
@@ -80,39 +54,20 @@ def apply_changes(
                     t.target(),
                     t.cols(cols),
                     t.cols(cols, "s"),
-                    sql.Identifier(t.stage),
-                    sql.Identifier(f"{t.stage}_new"),
+                    t.stage_ident(),
+                    t.stage_ident("_new"),
                     t.key_match("x", "s"),
                     t.key_match("n", "s"),
                 )
             )
     updated: dict[str, int] = {}
     for t in work:
-        non_key = [c for c in t.common if c not in t.pk]
-        if not t.keyed or not non_key:
-            updated[t.name] = 0  # rows without a key are inserted or deleted, never updated
-            continue
-        updated[t.name] = conn.execute(
-            sql.SQL(
-                "UPDATE {target} x SET ({cols}) = ROW({vals}) FROM {stage} s WHERE {match} "
-                "AND ({pk}) IN ({current}) AND {cmp_x} IS DISTINCT FROM {cmp_s}"
-            ).format(
-                target=t.target(),
-                cols=t.cols(non_key),
-                vals=t.cols(non_key, "s"),
-                stage=sql.Identifier(t.stage),
-                match=t.key_match("x", "s"),
-                pk=t.cols(t.pk, "x"),
-                current=t.current(t.pk),
-                cmp_x=t.comparable("x"),
-                cmp_s=t.comparable("s"),
-            ),
-            {"tenant": tenant},
-        ).rowcount
+        update = update_changed(t)
+        updated[t.name] = conn.execute(update, {"tenant": tenant}).rowcount if update is not None else 0
     deleted: dict[str, int] = {t.name: 0 for t in work}
     if mode == "replace":
         for t in reversed(work):
-            deleted[t.name] = conn.execute(_delete(t), {"tenant": tenant}).rowcount
+            deleted[t.name] = conn.execute(delete_surplus(t), {"tenant": tenant}).rowcount
     return {
         t.name: TableChange(
             table=t.name,
@@ -159,10 +114,8 @@ def check_restored(
     tenant's rows (``EXCEPT ALL``); the staged rows are the artifact's, whose sha256 was checked.
     """
     for t in work:
-        current = sql.SQL("SELECT {} FROM ({}) c").format(t.comparable_list("c"), t.current(t.common))
-        staged = sql.SQL("SELECT {} FROM {} c").format(t.comparable_list("c"), sql.Identifier(t.stage))
-        missing = count_rows(conn, sql.SQL("SELECT count(*) FROM ({} EXCEPT ALL {}) d").format(staged, current), tenant)
-        have = count_rows(conn, sql.SQL("SELECT count(*) FROM ({}) c").format(t.current(["ctid"])), tenant)
+        missing = count_rows(conn, t.count_missing(), tenant)
+        have = count_rows(conn, t.count_current(), tenant)
         expected = manifest_tables[t.name].rows
         if missing or (mode == "replace" and have != expected) or have < expected:
             raise RestoreCheckError(
@@ -188,7 +141,7 @@ def _why(conn: psycopg.Connection, t: RestoreTable, tenant: str) -> str:
             "FROM ({current}) c WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE {same})"
         ).format(
             current=t.current(["xmin", *t.common]),
-            stage=sql.Identifier(t.stage),
+            stage=t.stage_ident(),
             same=sql.SQL("{} = {}").format(t.row_text("c"), t.row_text("s")),
         ),
         {"tenant": tenant},
@@ -213,18 +166,8 @@ def _check_foreign_keys(conn: psycopg.Connection, catalog: Catalog, work: list[R
         child = names.get(fk.table)
         if child is None:
             continue
-        present = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier("c", c)) for c in fk.columns)
-        match = sql.SQL(" AND ").join(
-            sql.SQL("{} = {}").format(sql.Identifier("p", r), sql.Identifier("c", c))
-            for c, r in zip(fk.columns, fk.ref_columns, strict=True)
-        )
-        orphans = count_rows(
-            conn,
-            sql.SQL("SELECT count(*) FROM ({}) c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {})").format(
-                child.current(sorted(set(fk.columns))), present, fk.parent(), match
-            ),
-            tenant,
-        )
+        rows = sql.SQL("({})").format(child.current(sorted(set(fk.columns))))
+        orphans = count_rows(conn, dangling(fk, rows, sql.SQL("count(*)")), tenant)
         if orphans:
             raise RestoreCheckError(
                 f"after restore, {orphans} row(s) of {fk.table} reference missing rows of {fk.ref_table} "

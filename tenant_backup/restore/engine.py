@@ -32,7 +32,6 @@ from tenant_backup.restore.staging import (
     MissingReference,
     Mode,
     OutsideEffect,
-    RestoreTable,
     TableChange,
     count_changes,
     missing_references,
@@ -41,6 +40,7 @@ from tenant_backup.restore.staging import (
 )
 from tenant_backup.tenancy.access import check_access
 from tenant_backup.tenancy.catalog import Catalog, TableInfo, read_catalog
+from tenant_backup.tenancy.diff import RestoreTable
 from tenant_backup.tenancy.fk_order import RestoreOrder, restore_order
 from tenant_backup.tenancy.profiles import Profile, stored_profile
 from tenant_backup.tenancy.scope import find_tenant_table, plan_scope
@@ -220,11 +220,10 @@ def _prepare(
         if tenant_table is not None and tenant_table.name in wanted:
             wanted = [t for t in wanted if t != tenant_table.name]  # another tenant's own row stays its own
     scopes = {s.table: s for s in plan_scope(catalog, profile, wanted)}
-    work: list[RestoreTable] = []
-    for i, name in enumerate(wanted):
-        columns = [c.name for c in manifest_tables[name].columns if not c.generated]
-        work.append(RestoreTable(scopes[name], columns, f"tb_stage_{i}"))
-    return work
+    return [
+        RestoreTable(scopes[name], [c.name for c in manifest_tables[name].columns if not c.generated])
+        for name in wanted
+    ]
 
 
 def _needs(catalog: Catalog, work: list[RestoreTable], mode: Mode) -> dict[TableInfo, list[str]]:

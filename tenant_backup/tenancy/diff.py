@@ -1,0 +1,231 @@
+"""The SQL that makes a tenant's rows of one table equal to staged rows (pure builders).
+
+The restore flow runs these statements (``restore/``); the SQL artifact writes the same ones out
+for ``psql --single-transaction`` (``artifact/documents``): one mechanism for both. Each table's
+backed-up rows are first loaded into a temporary *staging* table named like the table
+(``pg_temp."billing.invoices"``); then:
+
+* a table **with a key** (its primary key, else a unique index of NOT NULL columns, as a replica
+  identity would be) is compared by key: insert the missing keys, update the rows that differ,
+  delete the keys the backup lacks;
+* a table **without one** is compared as a multiset of rows: each distinct row (its text form,
+  what COPY prints) is inserted or deleted as many times as the backup and the table differ by,
+  duplicates included; deletes go by physical address (``tableoid``, ``ctid``).
+
+Unchanged rows are never touched. The tenant is ``%(tenant)s`` by default, or a literal
+(``tenant=sql.Literal(id)``) in a script.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection
+
+from psycopg import sql
+
+from tenant_backup.tenancy.catalog import ForeignKey, TableScope
+from tenant_backup.tenancy.filters import TENANT, tenant_filter
+
+__all__ = [
+    "RestoreTable",
+    "dangling",
+    "delete_surplus",
+    "doomed_references",
+    "insert_missing",
+    "stage_name",
+    "update_changed",
+]
+
+# Types without an equality operator: compared through their text form.
+_NO_EQUALITY = ("json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle")
+
+
+def stage_name(table: str) -> str:
+    """The staging table of ``table`` (its display name; hashed when too long for an identifier)."""
+    if len(table.encode("utf-8")) <= 60:
+        return table
+    return "t_" + hashlib.sha256(table.encode("utf-8")).hexdigest()[:24]
+
+
+class RestoreTable:
+    """One table being restored: its scope now, the backup's columns, its staging table."""
+
+    def __init__(self, scope: TableScope, backup_columns: list[str], tenant: sql.Composable = TENANT) -> None:
+        self.scope = scope
+        self.name = scope.table
+        current = {c.name: c for c in scope.columns}
+        self.backup_columns = backup_columns
+        self.dropped = [c for c in backup_columns if c not in current or current[c].generated]
+        self.common = [c for c in backup_columns if c not in self.dropped]
+        self.added = [c.name for c in scope.columns if not c.generated and c.name not in backup_columns]
+        self.types = {c.name: c.type for c in scope.columns}
+        self.stage = stage_name(scope.table)
+        self.tenant = tenant
+        # Matched by key when the table has one and the backup carries all of it; else as rows.
+        self.pk = list(scope.key) if scope.key and all(c in self.common for c in scope.key) else []
+
+    @property
+    def keyed(self) -> bool:
+        return bool(self.pk)
+
+    @property
+    def matched_by(self) -> str:
+        return f"key ({', '.join(self.pk)})" if self.keyed else "rows"
+
+    def target(self) -> sql.Composed:
+        return self.scope.ident()
+
+    def stage_ident(self, suffix: str = "") -> sql.Composed:
+        return sql.SQL("{}.{}").format(sql.Identifier("pg_temp"), sql.Identifier(self.stage + suffix))
+
+    def cols(self, names: list[str], alias: str | None = None) -> sql.Composable:
+        if alias is None:
+            return sql.SQL(", ").join(sql.Identifier(c) for c in names)
+        return sql.SQL(", ").join(sql.Identifier(alias, c) for c in names)
+
+    def comparable_list(self, alias: str) -> sql.Composable:
+        """The common columns of ``alias``, those of types without equality cast to text."""
+        return sql.SQL(", ").join(
+            sql.SQL("{}::text").format(sql.Identifier(alias, c))
+            if self.types[c].split("(")[0].split("[")[0] in _NO_EQUALITY
+            else sql.Identifier(alias, c)
+            for c in self.common
+        )
+
+    def comparable(self, alias: str) -> sql.Composed:
+        """The common columns of ``alias`` as a row that has an equality operator."""
+        return sql.SQL("ROW({})").format(self.comparable_list(alias))
+
+    def row_text(self, alias: str) -> sql.Composed:
+        """The common columns of ``alias`` as one text value: a row of a keyless table, hashable,
+        equal exactly when COPY would print the two rows alike."""
+        return sql.SQL("ROW({})::text").format(self.cols(self.common, alias))
+
+    def key_match(self, left: str, right: str) -> sql.Composable:
+        return sql.SQL(" AND ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(left, c), sql.Identifier(right, c)) for c in self.pk
+        )
+
+    def same_row(self, left: str, right: str) -> sql.Composable:
+        """``left`` and ``right`` are the same row: by key, or (keyless) by their text."""
+        if self.keyed:
+            return self.key_match(left, right)
+        return sql.SQL("{} = {}").format(self.row_text(left), self.row_text(right))
+
+    def identity(self) -> list[str]:
+        """Columns that tell one row of the table from another: the key, else every common column."""
+        return self.pk if self.keyed else self.common
+
+    def current(self, columns: list[str]) -> sql.Composed:
+        """The tenant's current rows: ``SELECT columns FROM target WHERE <tenant filter>``."""
+        return sql.SQL("SELECT {} FROM {} WHERE {}").format(
+            self.cols(columns), self.target(), tenant_filter(self.scope, self.tenant)
+        )
+
+    def staged(self) -> sql.Composed:
+        return sql.SQL("SELECT * FROM {}").format(self.stage_ident())
+
+    def multiset_surplus(self, rows: sql.Composable, than: sql.Composable, select: list[str]) -> sql.Composed:
+        """The rows of ``rows`` beyond as many copies as ``than`` holds of each (multiset
+        difference, duplicates included), as ``SELECT <select> FROM …`` (alias ``d``)."""
+        return sql.SQL(
+            "SELECT {cols} FROM (SELECT r.*, {text} AS tenant_backup_r, row_number() OVER "
+            "(PARTITION BY {text}) AS tenant_backup_n FROM ({rows}) r) d "
+            "LEFT JOIN (SELECT {b_text} AS r, count(*) AS n FROM ({than}) b GROUP BY 1) b "
+            "ON b.r = d.tenant_backup_r WHERE d.tenant_backup_n > coalesce(b.n, 0)"
+        ).format(
+            cols=self.cols(select, "d") if select else sql.SQL("1"),
+            text=self.row_text("r"),
+            rows=rows,
+            b_text=self.row_text("b"),
+            than=than,
+        )
+
+    def create_stage(self) -> sql.Composed:
+        """The staging table, typed like the target (a column dropped since the backup as text)."""
+        select = sql.SQL(", ").join(
+            sql.SQL("NULL::text AS {}").format(sql.Identifier(c)) if c in self.dropped else sql.Identifier(c)
+            for c in self.backup_columns
+        )
+        return sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+            sql.Identifier(self.stage), select, self.target()
+        )
+
+    def count_current(self) -> sql.Composed:
+        return sql.SQL("SELECT count(*) FROM ({}) c").format(self.current(["ctid"]))
+
+    def count_missing(self) -> sql.Composed:
+        """Staged rows that the tenant's rows lack (``EXCEPT ALL``: duplicates count)."""
+        current = sql.SQL("SELECT {} FROM ({}) c").format(self.comparable_list("c"), self.current(self.common))
+        staged = sql.SQL("SELECT {} FROM {} c").format(self.comparable_list("c"), self.stage_ident())
+        return sql.SQL("SELECT count(*) FROM ({} EXCEPT ALL {}) d").format(staged, current)
+
+
+def insert_missing(t: RestoreTable, nulled: Collection[str] = ()) -> sql.Composed:
+    """Insert the staged rows the table lacks (by key, or the missing copies of each row);
+    columns in ``nulled`` go in NULL (a foreign key set afterwards)."""
+    values = sql.SQL(", ").join(sql.SQL("NULL") if c in nulled else sql.Identifier("s", c) for c in t.common)
+    if not t.keyed:
+        return sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM ({}) s").format(
+            t.target(), t.cols(t.common), values, t.multiset_surplus(t.staged(), t.current(t.common), t.common)
+        )
+    return sql.SQL(
+        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} s WHERE NOT EXISTS (SELECT 1 FROM {} x WHERE {})"
+    ).format(t.target(), t.cols(t.common), values, t.stage_ident(), t.target(), t.key_match("x", "s"))
+
+
+def update_changed(t: RestoreTable) -> sql.Composed | None:
+    """Update the tenant's rows whose key is staged and whose values differ (None: nothing to update)."""
+    non_key = [c for c in t.common if c not in t.pk]
+    if not t.keyed or not non_key:
+        return None  # rows without a key are inserted or deleted, never updated
+    return sql.SQL(
+        "UPDATE {target} x SET ({cols}) = ROW({vals}) FROM {stage} s WHERE {match} "
+        "AND ({pk}) IN ({current}) AND {cmp_x} IS DISTINCT FROM {cmp_s}"
+    ).format(
+        target=t.target(),
+        cols=t.cols(non_key),
+        vals=t.cols(non_key, "s"),
+        stage=t.stage_ident(),
+        match=t.key_match("x", "s"),
+        pk=t.cols(t.pk, "x"),
+        current=t.current(t.pk),
+        cmp_x=t.comparable("x"),
+        cmp_s=t.comparable("s"),
+    )
+
+
+def delete_surplus(t: RestoreTable) -> sql.Composed:
+    """Delete the tenant's rows the backup does not have (by key, or the surplus copies of a row)."""
+    if not t.keyed:
+        doomed = t.multiset_surplus(t.current(["tableoid", "ctid", *t.common]), t.staged(), ["tableoid", "ctid"])
+        return sql.SQL("DELETE FROM {} x USING ({}) d WHERE x.tableoid = d.tableoid AND x.ctid = d.ctid").format(
+            t.target(), doomed
+        )
+    return sql.SQL("DELETE FROM {} x WHERE ({}) IN ({}) AND NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(
+        t.target(), t.cols(t.pk, "x"), t.current(t.pk), t.stage_ident(), t.key_match("s", "x")
+    )
+
+
+def dangling(fk: ForeignKey, rows: sql.Composable, select: sql.Composable) -> sql.Composed:
+    """``SELECT <select>`` over ``rows`` (aliased ``s``, holding ``fk``'s columns) whose foreign key
+    ``fk`` is set but finds no row in the table it references."""
+    present = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier("s", c)) for c in fk.columns)
+    match = sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier("p", r), sql.Identifier("s", c))
+        for c, r in zip(fk.columns, fk.ref_columns, strict=True)
+    )
+    return sql.SQL("SELECT {} FROM {} s WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {})").format(
+        select, rows, present, fk.parent(), match
+    )
+
+
+def doomed_references(fk: ForeignKey, parent: RestoreTable) -> sql.Composed:
+    """``SELECT count(*)`` of the rows of ``fk``'s table that reference rows of ``parent`` that a
+    replace would delete (the tenant's rows the backup does not have)."""
+    columns = sorted(set(parent.identity()) | set(fk.ref_columns))
+    doomed = sql.SQL("SELECT {} FROM ({}) c WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(
+        parent.cols(list(fk.ref_columns), "c"), parent.current(columns), parent.stage_ident(), parent.same_row("s", "c")
+    )
+    child = sql.SQL(", ").join(sql.Identifier(c) for c in fk.columns)
+    return sql.SQL("SELECT count(*) FROM {} WHERE ({}) IN ({})").format(fk.child(), child, doomed)
