@@ -1,5 +1,6 @@
 """What a crash leaves behind, with real ``kill -9`` of real CLI processes: the backup slot and the
-tenant lock come back with the dead session; every wait for them is bounded and says whom it waits for."""
+tenant lock come back with the dead session; every wait for them is bounded and says whom it waits for;
+a restore that died is left running in its log, and reaped to failed by the tenant's next run."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from flows.backup import backup_tenant
+from flows.restore import restore_backup
 from tenant_backup.db import SLOT_LOCK, SLOT_WAIT, TENANT_LOCK, tenant_lock
 from tenant_backup.errors import TenantBusyError
 from tests.conftest import DemoDatabase
-from tests.helpers import wait_for
+from tests.helpers import state_of, wait_for
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -126,6 +129,54 @@ def test_backup_waiting_for_a_slot_is_bounded_names_the_holder_and_leaves_nothin
     assert not _one(
         pos_db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = hashtext(%s)::oid", TENANT_LOCK
     )
+
+
+def test_restore_killed_during_its_apply_is_left_running_changes_nothing_and_the_next_restore_reaps_it(
+    pos_db: DemoDatabase, env: dict[str, Any], cli: Any
+) -> None:
+    env["use"](pos_db)
+    tenant = pos_db.tenants[1].id
+    backup = backup_tenant(tenant_id=tenant, profile="pos", categories=["ventes"], force=True)
+    backed_up = state_of(pos_db.url, "pos", tenant)
+    with pos_db.connect() as conn, conn.transaction():
+        sold = "SELECT id FROM ventes WHERE etablissement_id = %(t)s ORDER BY id LIMIT 5"
+        conn.execute(f"DELETE FROM lignes_vente WHERE vente_id IN ({sold})", {"t": tenant})
+        conn.execute(f"DELETE FROM paiements WHERE vente_id IN ({sold})", {"t": tenant})
+        conn.execute(f"DELETE FROM ventes WHERE id IN ({sold})", {"t": tenant})
+    mutated = state_of(pos_db.url, "pos", tenant)
+    logs_before = len(_rows(pos_db, "backup_restore_logs", tenant))
+    name = f"tenant-backup restore {tenant}"
+    blocker = _blocking(pos_db, "lignes_vente", "EXCLUSIVE")  # reads pass, the restore's writes wait
+    try:
+        restore = cli(
+            "restore", backup.backup_id, "--db", pos_db.url, "--storage", env["store"], "--confirm", "RESTORE",
+            "--json", lock_timeout="60s",
+        )  # fmt: skip
+        pid = wait_for(
+            "the restore to be inside its apply, waiting to write lignes_vente",
+            lambda: _session(pos_db, name, "a.wait_event_type = 'Lock' AND a.query LIKE 'INSERT INTO%%lignes_vente%%'"),
+        )
+        # The sales it put back are written, uncommitted, in its transaction.
+        written = "SELECT count(*) FROM pg_locks WHERE pid = %s AND relation = 'ventes'::regclass AND mode = %s"
+        assert _one(pos_db, written, pid, "RowExclusiveLock")
+        running = _rows(pos_db, "backup_restore_logs", tenant)[-1]
+        assert running["result"] == "running" and running["details"]["flow_run_id"]
+        restore.kill9()
+        wait_for("the dead restore's session to end", lambda: not _session(pos_db, name), timeout=20)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert state_of(pos_db.url, "pos", tenant) == mutated
+    assert _rows(pos_db, "backup_restore_logs", tenant)[-1]["result"] == "running"
+
+    done = restore_backup(backup_id=uuid.UUID(backup.backup_id), confirm="RESTORE")
+    assert done.status == "completed" and state_of(pos_db.url, "pos", tenant) == backed_up
+    logs = _rows(pos_db, "backup_restore_logs", tenant)
+    assert len(logs) == logs_before + 2  # the dead run's row and the new run's, one each
+    reaped = next(log for log in logs if log["id"] == running["id"])
+    assert reaped["result"] == "failed" and "died" in reaped["error_message"]
+    assert f"reaped by the next restore of tenant {tenant}" in reaped["error_message"]
+    assert logs[-1]["result"] == "success" and logs[-1]["details"]["applied"] is True
 
 
 def test_waits_for_a_tenants_lock_or_its_tables_are_bounded_and_name_the_holder(pos_db: DemoDatabase) -> None:
