@@ -8,7 +8,7 @@ from typing import Literal
 from prefect import task
 
 from blocks import database_url, open_storage
-from tasks.runs import current_flow_run_id
+from tasks.runs import current_flow_run_id, mark_crashed
 from tenant_backup.restore import steps
 from tenant_backup.restore.engine import RestorePlan
 from tenant_backup.restore.steps import RestoreRequest, RestoreTarget, RunLog, VerifiedArtifact
@@ -46,8 +46,11 @@ def plan_restore(
 def apply_restore(
     req: RestoreRequest, target: RestoreTarget, artifact: VerifiedArtifact, log: RunLog, database_block: str | None
 ) -> RestorePlan:
-    """Restore in one transaction, checked before commit, its log row running until it commits."""
-    return steps.apply_restore(database_url(database_block), get_settings(), req, target, artifact, log).plan
+    """Restore in one transaction, checked before commit, its log row running until it commits;
+    the flow runs of the tenant's stale rows reaped first are marked Crashed."""
+    applied = steps.apply_restore(database_url(database_block), get_settings(), req, target, artifact, log)
+    mark_crashed(applied.reaped_runs, target.tenant_id, "restore")
+    return applied.plan
 
 
 @task(name="log-restore")

@@ -1,6 +1,6 @@
 """What a crash leaves behind, with real ``kill -9`` of real CLI processes: the backup slot and the
-tenant lock come back with the dead session; every wait for them is bounded and says whom it waits for;
-a restore that died is left running in its log, and reaped to failed by the tenant's next run."""
+tenant lock come back with the dead session, the dead run's ledger row or restore log is reaped to
+failed by the tenant's next run, and its Prefect flow run is marked Crashed."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import State, StateType
 
 from flows.backup import backup_tenant
 from flows.restore import restore_backup
@@ -80,6 +82,20 @@ def _session(db: DemoDatabase, name: str, extra: str = "true") -> int | None:
     )
 
 
+def _slot_held(db: DemoDatabase, pid: int | None = None) -> bool:
+    return bool(
+        _one(
+            db,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = hashtext(%s)::oid "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND (%s::int IS NULL OR pid = %s::int)",
+            SLOT_LOCK,
+            pid,
+            pid,
+        )
+    )
+
+
 def _rows(db: DemoDatabase, table: str, tenant: str) -> list[dict[str, Any]]:
     with db.connect() as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         try:
@@ -90,12 +106,60 @@ def _rows(db: DemoDatabase, table: str, tenant: str) -> list[dict[str, Any]]:
             return []
 
 
+def _flow_run_state(flow_run_id: str) -> State[Any]:
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(uuid.UUID(flow_run_id)).state
+    assert state is not None
+    return state
+
+
 def _blocking(db: DemoDatabase, table: str, mode: str, name: str = "blocker") -> psycopg.Connection:
     """A session named ``name`` holding ``LOCK TABLE table IN mode MODE`` until it rolls back."""
     conn = db.connect(application_name=name)
     conn.execute("BEGIN")
     conn.execute(f"LOCK TABLE {table} IN {mode} MODE")
     return conn
+
+
+def test_backup_killed_holding_the_only_slot_gives_it_back_and_the_next_backup_reaps_it(
+    pos_db: DemoDatabase, env: dict[str, Any], cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env["use"](pos_db)
+    tenant = pos_db.tenants[0].id
+    name = f"tenant-backup backup {tenant}"
+    blocker = _blocking(pos_db, "clients", "ACCESS EXCLUSIVE")  # the backup will wait for it, slot in hand
+    try:
+        backup = cli(
+            "backup", "--db", pos_db.url, "--storage", env["store"], "--tenant", tenant, "--profile", "pos",
+            "--force", "--json", slots="1", lock_timeout="60s",
+        )  # fmt: skip
+        pid = wait_for(
+            "the backup to hold the only slot and wait for table clients",
+            lambda: _session(pos_db, name, "a.wait_event_type = 'Lock'") if _slot_held(pos_db) else None,
+        )
+        assert _slot_held(pos_db, pid)
+        stale = _rows(pos_db, "backups", tenant)[-1]
+        assert stale["status"] == "pending" and stale["metadata"]["flow_run_id"]
+        assert _flow_run_state(stale["metadata"]["flow_run_id"]).type == StateType.RUNNING
+        backup.kill9()
+        # Its session ends (and frees the slot and the tenant lock) though it was waiting for a lock.
+        wait_for("the dead backup's session to end", lambda: not _session(pos_db, name), timeout=20)
+        assert not _slot_held(pos_db)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+    monkeypatch.setenv("TENANT_BACKUP_SLOTS", "1")
+    monkeypatch.setenv("TENANT_BACKUP_SLOT_TIMEOUT", "5")  # a slot still taken would fail it within 5 s
+    done = backup_tenant(tenant_id=tenant, profile="pos", categories=["clients"], force=True)
+    rows = {str(r["id"]): r for r in _rows(pos_db, "backups", tenant)}
+    assert rows[done.backup_id]["status"] == "completed"
+    reaped = rows[str(stale["id"])]
+    assert reaped["status"] == "failed" and "died" in reaped["error_message"]
+    assert f"reaped by the next backup of tenant {tenant}" in reaped["error_message"]
+    state = _flow_run_state(stale["metadata"]["flow_run_id"])
+    assert state.type == StateType.CRASHED
+    assert state.message == f"process died; reaped by the next backup of tenant {tenant}"
 
 
 def test_backup_waiting_for_a_slot_is_bounded_names_the_holder_and_leaves_nothing_when_killed(
@@ -177,6 +241,11 @@ def test_restore_killed_during_its_apply_is_left_running_changes_nothing_and_the
     assert reaped["result"] == "failed" and "died" in reaped["error_message"]
     assert f"reaped by the next restore of tenant {tenant}" in reaped["error_message"]
     assert logs[-1]["result"] == "success" and logs[-1]["details"]["applied"] is True
+    state = _flow_run_state(running["details"]["flow_run_id"])
+    assert (
+        state.type == StateType.CRASHED
+        and state.message == f"process died; reaped by the next restore of tenant {tenant}"
+    )
 
 
 def test_waits_for_a_tenants_lock_or_its_tables_are_bounded_and_name_the_holder(pos_db: DemoDatabase) -> None:
