@@ -82,14 +82,15 @@ def _session(db: DemoDatabase, name: str, extra: str = "true") -> int | None:
     )
 
 
-def _slot_held(db: DemoDatabase, pid: int | None = None) -> bool:
+def _held(db: DemoDatabase, key: str, pid: int | None = None) -> bool:
+    """Whether a session (``pid``, or any) holds an advisory lock (hashtext(key), …) in this database."""
     return bool(
         _one(
             db,
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = hashtext(%s)::oid "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
             "AND (%s::int IS NULL OR pid = %s::int)",
-            SLOT_LOCK,
+            key,
             pid,
             pid,
         )
@@ -135,16 +136,16 @@ def test_backup_killed_holding_the_only_slot_gives_it_back_and_the_next_backup_r
         )  # fmt: skip
         pid = wait_for(
             "the backup to hold the only slot and wait for table clients",
-            lambda: _session(pos_db, name, "a.wait_event_type = 'Lock'") if _slot_held(pos_db) else None,
+            lambda: _session(pos_db, name, "a.wait_event_type = 'Lock'") if _held(pos_db, SLOT_LOCK) else None,
         )
-        assert _slot_held(pos_db, pid)
+        assert _held(pos_db, SLOT_LOCK, pid)
         stale = _rows(pos_db, "backups", tenant)[-1]
         assert stale["status"] == "pending" and stale["metadata"]["flow_run_id"]
         assert _flow_run_state(stale["metadata"]["flow_run_id"]).type == StateType.RUNNING
         backup.kill9()
         # Its session ends (and frees the slot and the tenant lock) though it was waiting for a lock.
         wait_for("the dead backup's session to end", lambda: not _session(pos_db, name), timeout=20)
-        assert not _slot_held(pos_db)
+        assert not _held(pos_db, SLOT_LOCK)
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
@@ -190,9 +191,7 @@ def test_backup_waiting_for_a_slot_is_bounded_names_the_holder_and_leaves_nothin
     assert bounded in lines[-1] and "'nightly-report' (pid" in lines[-1] and "TENANT_BACKUP_SLOT_TIMEOUT" in lines[-1]
     # Neither run wrote a ledger row or kept a lock: the tenant lock comes after the slot.
     assert {t: len(_rows(pos_db, "backups", t)) for t in (waiter, bounded)} == before
-    assert not _one(
-        pos_db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = hashtext(%s)::oid", TENANT_LOCK
-    )
+    assert not _held(pos_db, TENANT_LOCK)
 
 
 def test_restore_killed_during_its_apply_is_left_running_changes_nothing_and_the_next_restore_reaps_it(
