@@ -12,17 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import serve
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron, Interval
 
 from flows.backup import backup_all_tenants, backup_tenant
 from flows.maintenance import prune_backups, reconcile_storage, sync_schedules
 from flows.restore import restore_backup, verify_backup
-from tenant_backup.settings import get_settings
 
-__all__ = ["DEPLOYMENTS", "build_deployments", "ensure_concurrency_limit", "serve_all"]
+__all__ = ["DEPLOYMENTS", "build_deployments", "serve_all"]
 
 # flow name / deployment name, as run_deployment and the REST API name them.
 DEPLOYMENTS = {
@@ -83,17 +79,7 @@ def build_deployments(
     ]
 
 
-def ensure_concurrency_limit(name: str, limit: int) -> None:
-    """Create the global concurrency limit that bounds backups at once, unless it exists."""
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
-
-
 def serve_all(**kwargs: Any) -> None:
-    """Serve every deployment from this process until it is stopped."""
-    settings = get_settings()
-    ensure_concurrency_limit(settings.concurrency_limit, settings.tenant_concurrency)
+    """Serve every deployment from this process until it is stopped. Backups at once are bounded
+    by the database's backup slots (TENANT_BACKUP_SLOTS), not by anything of Prefect's."""
     serve(*build_deployments(**kwargs))

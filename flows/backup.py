@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import tempfile
 import time
-from contextlib import nullcontext
 from typing import Any, Literal, cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.client.schemas.objects import FlowRun
-from prefect.concurrency.sync import concurrency
 from prefect.deployments import run_deployment
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -104,24 +102,30 @@ def backup_tenant(
         compression_level=compression_level,
         schedule_id=schedule_id,
     )
+    settings = get_settings()
     if schedule_id:
-        stamp_schedule(schedule_id, _settings.timezone, database_block)
+        stamp_schedule(schedule_id, settings.timezone, database_block)
     plan = t.plan_backup(request, database_block)
     expected = sum(s.est_rows for s in plan.tables)
     publish(Progress(tenant_id=tenant_id, table="", rows=0, bytes=0, expected_rows=expected))
     with (
-        # Bounds the backups at once across every process and machine (a Prefect global limit;
-        # it limits nothing until created: `prefect gcl create tenant-backup-database --limit 2`).
-        concurrency(_settings.concurrency_limit, occupy=1, strict=False)
-        if _settings.concurrency_limit
-        else nullcontext(),
         ProgressArtifact(tenant_id, f"Backup of {plan.tenant_name or tenant_id}: rows extracted", expected),
-        tenant_lock(database_url(database_block), tenant_id, lock_timeout=_settings.lock_timeout) as lock,
+        # One coordinator session for the backup's life: a backup slot of the database (bounds the
+        # backups at once over every process and machine), then the tenant's lock. PostgreSQL frees
+        # both when the session ends, however the process ends.
+        tenant_lock(
+            database_url(database_block),
+            tenant_id,
+            lock_timeout=settings.lock_timeout,
+            slots=settings.slots,
+            slot_timeout=settings.slot_timeout,
+            notify=get_run_logger().warning,
+        ) as lock,
     ):
         backup_id = t.open_entry(plan, database_block)
         try:
             t.check_storage(storage_block)
-            with tempfile.TemporaryDirectory(prefix="tenant-backup-", dir=_settings.spool_dir) as spool:
+            with tempfile.TemporaryDirectory(prefix="tenant-backup-", dir=settings.spool_dir) as spool:
                 with lock.snapshot(plan.relations) as snapshot:
                     t.mark_started(backup_id, snapshot, database_block)
                     futures = t.extract_table.map(

@@ -136,7 +136,8 @@ def restore_backup(
         tables=tables or None,
         target_tenant=target_tenant,
     )
-    target = t.check_restore(req, database_block)  # logs its own refusals
+    log = t.new_run_log()
+    target = t.check_restore(req, log, database_block)  # logs its own refusals
     plan: RestorePlan | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="tenant-restore-", dir=_settings.spool_dir) as spool:
@@ -152,14 +153,13 @@ def restore_backup(
                     f"Restore of backup {target.backup_id}: rows staged (then applied in one transaction)",
                     artifact.manifest.total_records,
                 ):
-                    plan = t.apply_restore(req, target, artifact, database_block)
+                    plan = t.apply_restore(req, target, artifact, log, database_block)
     except BaseException as exc:
-        t.log_restore(req, target.tenant_id, plan, error_text(exc), time.perf_counter() - started, database_block)
+        t.log_restore(req, target.tenant_id, log, plan, error_text(exc), database_block)
         raise
     assert plan is not None
-    seconds = time.perf_counter() - started
-    t.log_restore(req, target.tenant_id, plan, None, seconds, database_block)
-    result = steps.result_of(plan, seconds)
+    t.log_restore(req, target.tenant_id, log, plan, None, database_block)  # an applied restore's is settled
+    result = steps.result_of(plan, time.perf_counter() - started)
     publish_restore_report(result, plan)
     return result
 
@@ -176,16 +176,14 @@ def verify_backup(
     against its manifest, then stage it in the database and plan a restore, rolled back."""
     started = time.perf_counter()
     req = RestoreRequest(backup_id=str(backup_id), confirm=None, dry_run=True)
-    target: RestoreTarget = t.check_restore(req, database_block)  # a dry run needs no confirmation
+    log = t.new_run_log("verify")
+    target: RestoreTarget = t.check_restore(req, log, database_block)  # a dry run needs no confirmation
     try:
         with tempfile.TemporaryDirectory(prefix="tenant-verify-", dir=_settings.spool_dir) as spool:
             artifact = t.fetch_and_verify(target, spool, storage_block)
             plan = t.plan_restore(req, target, artifact, database_block)
     except BaseException as exc:
-        t.log_restore(
-            req, target.tenant_id, None, error_text(exc), time.perf_counter() - started, database_block, "verify"
-        )
+        t.log_restore(req, target.tenant_id, log, None, error_text(exc), database_block)
         raise
-    seconds = time.perf_counter() - started
-    t.log_restore(req, target.tenant_id, plan, None, seconds, database_block, "verify")
-    return steps.result_of(plan, seconds, status="verified")
+    t.log_restore(req, target.tenant_id, log, plan, None, database_block)
+    return steps.result_of(plan, time.perf_counter() - started, status="verified")

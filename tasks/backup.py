@@ -9,6 +9,7 @@ from prefect import Task, task
 from prefect.client.schemas.objects import State, TaskRun
 
 from blocks import database_url, open_storage
+from tasks.runs import current_flow_run_id, mark_crashed
 from tenant_backup.artifact.manifest import Manifest
 from tenant_backup.backup import steps
 from tenant_backup.backup.assemble import ArtifactInfo
@@ -54,8 +55,11 @@ def check_storage(storage_block: str | None) -> str:
 
 @task(name="open-ledger-entry")
 def open_entry(plan: BackupPlan, database_block: str | None) -> str:
-    """Create the ledger row (throttle checked, stale rows reaped); returns the backup id."""
-    return steps.open_entry(database_url(database_block), get_settings(), plan)
+    """Create the ledger row (throttle checked, stale rows reaped and their flow runs marked
+    Crashed); returns the backup id. The row records this flow run."""
+    entry = steps.open_entry(database_url(database_block), get_settings(), plan, current_flow_run_id())
+    mark_crashed(entry.reaped_runs, plan.request.tenant_id, "backup")
+    return entry.backup_id
 
 
 @task(name="mark-started")

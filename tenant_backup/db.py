@@ -1,17 +1,27 @@
-"""Connections, the per-tenant lock and the shared snapshot.
+"""Connections, the backup slots, the per-tenant lock and the shared snapshot.
 
 Every session is pinned to ``TimeZone=UTC``, ``DateStyle=ISO``, ``IntervalStyle=iso_8601`` so
-artifacts do not depend on server or role settings, carries a ``lock_timeout``, and runs with
-``row_security = off`` (as pg_dump does): where row-level security would hide rows from the role,
-PostgreSQL raises an error instead of silently returning fewer rows.
+artifacts do not depend on server or role settings, carries a ``lock_timeout``, runs with
+``row_security = off`` (as pg_dump does: where row-level security would hide rows from the role,
+PostgreSQL raises an error instead of silently returning fewer rows), and checks every
+``CLIENT_CHECK_INTERVAL`` that its client is still there (PostgreSQL 14+), so that the session of
+a killed process ends, and frees its locks, even while it waits or runs a long statement.
+
+Slots and the tenant lock are session-level advisory locks: PostgreSQL frees them the moment the
+session ends, whoever ran it and wherever (a ``kill -9``, a lost machine), with or without a
+Prefect server. Every wait for one is bounded, says once what it waits for (the holders' sessions,
+named by their ``application_name``), and fails naming them when the bound passes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -20,12 +30,30 @@ from psycopg import sql
 
 from tenant_backup.errors import (
     ConfigurationError,
+    DatabaseBusyError,
     PoolerNotSupportedError,
     SnapshotError,
     TenantBusyError,
 )
 
-__all__ = ["Snapshot", "TenantLock", "check_session_capable", "connect", "import_snapshot", "tenant_lock"]
+__all__ = [
+    "Notify",
+    "Snapshot",
+    "TenantLock",
+    "check_session_capable",
+    "connect",
+    "import_snapshot",
+    "tenant_lock",
+]
+
+log = logging.getLogger("tenant_backup")
+
+Notify = Callable[[str], None]
+CLIENT_CHECK_INTERVAL = "2s"
+TENANT_LOCK = "tenant-backup"  # key (hashtext(TENANT_LOCK), hashtext(tenant)); the SQL script takes it too
+SLOT_LOCK = "tenant-backup-slot"  # keys (hashtext(SLOT_LOCK), 0 .. slots - 1)
+SLOT_POLL_SECONDS = 0.5
+SLOT_WAIT = "tenant-backup slot-wait"  # the application_name of a session waiting for a slot, then the tenant
 
 TRANSACTION_POOLER_PORT = 6543  # Supabase's transaction pooler (Supavisor / PgBouncer)
 _POOLER_HINT = (
@@ -45,29 +73,140 @@ def check_session_capable(url: str) -> None:
         raise PoolerNotSupportedError(f"the database URL uses port 6543, a transaction pooler; {_POOLER_HINT}")
 
 
-def connect(url: str, *, lock_timeout: str = "10s", autocommit: bool = True) -> psycopg.Connection:
-    """Open a session pinned to stable output settings and a lock timeout."""
+def connect(
+    url: str, *, lock_timeout: str = "10s", autocommit: bool = True, application_name: str = "tenant-backup"
+) -> psycopg.Connection:
+    """Open a session pinned to stable output settings and a lock timeout; ``application_name``
+    names it in ``pg_stat_activity`` (and in the messages of whoever waits for its locks)."""
     check_session_capable(url)
     try:
-        conn = psycopg.connect(url, autocommit=autocommit, application_name="tenant-backup")
+        conn = psycopg.connect(url, autocommit=autocommit, application_name=application_name[:63])
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigurationError(
             f"cannot connect to the database: {first}; check the URL (--db / TENANT_BACKUP_DATABASE_URL)"
         ) from exc
+    pinned = {
+        "TimeZone": "UTC",
+        "DateStyle": "ISO",
+        "IntervalStyle": "iso_8601",
+        "lock_timeout": lock_timeout,
+        "extra_float_digits": "1",
+        "row_security": "off",
+    }
+    if conn.info.server_version >= 140000:  # the session of a killed client ends within the interval
+        pinned["client_connection_check_interval"] = CLIENT_CHECK_INTERVAL
     conn.execute(
-        "SELECT set_config('TimeZone', 'UTC', false), set_config('DateStyle', 'ISO', false),"
-        " set_config('IntervalStyle', 'iso_8601', false), set_config('lock_timeout', %s, false),"
-        " set_config('extra_float_digits', '1', false), set_config('row_security', 'off', false)",
-        (lock_timeout,),
+        sql.SQL("SELECT {}").format(sql.SQL(", ").join(sql.SQL("set_config(%s, %s, false)") for _ in pinned)),
+        [item for pair in pinned.items() for item in pair],
     )
     if not autocommit:
         conn.commit()
     return conn
 
 
-def _lock_key(tenant_id: str) -> tuple[str, str]:
-    return ("tenant-backup", tenant_id)
+def _holders(conn: psycopg.Connection, where: sql.Composable, params: tuple[Any, ...]) -> str:
+    """The other sessions holding the locks of ``pg_locks`` that ``where`` selects, for a message."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT DISTINCT a.pid, a.application_name, a.backend_start, a.state FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.granted AND l.pid <> pg_backend_pid() "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND {} "
+            "ORDER BY a.backend_start, a.pid"
+        ).format(where),
+        params,
+    ).fetchall()
+    if not rows:
+        return "sessions that are gone now"
+    return ", ".join(
+        (f"'{name}' " if name else "")
+        + f"(pid {pid}"
+        + (f", connected {start:%Y-%m-%d %H:%M:%S} UTC" if start else "")
+        + (f", {state}" if state else "")
+        + ")"
+        for pid, name, start, state in rows
+    )
+
+
+def _advisory(key: str) -> sql.Composed:
+    """pg_locks rows of the two-key advisory locks (hashtext(key), k) for k in a list parameter."""
+    return sql.SQL(
+        "l.locktype = 'advisory' AND l.objsubid = 2 AND l.classid = hashtext({})::oid "
+        "AND l.objid = ANY(%s::int4[]::oid[])"
+    ).format(sql.Literal(key))
+
+
+def _slot_holders(conn: psycopg.Connection, slots: int) -> str:
+    """Who holds the database's backup slots 0 .. slots - 1, as a message names them."""
+    return _holders(conn, _advisory(SLOT_LOCK), (list(range(slots)),))
+
+
+def _tenant_holders(conn: psycopg.Connection, tenant_id: str) -> str:
+    row = conn.execute("SELECT hashtext(%s)", (tenant_id,)).fetchone()
+    assert row is not None
+    return _holders(conn, _advisory(TENANT_LOCK), ([row[0]],))
+
+
+def _say(notify: Notify | None, message: str) -> None:
+    """A wait, said once: to tenant_backup's logger (the CLI prints it) and to ``notify`` (a run's log)."""
+    log.warning(message)
+    if notify is not None:
+        notify(message)
+
+
+def _take_slot(conn: psycopg.Connection, tenant_id: str, slots: int, timeout: float, notify: Notify | None) -> int:
+    """Take one of the database's ``slots`` backup slots on this session, polling up to ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    name = conn.execute("SELECT current_setting('application_name')").fetchone()
+    waiting = False
+    while True:
+        for slot in range(slots):
+            row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s), %s)", (SLOT_LOCK, slot)).fetchone()
+            if row is not None and row[0]:
+                if waiting and name is not None:
+                    conn.execute("SELECT set_config('application_name', %s, false)", (name[0],))
+                return slot
+        if not waiting:
+            waiting = True
+            conn.execute("SELECT set_config('application_name', left(%s, 63), false)", (f"{SLOT_WAIT} {tenant_id}",))
+            _say(
+                notify,
+                f"backup of tenant {tenant_id} waits for a backup slot: all {slots} slot(s) of database "
+                f"{conn.info.dbname} are taken, by {_slot_holders(conn, slots)}; it waits up to {timeout:.0f} s "
+                "(TENANT_BACKUP_SLOT_TIMEOUT)",
+            )
+        if time.monotonic() >= deadline:
+            raise DatabaseBusyError(
+                f"no backup slot of database {conn.info.dbname} came free within {timeout:.0f} s for tenant "
+                f"{tenant_id}: all {slots} are held by {_slot_holders(conn, slots)}; nothing was written: run "
+                "the backup again later, or raise TENANT_BACKUP_SLOTS or TENANT_BACKUP_SLOT_TIMEOUT",
+                tenant_id=tenant_id,
+            )
+        time.sleep(SLOT_POLL_SECONDS)
+
+
+def _take_tenant_lock(
+    conn: psycopg.Connection, tenant_id: str, purpose: str, lock_timeout: str, notify: Notify | None
+) -> None:
+    """Take the tenant's lock on this session, waiting up to ``lock_timeout``."""
+    key = (TENANT_LOCK, tenant_id)
+    row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))", key).fetchone()
+    if row is not None and row[0]:
+        return
+    _say(
+        notify,
+        f"{purpose} of tenant {tenant_id} waits for the tenant's lock, held by {_tenant_holders(conn, tenant_id)}; "
+        f"it waits up to lock_timeout={lock_timeout} (TENANT_BACKUP_LOCK_TIMEOUT)",
+    )
+    try:
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s), hashtext(%s))", key)
+    except pg_errors.LockNotAvailable as exc:
+        raise TenantBusyError(
+            f"another backup or restore of tenant {tenant_id} is running (its lock is held by "
+            f"{_tenant_holders(conn, tenant_id)} and was not free within lock_timeout={lock_timeout}); wait "
+            "for it to finish, then run again",
+            tenant_id=tenant_id,
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -85,9 +224,20 @@ class TenantLock:
     Backups and restores of one tenant take the same lock, so they never interleave.
     """
 
-    def __init__(self, conn: psycopg.Connection, tenant_id: str) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        tenant_id: str,
+        *,
+        lock_timeout: str = "10s",
+        slot: int | None = None,
+        notify: Notify | None = None,
+    ) -> None:
         self.conn = conn
         self.tenant_id = tenant_id
+        self.lock_timeout = lock_timeout
+        self.slot = slot  # the backup slot this session holds, if any
+        self.notify = notify  # where waits are said, besides tenant_backup's logger
 
     @contextmanager
     def snapshot(self, tables: list[tuple[str, str]]) -> Iterator[Snapshot]:
@@ -95,24 +245,9 @@ class TenantLock:
         (no concurrent DROP or ALTER, as pg_dump does), export its snapshot, and keep it open
         until the block ends."""
         conn = self.conn
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         try:
-            try:
-                if tables:
-                    conn.execute(
-                        sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(
-                            sql.SQL(", ").join(
-                                sql.SQL("{}.{}").format(sql.Identifier(s), sql.Identifier(t)) for s, t in tables
-                            )
-                        )
-                    )
-                row = conn.execute("SELECT pg_export_snapshot(), now(), current_setting('server_version')").fetchone()
-            except pg_errors.LockNotAvailable as exc:
-                raise TenantBusyError(
-                    f"tables of tenant {self.tenant_id} are locked by another session (an ALTER or a "
-                    "restore?); retry later or raise lock_timeout",
-                    tenant_id=self.tenant_id,
-                ) from exc
+            self._begin_locked(tables)
+            row = conn.execute("SELECT pg_export_snapshot(), now(), current_setting('server_version')").fetchone()
             assert row is not None
             yield Snapshot(snapshot_id=row[0], taken_at=row[1], server_version=row[2])
         except BaseException:
@@ -130,23 +265,70 @@ class TenantLock:
                 tenant_id=self.tenant_id,
             ) from exc
 
+    def _begin_locked(self, tables: list[tuple[str, str]]) -> None:
+        """BEGIN, then ACCESS SHARE on ``tables`` before any query takes the snapshot; a table that
+        an ALTER, a DROP or a LOCK TABLE holds is waited for up to lock_timeout, and said."""
+        conn = self.conn
+        begin = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+        conn.execute(begin)
+        if not tables:
+            return
+        names = sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(n), sql.Identifier(t)) for n, t in tables)
+        try:
+            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE NOWAIT").format(names))
+            return
+        except pg_errors.LockNotAvailable:
+            conn.execute("ROLLBACK")  # no query may run in the transaction before its locks: start again
+        pairs = ([n for n, _ in tables], [t for _, t in tables])
+        holding = sql.SQL(
+            "l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' AND l.relation IN (SELECT c.oid FROM "
+            "pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[])))"
+        )
+        _say(
+            self.notify,
+            f"backup of tenant {self.tenant_id} waits for its tables, locked by "
+            f"{_holders(conn, holding, pairs)}; it waits up to lock_timeout={self.lock_timeout} "
+            "(TENANT_BACKUP_LOCK_TIMEOUT)",
+        )
+        conn.execute(begin)
+        try:
+            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(names))
+        except pg_errors.LockNotAvailable as exc:
+            conn.execute("ROLLBACK")
+            raise TenantBusyError(
+                f"tables of tenant {self.tenant_id} are locked by another session "
+                f"({_holders(conn, holding, pairs)}: an ALTER, a restore?) for longer than "
+                f"lock_timeout={self.lock_timeout}; retry later or raise TENANT_BACKUP_LOCK_TIMEOUT",
+                tenant_id=self.tenant_id,
+            ) from exc
+
 
 @contextmanager
-def tenant_lock(url: str, tenant_id: str, *, lock_timeout: str = "10s") -> Iterator[TenantLock]:
-    """Hold the tenant's session-level advisory lock for the block (waits up to lock_timeout)."""
-    conn = connect(url, lock_timeout=lock_timeout)
+def tenant_lock(
+    url: str,
+    tenant_id: str,
+    *,
+    lock_timeout: str = "10s",
+    purpose: str = "backup",
+    slots: int = 0,
+    slot_timeout: float = 600,
+    notify: Notify | None = None,
+) -> Iterator[TenantLock]:
+    """Hold the tenant's session-level advisory lock for the block (waits up to lock_timeout).
+
+    With ``slots``, the session first takes one of the database's ``slots`` backup slots (waits up
+    to ``slot_timeout`` seconds): slot first, so that a backup waiting for a slot never holds up
+    the tenant's restores. The session is named ``tenant-backup <purpose> <tenant>``; closing it
+    frees both.
+    """
+    conn = connect(url, lock_timeout=lock_timeout, application_name=f"tenant-backup {purpose} {tenant_id}")
     try:
-        try:
-            conn.execute("SELECT pg_advisory_lock(hashtext(%s), hashtext(%s))", _lock_key(tenant_id))
-        except pg_errors.LockNotAvailable as exc:
-            raise TenantBusyError(
-                f"another backup or restore of tenant {tenant_id} is running (its lock was not free "
-                f"within lock_timeout={lock_timeout}); wait for it to finish, then run again",
-                tenant_id=tenant_id,
-            ) from exc
-        yield TenantLock(conn, tenant_id)
+        slot = _take_slot(conn, tenant_id, slots, slot_timeout, notify) if slots else None
+        _take_tenant_lock(conn, tenant_id, purpose, lock_timeout, notify)
+        yield TenantLock(conn, tenant_id, lock_timeout=lock_timeout, slot=slot, notify=notify)
     finally:
-        conn.close()  # closing the session releases the lock
+        conn.close()  # closing the session releases the lock and the slot
 
 
 def import_snapshot(conn: psycopg.Connection, snapshot_id: str, tenant_id: str) -> None:

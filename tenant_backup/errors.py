@@ -12,6 +12,7 @@
     ├── PermissionDeniedError         the requester is not an admin of the tenant
     ├── ThrottledError                a backup of the tenant ran less than the throttle window ago
     ├── TenantBusyError               another backup or restore of the tenant holds its lock
+    ├── DatabaseBusyError             every backup slot of the database stayed taken past slot_timeout
     ├── SnapshotError                 the shared snapshot could not be taken or imported
     ├── ExtractError                  COPY of one table failed
     ├── StorageError                  the object store refused or could not be reached
@@ -32,6 +33,7 @@ from typing import Any
 __all__ = [
     "ApprovalRejectedError",
     "ConfigurationError",
+    "DatabaseBusyError",
     "ExtractError",
     "LedgerError",
     "PermissionDeniedError",
@@ -126,6 +128,12 @@ class ThrottledError(TenantBackupError):
 
 class TenantBusyError(TenantBackupError):
     """Raised when another backup or restore of the tenant holds its lock past lock_timeout."""
+
+    transient = True
+
+
+class DatabaseBusyError(TenantBackupError):
+    """Raised when no backup slot of the database came free within slot_timeout; nothing was written."""
 
     transient = True
 

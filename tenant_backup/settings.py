@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -31,15 +31,23 @@ class Settings(BaseSettings):
     throttle_seconds: int = Field(300, description="At most one backup per tenant in this window.")
     spool_dir: str | None = Field(None, description="Local folder for table parts (default: temp).")
     timezone: str = Field("UTC", description="Time zone of the schedules (IANA name, e.g. Europe/Paris).")
-    concurrency_limit: str = Field(
-        "tenant-backup-database",
-        description="Prefect global concurrency limit that bounds backups at once; empty for none.",
+    slots: int = Field(
+        2,
+        ge=0,
+        description="Backups at once on one database, over every process and machine (advisory locks in "
+        "the database itself); empty or 0 for no limit.",
     )
+    slot_timeout: float = Field(600, gt=0, description="Seconds a backup waits for a free slot before it fails.")
     max_backups: int | None = Field(50, description="Retention: at most this many backups per tenant (seed 001).")
     max_age_days: int | None = Field(7, description="Retention: none older, unless a schedule says otherwise.")
     keep_daily: int = Field(0, description="Retention: also keep the newest backup of each of the last N days.")
     keep_weekly: int = Field(0, description="… of each of the last N ISO weeks.")
     keep_monthly: int = Field(0, description="… of each of the last N months.")
+
+    @field_validator("slots", mode="before")
+    @classmethod
+    def _empty_is_no_limit(cls, value: object) -> object:
+        return 0 if value is None or (isinstance(value, str) and not value.strip()) else value
 
 
 def get_settings() -> Settings:

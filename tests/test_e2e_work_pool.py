@@ -1,6 +1,6 @@
 """End to end on a process work pool, as several machines would run it: a Prefect server, the
-deployments of prefect.yaml (`prefect deploy --all`), two workers, a global concurrency limit of
-one, and backup-all-tenants dispatching one pool run per tenant."""
+deployments of prefect.yaml (`prefect deploy --all`), two workers, one backup slot in the database
+(TENANT_BACKUP_SLOTS=1), and backup-all-tenants dispatching one pool run per tenant."""
 
 from __future__ import annotations
 
@@ -38,10 +38,10 @@ def pool(crm_db: DemoDatabase) -> Iterator[dict[str, Any]]:
         "TENANT_BACKUP_PROJECT_DIR": str(ROOT),
         "TENANT_BACKUP_DATABASE_URL": crm_db.url,
         "TENANT_BACKUP_STORAGE_URL": f"file://{store}",
+        "TENANT_BACKUP_SLOTS": "1",  # one backup at a time on this database, whichever worker runs it
     }
     with prefect_server(**project) as (api, env):
         _prefect(env, "work-pool", "create", "tenant-backup", "--type", "process")
-        _prefect(env, "global-concurrency-limit", "create", "tenant-backup-database", "--limit", "1")
         _prefect(env, "--no-prompt", "deploy", "--all")
         workers = [
             subprocess.Popen(
@@ -79,7 +79,7 @@ def test_prefect_yaml_declares_the_deployments_of_definitions_py() -> None:
     assert from_yaml == from_code
 
 
-def test_backup_all_tenants_fans_out_over_the_pool_within_the_concurrency_limit(
+def test_backup_all_tenants_fans_out_over_the_pool_one_slot_at_a_time(
     pool: dict[str, Any], crm_db: DemoDatabase
 ) -> None:
     from prefect.client.orchestration import get_client
@@ -116,6 +116,6 @@ def test_backup_all_tenants_fans_out_over_the_pool_within_the_concurrency_limit(
             "ORDER BY started_at"
         ).fetchall()
     assert sorted(s[0] for s in spans) == sorted(t.id for t in crm_db.tenants)
-    # The limit is 1: no two tenants' extraction and writing overlapped, whichever worker ran them.
+    # One slot: no two tenants' extraction and writing overlapped, whichever worker ran them.
     for before, after in itertools.pairwise(spans):
         assert before[2] <= after[1], (before, after)

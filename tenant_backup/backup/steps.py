@@ -36,6 +36,7 @@ from tenant_backup.tenancy.tenants import check_tenant, tables_read
 __all__ = [
     "BackupPlan",
     "BackupRequest",
+    "LedgerEntry",
     "build_manifest",
     "extract_part",
     "open_entry",
@@ -181,11 +182,20 @@ def _stored_order(catalog: Catalog, scopes: list[TableScope], fmt: ArtifactForma
     return list(order.tables)
 
 
-def open_entry(db_url: str, settings: Settings, plan: BackupPlan) -> str:
-    """Create the ledger row (pending); the caller holds the tenant lock."""
+class LedgerEntry(BaseModel):
+    """A backup's new ledger row, and the Prefect flow runs of the stale rows reaped before it."""
+
+    backup_id: str
+    reaped_runs: list[str] = []
+
+
+def open_entry(db_url: str, settings: Settings, plan: BackupPlan, flow_run_id: str | None = None) -> LedgerEntry:
+    """Reap the tenant's stale rows, then create the ledger row (pending), recording the Prefect
+    flow run when there is one; the caller holds the tenant lock."""
     req = plan.request
-    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
-        return ledger.create_backup(
+    with connect(db_url, lock_timeout=settings.lock_timeout) as conn, conn.transaction():
+        reaped = ledger.reap_stale(conn, settings.ledger_schema, req.tenant_id, reaper="backup")
+        backup_id = ledger.create_backup(
             conn,
             settings.ledger_schema,
             tenant_id=req.tenant_id,
@@ -198,7 +208,9 @@ def open_entry(db_url: str, settings: Settings, plan: BackupPlan) -> str:
             created_by=req.requested_by,
             throttle=None if req.force else timedelta(seconds=settings.throttle_seconds),
             schedule_id=req.schedule_id,
+            metadata={"flow_run_id": flow_run_id} if flow_run_id else None,
         )
+    return LedgerEntry(backup_id=backup_id, reaped_runs=reaped)
 
 
 def extract_part(

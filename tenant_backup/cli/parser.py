@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -29,6 +30,17 @@ def _quiet_prefect(verbose: bool) -> None:
     # longer than Prefect's default 20 s wait on a busy machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")  # hides the ephemeral server's shutdown noise
+
+
+def _say_waits() -> None:
+    """What a run waits for (a backup slot, a tenant's lock) goes to stderr as it starts waiting,
+    one line starting with ``tenant-backup:``, so that a CLI backup never waits in silence."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("tenant-backup: %(message)s"))
+    logger = logging.getLogger("tenant_backup")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
 
 
 def _set_locations(args: argparse.Namespace) -> None:
@@ -173,6 +185,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _quiet_prefect(args.verbose)
+    _say_waits()
     _set_locations(args)
     try:
         out = args.func(args)

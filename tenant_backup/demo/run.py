@@ -66,13 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    from deployments import ensure_concurrency_limit
     from flows.backup import backup_all_tenants
     from tenant_backup.settings import get_settings
 
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        settings = get_settings()
-        ensure_concurrency_limit(settings.concurrency_limit, settings.tenant_concurrency)
         outcomes = backup_all_tenants(profile="pos", backup_type="manual", force=True)
 
     from tenant_backup import ledger

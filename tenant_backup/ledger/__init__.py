@@ -3,9 +3,14 @@ its migrations are the ``v<n>.sql`` files next to this module. May import: the p
 
 Lifecycle of a backup row: ``pending`` (created under the tenant lock) -> ``in_progress`` (the
 snapshot is taken) -> ``completed`` (artifact in place, checksum recorded: the commit marker) or
-``failed`` (with ``error_message``). A run that died leaves its row pending or in_progress; the
-next run of that tenant, holding the tenant lock, knows no live run owns such a row and reaps it
-to failed.
+``failed`` (with ``error_message``). A restore's ``backup_restore_logs`` row is ``running`` from
+just before its apply (written under the tenant lock) until its result (``success`` set inside the
+restore's own transaction, so it commits with the rows; ``failed`` otherwise).
+
+A run that died leaves its backup row pending or in_progress, or its restore log running; the
+next backup or restore of that tenant, holding the tenant lock, knows no live run owns such a row
+and reaps it to failed (:func:`reap_stale`), returning the Prefect flow runs recorded in them so
+that the caller can tell Prefect they crashed.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from tenant_backup.errors import LedgerError, ThrottledError
 __all__ = [
     "BackupFilter",
     "BackupRow",
+    "LogResult",
     "complete_backup",
     "count_backups",
     "create_backup",
@@ -35,9 +41,11 @@ __all__ = [
     "mark_in_progress",
     "mark_missing",
     "migrate",
+    "reap_stale",
 ]
 
 BackupStatus = Literal["pending", "in_progress", "completed", "failed"]
+LogResult = Literal["running", "success", "failed"]
 
 
 class BackupRow(BaseModel):
@@ -70,7 +78,7 @@ def _q(schema: str, table: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
 
 
-LEDGER_VERSION = 2  # v<n>.sql next to this module is version n
+LEDGER_VERSION = 3  # v<n>.sql next to this module is version n
 
 
 def _statement(name: str, schema: str) -> sql.Composed:
@@ -97,6 +105,35 @@ def migrate(conn: psycopg.Connection, schema: str) -> None:
         conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(schema), sql.Literal(marker)))
 
 
+def reap_stale(conn: psycopg.Connection, schema: str, tenant_id: str, *, reaper: str) -> list[str]:
+    """Fail the tenant's rows that a run which died left behind: backups pending or in_progress,
+    restore logs running. Call while holding the tenant lock (no live run can own such a row).
+
+    ``reaper`` says who reaps ("backup", "restore"). Returns the Prefect flow run ids recorded in
+    the reaped rows (``metadata`` / ``details`` ``flow_run_id``), so that they can be marked crashed.
+    """
+    message = (
+        f"the run that wrote this row died before finishing it (process killed or connection lost); reaped by "
+        f"the next {reaper} of tenant {tenant_id}"
+    )
+    with conn.transaction():
+        backups = conn.execute(
+            sql.SQL(
+                "UPDATE {} SET status = 'failed', completed_at = now(), error_message = %s "
+                "WHERE tenant_id = %s AND status IN ('pending', 'in_progress') RETURNING metadata->>'flow_run_id'"
+            ).format(_q(schema, "backups")),
+            (message, tenant_id),
+        ).fetchall()
+        logs = conn.execute(
+            sql.SQL(
+                "UPDATE {} SET result = 'failed', error_message = %s "
+                "WHERE tenant_id = %s AND result = 'running' RETURNING details->>'flow_run_id'"
+            ).format(_q(schema, "backup_restore_logs")),
+            (message, tenant_id),
+        ).fetchall()
+    return sorted({row[0] for row in [*backups, *logs] if row[0]})
+
+
 def create_backup(
     conn: psycopg.Connection,
     schema: str,
@@ -111,22 +148,12 @@ def create_backup(
     created_by: str | None,
     throttle: timedelta | None,
     schedule_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> str:
-    """Insert a ``pending`` row and return its id; call while holding the tenant lock.
-
-    First reaps rows of the tenant left pending / in_progress by a run that died (no live run
-    can own them: it would hold the lock), then applies the throttle unless ``throttle`` is None.
+    """Insert a ``pending`` row and return its id; call while holding the tenant lock, after
+    :func:`reap_stale`. Applies the throttle unless ``throttle`` is None.
     """
     with conn.transaction():
-        conn.execute(
-            sql.SQL(
-                "UPDATE {} SET status = 'failed', completed_at = now(), error_message = "
-                "'the run that wrote this row ended without finishing it (process killed or connection "
-                "lost); reaped by the next backup of the tenant' "
-                "WHERE tenant_id = %s AND status IN ('pending', 'in_progress')"
-            ).format(_q(schema, "backups")),
-            (tenant_id,),
-        )
         if throttle is not None:
             row = conn.execute(
                 sql.SQL(
@@ -147,9 +174,21 @@ def create_backup(
         row = conn.execute(
             sql.SQL(
                 "INSERT INTO {} (tenant_id, tenant_column, nom, type, format, categories, created_by, "
-                "backup_type, schedule_id, status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending') RETURNING id"
+                "backup_type, schedule_id, metadata, status) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending') RETURNING id"
             ).format(_q(schema, "backups")),
-            (tenant_id, tenant_column, name, type_, format_, Jsonb(categories), created_by, backup_type, schedule_id),
+            (
+                tenant_id,
+                tenant_column,
+                name,
+                type_,
+                format_,
+                Jsonb(categories),
+                created_by,
+                backup_type,
+                schedule_id,
+                Jsonb(metadata or {}),
+            ),
         ).fetchone()
     assert row is not None
     return str(row[0])
@@ -227,20 +266,28 @@ def log_action(
     schema: str,
     *,
     action: str,
-    result: Literal["success", "failed"],
+    result: LogResult,
     tenant_id: str | None,
     backup_id: str | None = None,
     performed_by: str | None = None,
     error: str | None = None,
     details: dict[str, Any] | None = None,
+    log_id: str | None = None,
 ) -> None:
-    """Append one row to ``backup_restore_logs`` (seed 001's audit of backups and restores)."""
+    """Write one row of ``backup_restore_logs`` (seed 001's audit of backups and restores).
+
+    With ``log_id``, a run writes one row in steps: first ``running``, then its result, which
+    settles it: a row that is no longer running (committed, or reaped) is never changed again, and
+    a result without a running row before it inserts the row. Without it, a new row.
+    """
     conn.execute(
         sql.SQL(
-            "INSERT INTO {} (backup_id, tenant_id, performed_by, action, result, error_message, details) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            "INSERT INTO {} AS l (id, backup_id, tenant_id, performed_by, action, result, error_message, details) "
+            "VALUES (coalesce(%s::uuid, gen_random_uuid()), %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE "
+            "SET result = excluded.result, error_message = excluded.error_message, details = l.details || "
+            "excluded.details WHERE l.result = 'running'"
         ).format(_q(schema, "backup_restore_logs")),
-        (backup_id, tenant_id, performed_by, action, result, error, Jsonb(details or {})),
+        (log_id, backup_id, tenant_id, performed_by, action, result, error, Jsonb(details or {})),
     )
 
 

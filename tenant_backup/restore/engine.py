@@ -18,6 +18,7 @@ the app's triggers fire as for any write.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import psycopg
@@ -81,10 +82,13 @@ def restore_tenant(
     apply: bool,
     lock_timeout: str,
     work_mem: str = "256MB",
+    before_commit: Callable[[psycopg.Connection, RestorePlan], None] | None = None,
 ) -> RestorePlan:
     """Plan (and with ``apply``, perform) the restore in one transaction on ``conn`` (autocommit).
 
     Without ``apply`` everything is rolled back: the plan's counts are what an apply would do now.
+    With it, ``before_commit(conn, plan)`` runs last inside the transaction (the restore's log row
+    is settled there), so that what it writes commits, or rolls back, with the rows.
     """
     manifest = artifact.manifest
     profile = stored_profile(manifest.profile_doc, manifest.tenant_column, manifest.db_schema)
@@ -179,6 +183,8 @@ def restore_tenant(
         check_restored(conn, catalog, ordered, target_tenant, mode, manifest.tables, fk_check=replica)
         counted = [done[c.table].model_copy(update={"rows": c.rows}) for c in changes]
         plan = plan.model_copy(update={"applied": True, "tables": counted})
+        if before_commit is not None:
+            before_commit(conn, plan)
     return plan
 
 

@@ -2,19 +2,29 @@
 
 check the request (typed confirmation, ledger row, admin rule) -> fetch and verify the artifact
 -> plan (rolled back) -> [approval] -> apply (one transaction) -> log.
+
+A run writes one ``backup_restore_logs`` row, named by its :class:`RunLog`: a refusal writes it
+failed; an apply writes it ``running`` first, under the tenant's lock, and settles it inside the
+restore's transaction; any other outcome writes it at the end (:func:`log_restore`).
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
+from contextlib import suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+import psycopg
+from pydantic import BaseModel, ConfigDict, Field
 
 from tenant_backup import ledger
 from tenant_backup.artifact.manifest import Manifest
 from tenant_backup.artifact.reader import Artifact, fetch_artifact
-from tenant_backup.db import connect
+from tenant_backup.backup.steps import error_text
+from tenant_backup.db import connect, tenant_lock
 from tenant_backup.errors import LedgerError, RestoreRefusedError, VerificationError
 from tenant_backup.restore.engine import RestorePlan, restore_tenant
 from tenant_backup.results import RestoreResult, TableCounts
@@ -24,13 +34,16 @@ from tenant_backup.tenancy.admins import check_admin
 from tenant_backup.tenancy.profiles import stored_profile
 
 __all__ = [
+    "AppliedRestore",
     "RestoreRequest",
     "RestoreTarget",
+    "RunLog",
     "VerifiedArtifact",
+    "apply_restore",
     "check_request",
     "log_restore",
+    "plan_restore",
     "result_of",
-    "run",
     "verify",
 ]
 
@@ -47,6 +60,25 @@ class RestoreRequest(BaseModel):
     dry_run: bool = False
     tables: list[str] | None = None
     target_tenant: str | None = None
+
+
+class RunLog(BaseModel):
+    """The ``backup_restore_logs`` row of one restore or verify run: its id, the Prefect flow run
+    (recorded so that a run that died can be marked crashed), and when the run started."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    action: Literal["restore", "verify"] = "restore"
+    flow_run_id: str | None = None
+    started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class AppliedRestore(BaseModel):
+    """An applied restore's plan, and the Prefect flow runs of the stale rows reaped before it."""
+
+    plan: RestorePlan
+    reaped_runs: list[str] = []
 
 
 class RestoreTarget(BaseModel):
@@ -71,7 +103,7 @@ class VerifiedArtifact(BaseModel):
         return Artifact(Path(self.path), self.manifest)
 
 
-def check_request(db_url: str, settings: Settings, req: RestoreRequest) -> RestoreTarget:
+def check_request(db_url: str, settings: Settings, req: RestoreRequest, log: RunLog) -> RestoreTarget:
     """Refuse before anything else: no typed confirmation, no such backup, not completed,
     or a requester who is not an admin of the target tenant (logged)."""
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
@@ -96,17 +128,7 @@ def check_request(db_url: str, settings: Settings, req: RestoreRequest) -> Resto
                 profile = stored_profile(row.metadata.get("profile_doc"), row.tenant_column)
                 check_admin(conn, profile, target, req.requested_by, "restore")
         except Exception as exc:
-            ledger.log_action(
-                conn,
-                settings.ledger_schema,
-                action="restore",
-                result="failed",
-                tenant_id=target,
-                backup_id=req.backup_id,
-                performed_by=req.requested_by,
-                error=str(exc),
-                details={"mode": req.mode, "dry_run": req.dry_run},
-            )
+            _log(conn, settings, req, target, log, "failed", error=str(exc))
             raise
     return RestoreTarget(
         backup_id=req.backup_id,
@@ -134,28 +156,70 @@ def verify(storage: Storage, target: RestoreTarget, spool: Path) -> VerifiedArti
     return VerifiedArtifact(path=str(artifact.path), manifest=manifest)
 
 
-def run(
+def plan_restore(
+    db_url: str, settings: Settings, req: RestoreRequest, target: RestoreTarget, artifact: VerifiedArtifact
+) -> RestorePlan:
+    """Stage the backup and count what a restore would change now, in one transaction rolled back."""
+    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
+        return _restore(conn, settings, req, target, artifact, apply=False)
+
+
+def apply_restore(
     db_url: str,
+    settings: Settings,
+    req: RestoreRequest,
+    target: RestoreTarget,
+    artifact: VerifiedArtifact,
+    log: RunLog,
+) -> AppliedRestore:
+    """Apply the restore in one transaction, checked before commit.
+
+    The tenant's lock is held on this session from before the run's log row is written
+    ``running`` (stale rows of the tenant reaped first) until the row is settled: ``success``
+    inside the restore's transaction, so that it commits with the rows; ``failed`` after a
+    rollback. A process that dies in between leaves the row running (and the rows as they were)
+    for the tenant's next backup or restore to reap.
+    """
+    with tenant_lock(db_url, target.tenant_id, lock_timeout=settings.lock_timeout, purpose="restore") as lock:
+        conn = lock.conn
+        with conn.transaction():
+            reaped = ledger.reap_stale(conn, settings.ledger_schema, target.tenant_id, reaper="restore")
+            _log(conn, settings, req, target.tenant_id, log, "running")
+
+        def settle(tx: psycopg.Connection, plan: RestorePlan) -> None:
+            _log(tx, settings, req, target.tenant_id, log, "success", plan=plan)
+
+        try:
+            plan = _restore(conn, settings, req, target, artifact, apply=True, before_commit=settle)
+        except BaseException as exc:
+            with suppress(psycopg.Error):  # a lost session: the flow's own log_restore settles the row
+                _log(conn, settings, req, target.tenant_id, log, "failed", error=error_text(exc))
+            raise
+    return AppliedRestore(plan=plan, reaped_runs=reaped)
+
+
+def _restore(
+    conn: psycopg.Connection,
     settings: Settings,
     req: RestoreRequest,
     target: RestoreTarget,
     artifact: VerifiedArtifact,
     *,
     apply: bool,
+    before_commit: Callable[[psycopg.Connection, RestorePlan], None] | None = None,
 ) -> RestorePlan:
-    """Plan (apply=False, rolled back) or apply the restore in one transaction."""
-    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
-        return restore_tenant(
-            conn,
-            artifact.open(),
-            backup_id=target.backup_id,
-            target_tenant=target.tenant_id,
-            mode=req.mode,
-            tables=req.tables,
-            apply=apply,
-            lock_timeout=settings.lock_timeout,
-            work_mem=settings.work_mem,
-        )
+    return restore_tenant(
+        conn,
+        artifact.open(),
+        backup_id=target.backup_id,
+        target_tenant=target.tenant_id,
+        mode=req.mode,
+        tables=req.tables,
+        apply=apply,
+        lock_timeout=settings.lock_timeout,
+        work_mem=settings.work_mem,
+        before_commit=before_commit,
+    )
 
 
 def log_restore(
@@ -163,32 +227,53 @@ def log_restore(
     settings: Settings,
     req: RestoreRequest,
     tenant_id: str | None,
+    log: RunLog,
     *,
     plan: RestorePlan | None,
     error: str | None,
-    seconds: float,
-    action: str = "restore",
 ) -> None:
-    """One ``backup_restore_logs`` row: who, which backup, mode, counts, duration, result."""
-    details: dict[str, Any] = {"mode": req.mode, "dry_run": req.dry_run, "seconds": round(seconds, 3)}
+    """Settle the run's ``backup_restore_logs`` row at its end: who, which backup, mode, counts,
+    duration, result. A row already settled (an applied restore's, or one reaped) stays as it is."""
+    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
+        _log(conn, settings, req, tenant_id, log, "failed" if error else "success", plan=plan, error=error)
+
+
+def _log(
+    conn: psycopg.Connection,
+    settings: Settings,
+    req: RestoreRequest,
+    tenant_id: str | None,
+    log: RunLog,
+    result: ledger.LogResult,
+    *,
+    plan: RestorePlan | None = None,
+    error: str | None = None,
+) -> None:
+    details: dict[str, Any] = {
+        "mode": req.mode,
+        "dry_run": req.dry_run,
+        "seconds": round((datetime.now(UTC) - log.started_at).total_seconds(), 3),
+    }
+    if log.flow_run_id:
+        details["flow_run_id"] = log.flow_run_id
     if req.tables:
         details["tables_requested"] = req.tables
     if plan is not None:
         details["tables"] = {t.table: t.model_dump(exclude={"table"}) for t in plan.tables}
         details["applied"] = plan.applied
         details["triggers"] = plan.triggers
-    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
-        ledger.log_action(
-            conn,
-            settings.ledger_schema,
-            action=action,
-            result="failed" if error else "success",
-            tenant_id=tenant_id,
-            backup_id=req.backup_id,
-            performed_by=req.requested_by,
-            error=error,
-            details=details,
-        )
+    ledger.log_action(
+        conn,
+        settings.ledger_schema,
+        action=log.action,
+        result=result,
+        tenant_id=tenant_id,
+        backup_id=req.backup_id,
+        performed_by=req.requested_by,
+        error=error,
+        details=details,
+        log_id=log.id,
+    )
 
 
 def result_of(
