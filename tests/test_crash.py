@@ -266,7 +266,7 @@ def test_waits_for_a_tenants_lock_or_its_tables_are_bounded_and_name_the_holder(
         with tenant_lock(pos_db.url, tenant, lock_timeout="300ms", notify=said.append) as lock:
             with (
                 pytest.raises(TenantBusyError, match=r"locked by another session \('migration' \(pid \d+"),
-                lock.snapshot("public", ["tables", "zones"]),
+                lock.snapshot([("public", "tables"), ("public", "zones")]),
             ):
                 pass
             assert lock.conn.execute("SELECT 1").fetchone() == (1,)  # the session is still usable
