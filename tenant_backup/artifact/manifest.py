@@ -20,7 +20,9 @@ ARTIFACT_VERSION = "1.1.0"  # 1.1: json and sql formats, codecs
 class TableManifest(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    file: str | None = Field(None, description="Entry name in a CSV ZIP.")
+    file: str | None = Field(
+        None, description="Entry name in a CSV ZIP: <table>.csv, the table's name encoded when it could read as a path."
+    )
     rows: int
     size: int = Field(description="Bytes of the table's data (CSV file, JSON rows, COPY rows).")
     compressed_size: int

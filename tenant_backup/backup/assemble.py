@@ -18,6 +18,7 @@ from tenant_backup.artifact.documents import json_footer, json_header, sql_foote
 from tenant_backup.artifact.manifest import Manifest
 from tenant_backup.artifact.zipwriter import ZipStreamWriter
 from tenant_backup.backup.extract import TablePart
+from tenant_backup.segments import entry_name
 from tenant_backup.storage import Storage
 from tenant_backup.tenancy.catalog import TableScope
 
@@ -63,7 +64,7 @@ def _write_zip(out: BinaryIO, manifest: Manifest, parts: list[TablePart]) -> tup
     for part in parts:
         with open(part.path, "rb") as source:
             writer.add_precompressed(
-                manifest.tables[part.table].file or f"{part.table}.csv",
+                manifest.tables[part.table].file or f"{entry_name(part.table)}.csv",
                 source,
                 crc32=part.crc32,
                 compressed_size=part.compressed_size,

@@ -24,6 +24,7 @@ from tenant_backup.backup.assemble import ArtifactInfo
 from tenant_backup.backup.extract import TablePart, extract_table
 from tenant_backup.db import Snapshot, connect, import_snapshot
 from tenant_backup.errors import ConfigurationError, PermissionDeniedError, TenantBackupError
+from tenant_backup.segments import encode_segment, entry_name
 from tenant_backup.settings import Settings
 from tenant_backup.storage import Storage
 from tenant_backup.tenancy.admins import check_admin
@@ -232,7 +233,7 @@ def extract_part(
                 conn,
                 scope,
                 tenant_id,
-                spool / f"{scope.table}.part",
+                spool / f"{encode_segment(scope.table, what='table')}.part",
                 fmt=fmt,
                 compression=compression,
                 level=level,
@@ -245,7 +246,7 @@ def build_manifest(plan: BackupPlan, backup_id: str, snapshot: Snapshot, parts: 
     by_table = {p.table: p for p in parts}
     tables = {
         s.table: TableManifest(
-            file=f"{s.table}.csv" if plan.request.format == "csv" else None,
+            file=f"{entry_name(s.table)}.csv" if plan.request.format == "csv" else None,
             rows=by_table[s.table].rows,
             size=by_table[s.table].size,
             compressed_size=by_table[s.table].compressed_size,
