@@ -116,7 +116,8 @@ def backup_tenant(
     ):
         backup_id = t.open_entry(plan, database_block)
         try:
-            t.check_storage(storage_block)
+            for key in t.check_storage(plan, storage_block):
+                get_run_logger().info("removed %s, left by a run of tenant %s that was killed", key, tenant_id)
             with spool_dir("backup", get_settings().spool_dir) as spool:
                 with lock.snapshot(plan.db_schema, [s.table for s in plan.tables]) as snapshot:
                     t.mark_started(backup_id, snapshot, database_block)

@@ -9,12 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tenant_backup.artifact.codecs import Compression
 from tenant_backup.artifact.formats import ArtifactFormat
+from tenant_backup.db import DatabaseOwner
 from tenant_backup.tenancy.catalog import ColumnInfo
 
 __all__ = ["ARTIFACT_VERSION", "Manifest", "TableManifest"]
 
 # Bumped on any change a reader must know about; a reader refuses a newer major version.
-ARTIFACT_VERSION = "1.1.0"  # 1.1: json and sql formats, codecs
+ARTIFACT_VERSION = "1.2.0"  # 1.1: json and sql formats, codecs; 1.2: database
 
 
 class TableManifest(BaseModel):
@@ -45,6 +46,9 @@ class Manifest(BaseModel):
     version: str = ARTIFACT_VERSION
     backup_id: str
     date: datetime = Field(description="Snapshot time (UTC): the data is as of this instant.")
+    database: DatabaseOwner | None = Field(
+        None, description="The database backed up (system identifier and name); absent before version 1.2."
+    )
     tenant_id: str
     tenant_column: str
     tenant_name: str | None
