@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from typing import Any, Literal, cast
 from uuid import UUID
@@ -27,6 +26,7 @@ from tenant_backup.operations.retention import RetentionPolicy
 from tenant_backup.progress import Progress, publish
 from tenant_backup.results import BackupResult, TenantOutcome
 from tenant_backup.settings import get_settings
+from tenant_backup.spool import spool_dir
 
 __all__ = ["backup_all_tenants", "backup_tenant"]
 
@@ -124,8 +124,9 @@ def backup_tenant(
     ):
         backup_id = t.open_entry(plan, database_block)
         try:
-            t.check_storage(storage_block)
-            with tempfile.TemporaryDirectory(prefix="tenant-backup-", dir=settings.spool_dir) as spool:
+            for key in t.check_storage(plan, storage_block):
+                get_run_logger().info("removed %s, left by a run of tenant %s that was killed", key, tenant_id)
+            with spool_dir("backup", get_settings().spool_dir) as spool:
                 with lock.snapshot(plan.relations) as snapshot:
                     t.mark_started(backup_id, snapshot, database_block)
                     futures = t.extract_table.map(

@@ -7,7 +7,8 @@ from prefect import flow, get_run_logger
 
 from tasks import maintenance as t
 from tasks.report import publish_prune_report, publish_reconcile_report, publish_sync_report
-from tenant_backup.operations.maintenance import PruneReport, ReconcileReport
+from tenant_backup.operations.maintenance import PruneReport
+from tenant_backup.operations.reconcile import ReconcileReport
 from tenant_backup.operations.retention import RetentionPolicy
 from tenant_backup.operations.schedules import SyncReport
 from tenant_backup.settings import get_settings
@@ -67,7 +68,8 @@ def prune_backups(
 
 @flow(
     name="reconcile-storage",
-    description="Find objects without a ledger row and ledger rows whose object is gone; clean on request.",
+    description="Find this database's objects without a ledger row and ledger rows whose object is gone; clean "
+    "on request. Other databases' objects are reported as not ours and never touched.",
 )
 def reconcile_storage(
     clean: bool = False, database_block: str | None = None, storage_block: str | None = None
@@ -75,7 +77,8 @@ def reconcile_storage(
     """Compare storage with the ledger.
 
     Args:
-        clean: Delete orphan objects and mark rows without an object failed.
+        clean: Delete orphan objects (in this database's folder, of tenants no run holds), abort
+            their incomplete uploads, and mark rows without an object failed.
     """
     report = t.reconcile(clean, database_block, storage_block)
     publish_reconcile_report(report)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from typing import Literal
 from uuid import UUID
@@ -23,10 +22,9 @@ from tenant_backup.restore.engine import RestorePlan
 from tenant_backup.restore.steps import RestoreRequest, RestoreTarget
 from tenant_backup.results import RestoreResult
 from tenant_backup.settings import get_settings
+from tenant_backup.spool import spool_dir
 
 __all__ = ["RestoreApproval", "answer_approval", "restore_backup", "verify_backup"]
-
-_settings = get_settings()
 
 
 class RestoreApproval(RunInput):
@@ -140,7 +138,7 @@ def restore_backup(
     target = t.check_restore(req, log, database_block)  # logs its own refusals
     plan: RestorePlan | None = None
     try:
-        with tempfile.TemporaryDirectory(prefix="tenant-restore-", dir=_settings.spool_dir) as spool:
+        with spool_dir("restore", get_settings().spool_dir) as spool:
             artifact = t.fetch_and_verify(target, spool, storage_block)
             if dry_run or require_approval:
                 plan = t.plan_restore(req, target, artifact, database_block)
@@ -179,7 +177,7 @@ def verify_backup(
     log = t.new_run_log("verify")
     target: RestoreTarget = t.check_restore(req, log, database_block)  # a dry run needs no confirmation
     try:
-        with tempfile.TemporaryDirectory(prefix="tenant-verify-", dir=_settings.spool_dir) as spool:
+        with spool_dir("verify", get_settings().spool_dir) as spool:
             artifact = t.fetch_and_verify(target, spool, storage_block)
             plan = t.plan_restore(req, target, artifact, database_block)
     except BaseException as exc:

@@ -11,7 +11,7 @@ from prefect.client.schemas.objects import State, TaskRun
 from blocks import database_url, open_storage
 from tasks.runs import current_flow_run_id, mark_crashed
 from tenant_backup.artifact.manifest import Manifest
-from tenant_backup.backup import steps
+from tenant_backup.backup import assemble, steps
 from tenant_backup.backup.assemble import ArtifactInfo
 from tenant_backup.backup.extract import TablePart
 from tenant_backup.backup.steps import BackupPlan, BackupRequest
@@ -46,11 +46,10 @@ def plan_backup(request: BackupRequest, database_block: str | None) -> BackupPla
 
 
 @task(name="check-storage")
-def check_storage(storage_block: str | None) -> str:
-    """Fail before extracting anything when the storage cannot be reached; returns its URL."""
-    storage = open_storage(storage_block)
-    storage.check()
-    return storage.url
+def check_storage(plan: BackupPlan, storage_block: str | None) -> list[str]:
+    """Fail before extracting anything when the storage cannot be reached, and remove what killed
+    runs of the tenant left there (the flow holds the tenant lock); returns the keys removed."""
+    return assemble.prepare_storage(open_storage(storage_block), plan.database, plan.request.tenant_id)
 
 
 @task(name="open-ledger-entry")

@@ -15,7 +15,9 @@ from tenant_backup.db import connect
 from tenant_backup.errors import ConfigurationError
 from tenant_backup.operations import maintenance as steps
 from tenant_backup.operations import schedules
-from tenant_backup.operations.maintenance import PruneReport, ReconcileReport
+from tenant_backup.operations.maintenance import PruneReport
+from tenant_backup.operations.reconcile import ReconcileReport
+from tenant_backup.operations.reconcile import reconcile as reconcile_storage
 from tenant_backup.operations.retention import RetentionPolicy
 from tenant_backup.operations.schedules import SLUG_PREFIX, InvalidSchedule, ScheduleRow, SyncChange, next_run
 from tenant_backup.settings import get_settings
@@ -40,8 +42,8 @@ def prune(
 
 @task(name="reconcile-storage")
 def reconcile(clean: bool, database_block: str | None, storage_block: str | None) -> ReconcileReport:
-    """Objects without a ledger row, ledger rows without an object."""
-    return steps.reconcile(database_url(database_block), get_settings(), open_storage(storage_block), clean=clean)
+    """Objects without a ledger row (ours, busy, not ours), ledger rows without an object."""
+    return reconcile_storage(database_url(database_block), get_settings(), open_storage(storage_block), clean=clean)
 
 
 @task(name="read-schedules")

@@ -15,7 +15,8 @@ from prefect.artifacts import (
 )
 
 from tenant_backup import progress
-from tenant_backup.operations.maintenance import PruneReport, ReconcileReport
+from tenant_backup.operations.maintenance import PruneReport
+from tenant_backup.operations.reconcile import ReconcileReport
 from tenant_backup.operations.schedules import SyncReport
 from tenant_backup.restore.engine import RestorePlan
 from tenant_backup.results import BackupResult, RestoreResult
@@ -119,7 +120,9 @@ def publish_prune_report(report: PruneReport, tenant_id: str | None) -> None:
                 "tenant": d.tenant_id,
                 "created": d.created_at.isoformat(timespec="seconds"),
                 "status": d.status,
-                "decision": "keep" if d.keep else ("error" if d.backup_id in report.errors else gone),
+                "decision": "keep"
+                if d.keep
+                else ("error" if d.backup_id in report.errors else _gone(gone, d.backup_id in report.not_ours)),
                 "reason": report.errors.get(d.backup_id, d.reason),
             }
             for d in report.decisions
@@ -130,15 +133,21 @@ def publish_prune_report(report: PruneReport, tenant_id: str | None) -> None:
     )
 
 
+def _gone(verb: str, not_ours: bool) -> str:
+    return f"{verb} (ledger row only: the object belongs to another database)" if not_ours else verb
+
+
 def publish_reconcile_report(report: ReconcileReport) -> None:
-    lines = [
-        f"# Storage vs ledger{' (cleaned)' if report.cleaned else ''}",
-        "",
-        f"- objects without a ledger row: {len(report.orphans)}",
-        *(f"  - `{key}`" for key in report.orphans),
-        f"- completed backups whose object is gone: {len(report.missing)}",
-        *(f"  - `{backup_id}`" for backup_id in report.missing),
-    ]
+    lines = [f"# Storage vs ledger{' (cleaned)' if report.cleaned else ''}", ""]
+    for label, items in (
+        ("objects of this database without a ledger row", report.orphans),
+        ("incomplete uploads of dead runs", report.uploads),
+        ("completed backups whose object is gone", report.missing),
+        ("left: a run of the tenant is in progress", report.busy),
+        ("not ours (another database, or an older layout): never touched", report.not_ours),
+        ("dead spool folders removed", report.spools_removed),
+    ):
+        lines += [f"- {label}: {len(items)}", *(f"  - `{item}`" for item in items)]
     create_markdown_artifact(markdown="\n".join(lines), key="reconcile-storage", description="Storage reconciliation")
 
 

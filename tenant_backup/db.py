@@ -1,4 +1,5 @@
-"""Connections, the backup slots, the per-tenant lock and the shared snapshot.
+"""Connections, which database this is, the backup slots, the per-tenant lock and the shared
+snapshot.
 
 Every session is pinned to ``TimeZone=UTC``, ``DateStyle=ISO``, ``IntervalStyle=iso_8601`` so
 artifacts do not depend on server or role settings, carries a ``lock_timeout``, runs with
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
+from pydantic import BaseModel, ConfigDict
 
 from tenant_backup.errors import (
     ConfigurationError,
@@ -35,15 +37,19 @@ from tenant_backup.errors import (
     SnapshotError,
     TenantBusyError,
 )
+from tenant_backup.segments import encode_segment
 
 __all__ = [
+    "DatabaseOwner",
     "Notify",
     "Snapshot",
     "TenantLock",
     "check_session_capable",
     "connect",
     "import_snapshot",
+    "read_owner",
     "tenant_lock",
+    "tenant_lock_if_free",
 ]
 
 log = logging.getLogger("tenant_backup")
@@ -103,6 +109,37 @@ def connect(
     if not autocommit:
         conn.commit()
     return conn
+
+
+class DatabaseOwner(BaseModel):
+    """The database an artifact belongs to: its cluster's system identifier and its name.
+
+    Two databases sharing one storage root (prod and staging, one bucket) differ in one or the
+    other, so each keeps to its own prefix. (A physical copy of a cluster keeps its identifier:
+    give the copy's database another name.)"""
+
+    model_config = ConfigDict(frozen=True)
+
+    system_identifier: str  # a bigint, as text: JSON readers lose digits beyond 2**53
+    name: str
+
+    @property
+    def segment(self) -> str:
+        """The storage folder of this database's artifacts: ``<encoded name>-<system identifier>``."""
+        return f"{encode_segment(self.name, what='database name')}-{self.system_identifier}"
+
+
+def read_owner(conn: psycopg.Connection) -> DatabaseOwner:
+    """Which database ``conn`` is connected to (``pg_control_system()`` is PUBLIC on PostgreSQL 15)."""
+    try:
+        row = conn.execute("SELECT system_identifier::text, current_database() FROM pg_control_system()").fetchone()
+    except pg_errors.InsufficientPrivilege as exc:
+        raise ConfigurationError(
+            f"the role cannot read the database's system identifier ({exc}); as a superuser run "
+            "GRANT EXECUTE ON FUNCTION pg_control_system() TO <role>"
+        ) from exc
+    assert row is not None
+    return DatabaseOwner(system_identifier=row[0], name=row[1])
 
 
 def _holders(conn: psycopg.Connection, where: sql.Composable, params: tuple[Any, ...]) -> str:
@@ -329,6 +366,20 @@ def tenant_lock(
         yield TenantLock(conn, tenant_id, lock_timeout=lock_timeout, slot=slot, notify=notify)
     finally:
         conn.close()  # closing the session releases the lock and the slot
+
+
+@contextmanager
+def tenant_lock_if_free(conn: psycopg.Connection, tenant_id: str) -> Iterator[bool]:
+    """Take the tenant's lock on ``conn`` if no run holds it, without waiting; yields whether it
+    was taken, and releases it when the block ends. Holding it proves that no backup or restore of
+    the tenant is running: each holds this lock from start to end."""
+    row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))", (TENANT_LOCK, tenant_id)).fetchone()
+    taken = bool(row and row[0])
+    try:
+        yield taken
+    finally:
+        if taken:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s), hashtext(%s))", (TENANT_LOCK, tenant_id))
 
 
 def import_snapshot(conn: psycopg.Connection, snapshot_id: str, tenant_id: str) -> None:

@@ -2,22 +2,54 @@
 
 Artifacts are written once: to a temporary ``.partial`` key next to the final one, then moved
 into place when complete, so a reader never sees half an artifact; on error the partial object
-is removed.
+is removed. A writer killed on the way leaves its ``.partial`` object (or, on S3, an incomplete
+multipart upload): :func:`is_partial` and :meth:`Storage.uploads` find them for the clean-up.
+
+A key is ``/``-separated segments under the root; a key that could leave the root or alias
+another (a leading ``/``, an empty, ``.`` or ``..`` segment) is refused before any call.
 """
 
 from __future__ import annotations
 
+import builtins
 import posixpath
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from fsspec.core import url_to_fs
 
 from tenant_backup.errors import ConfigurationError, StorageError
 
-__all__ = ["Storage"]
+__all__ = ["PARTIAL_SUFFIX", "Storage", "Upload", "check_key", "is_partial"]
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def is_partial(key: str) -> bool:
+    """Whether ``key`` is a temporary object of :meth:`Storage.write_atomic` (``.<name>.<rand>.partial``)."""
+    name = key.rsplit("/", 1)[-1]
+    return name.startswith(".") and name.endswith(PARTIAL_SUFFIX)
+
+
+def check_key(key: str) -> str:
+    """``key`` itself, or ConfigurationError when it could leave the root or alias another key."""
+    if not key or key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
+        raise ConfigurationError(
+            f"storage key {key!r} is refused: it has a leading '/' or an empty, '.' or '..' segment, so it could "
+            "leave the storage root; keys are built from encoded segments (a bug or a hand-edited ledger row)"
+        )
+    return key
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An incomplete S3 multipart upload: what a writer killed mid-upload leaves behind."""
+
+    key: str
+    upload_id: str
 
 
 class Storage:
@@ -37,18 +69,28 @@ class Storage:
         self.protocol = self.url.split("://", 1)[0]
 
     def full_url(self, key: str) -> str:
-        """The URL of ``key`` under the root, e.g. ``s3://bucket/prefix/<tenant>/<file>.zip``."""
-        return f"{self.url}/{key}"
+        """The URL of ``key`` under the root, e.g. ``s3://bucket/prefix/<db>/<tenant>/<file>.zip``."""
+        return f"{self.url}/{check_key(key)}"
 
     def path(self, key: str) -> str:
-        return posixpath.join(self.root, key)
+        return posixpath.join(self.root, check_key(key))
 
     def key_of(self, url: str) -> str:
         """The key of a full URL under this root; raises if the URL lies elsewhere."""
+        if not url.startswith(self.url + "/"):
+            raise ConfigurationError(f"{url} is not under the storage {self.url}; pass the storage it was written to")
+        return check_key(url[len(self.url) + 1 :])
+
+    def key_in(self, url: str) -> str | None:
+        """The key of a full URL under this root, or None when the URL lies elsewhere (another
+        root, or outside this one through a ``..`` segment)."""
         prefix = self.url + "/"
         if not url.startswith(prefix):
-            raise ConfigurationError(f"{url} is not under the storage {self.url}; pass the storage it was written to")
-        return url[len(prefix) :]
+            return None
+        try:
+            return check_key(url[len(prefix) :])
+        except ConfigurationError:
+            return None
 
     def check(self) -> None:
         """Fail early, before any extraction, when the storage cannot be reached."""
@@ -69,7 +111,7 @@ class Storage:
         """Write ``key`` through a temporary object, made visible only when the block succeeds."""
         final = self.path(key)
         folder, name = posixpath.split(final)
-        partial = posixpath.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.partial")
+        partial = posixpath.join(folder, f".{name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
         try:
             if self.protocol == "file":
                 self.fs.makedirs(folder, exist_ok=True)
@@ -98,17 +140,51 @@ class Storage:
             raise StorageError(f"{self.full_url(key)} does not exist") from exc
 
     def exists(self, key: str) -> bool:
-        return bool(self.fs.exists(self.path(key)))
+        """Whether ``key`` exists now (not per a listing cached by this process's filesystem)."""
+        path = self.path(key)
+        self.fs.invalidate_cache(path)
+        return bool(self.fs.exists(path))
 
     def list(self, prefix: str = "") -> list[str]:
-        """Keys under ``prefix`` (recursively), relative to the root."""
+        """Keys inside the folder ``prefix`` (recursively; every key when empty), relative to the
+        root. A folder, not a string prefix: ``list("a")`` never returns ``ab/…``."""
         base = self.path(prefix) if prefix else self.root
         try:
             found = self.fs.find(base)
         except FileNotFoundError:
             return []
         root = self.root.rstrip("/") + "/"
-        return sorted(p[len(root) :] if p.startswith(root) else p for p in found)
+        inside = root + prefix + "/" if prefix else root
+        return sorted(p[len(root) :] for p in found if p.startswith(inside))
+
+    def uploads(self, prefix: str) -> builtins.list[Upload]:
+        """Incomplete multipart uploads under the folder ``prefix`` (S3 only; empty elsewhere)."""
+        if self.protocol not in ("s3", "s3a"):
+            return []
+        bucket, _, base = self.path(prefix).partition("/")
+        found: builtins.list[Upload] = []
+        marker: dict[str, str] = {}
+        try:
+            while True:
+                page = self.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=base + "/", **marker)
+                found += [
+                    Upload(self._key_from(f"{bucket}/{u['Key']}"), u["UploadId"]) for u in page.get("Uploads", [])
+                ]
+                if not page.get("IsTruncated"):
+                    return found
+                marker = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+        except Exception as exc:
+            raise StorageError(f"cannot list the uploads under {self.full_url(prefix)}: {_short(exc)}") from exc
+
+    def abort_upload(self, upload: Upload) -> None:
+        bucket, _, key = self.path(upload.key).partition("/")
+        try:
+            self.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload.upload_id)
+        except Exception as exc:
+            raise StorageError(f"cannot abort the upload of {self.full_url(upload.key)}: {_short(exc)}") from exc
+
+    def _key_from(self, path: str) -> str:
+        return path[len(self.root.rstrip("/")) + 1 :]
 
     def remove(self, key: str) -> None:
         """Delete ``key``; an object already gone is not an error."""

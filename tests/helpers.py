@@ -25,6 +25,15 @@ from tenant_backup.tenancy.profiles import Profile, load_profile
 from tenant_backup.tenancy.scope import plan_scope
 
 
+def tenant_folder(db_url: str, tenant_id: str) -> str:
+    """``<db segment>/<tenant segment>``: where the backups of ``tenant_id`` of that database go."""
+    from tenant_backup.backup.assemble import tenant_prefix
+    from tenant_backup.db import read_owner
+
+    with psycopg.connect(db_url) as conn:
+        return tenant_prefix(read_owner(conn), tenant_id)
+
+
 def read_artifact(storage_url: str, storage_path: str, options: dict[str, Any] | None = None) -> zipfile.ZipFile:
     storage = Storage(storage_url, options)
     with storage.open_read(storage.key_of(storage_path)) as fh:

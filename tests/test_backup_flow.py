@@ -25,7 +25,15 @@ from tenant_backup.errors import (
 from tenant_backup.storage import Storage
 from tenant_backup.tenancy.catalog import read_catalog
 from tests.conftest import DemoDatabase, free_port, s3_options
-from tests.helpers import manifest_of, read_artifact, rows_of, scopes, tenant_csv, terminate_lock_holders
+from tests.helpers import (
+    manifest_of,
+    read_artifact,
+    rows_of,
+    scopes,
+    tenant_csv,
+    tenant_folder,
+    terminate_lock_holders,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -103,7 +111,8 @@ def test_ledger_row_records_the_artifact_and_its_checksum(pos_db: DemoDatabase, 
     assert row["type"] == "partial" and row["categories"] == ["clients", "ventes"]
     assert row["tables_backed_up"] == sorted(["clients", "ventes", "lignes_vente", "paiements", "sessions_caisse"])
     assert row["created_at"] <= row["started_at"] <= row["completed_at"]
-    assert row["backup_type"] == "manual" and row["storage_path"].startswith(env["store"] + f"/{tenant.id}/")
+    assert row["backup_type"] == "manual"
+    assert row["storage_path"].startswith(f"{env['store']}/{tenant_folder(pos_db.url, tenant.id)}/")
     assert [(log["action"], log["result"]) for log in _logs(pos_db, tenant.id)][-1] == ("backup", "success")
 
 
@@ -189,7 +198,8 @@ def test_failed_run_is_recorded_and_leaves_no_artifact(pos_db: DemoDatabase, env
     row = _backup_rows(pos_db, tenant.id)[-1]
     assert row["status"] == "failed" and row["completed_at"] is not None
     assert isinstance(info.value, SnapshotError) and "snapshot" in row["error_message"]
-    assert not [k for k in Storage(env["store"]).list(tenant.id) if row["id"] and str(row["id"]) in k]
+    folder = tenant_folder(pos_db.url, tenant.id)
+    assert not [k for k in Storage(env["store"]).list(folder) if row["id"] and str(row["id"]) in k]
 
 
 def test_stale_in_progress_row_is_reaped_by_the_next_run(pos_db: DemoDatabase, env: dict[str, Any]) -> None:
@@ -260,9 +270,10 @@ def test_same_flow_writes_to_s3(
     env["use"](crm_db, url, options)
     tenant = crm_db.tenants[0]
     result = backup_tenant(tenant_id=tenant.id, profile="crm", force=True)
-    assert result.storage_path.startswith(f"{url}/{tenant.id}/")
+    folder = tenant_folder(crm_db.url, tenant.id)
+    assert result.storage_path.startswith(f"{url}/{folder}/")
     storage = Storage(url, options)
-    assert storage.list(tenant.id) == [storage.key_of(result.storage_path)]  # no .partial left behind
+    assert storage.list(folder) == [storage.key_of(result.storage_path)]  # no .partial left behind
     archive = read_artifact(url, result.storage_path, options)
     assert manifest_of(archive)["total_records"] == result.record_count
     with connect(crm_db.url) as conn:

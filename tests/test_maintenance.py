@@ -12,14 +12,18 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
+from tenant_backup.backup.assemble import artifact_key, tenant_prefix
+from tenant_backup.db import DatabaseOwner, read_owner, tenant_lock
 from tenant_backup.errors import ConfigurationError, PermissionDeniedError
 from tenant_backup.ledger import BackupRow, migrate
 from tenant_backup.operations import maintenance
+from tenant_backup.operations.reconcile import reconcile
 from tenant_backup.operations.retention import RetentionPolicy, decide
 from tenant_backup.settings import Settings
 from tenant_backup.storage import Storage
-from tests.conftest import Database, DemoDatabase
+from tests.conftest import Database, DemoDatabase, drop_database, make_database
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -98,18 +102,27 @@ def _ledger(db: Database, store: str) -> tuple[Settings, Storage]:
     return settings, Storage(store)
 
 
-def _stored_backup(db: Database, storage: Storage, tenant: str, age_days: float, **extra: Any) -> tuple[str, str]:
-    """A completed backup row and its object, as a backup leaves them."""
+def owner(db: Database) -> DatabaseOwner:
+    with psycopg.connect(db.url) as conn:
+        return read_owner(conn)
+
+
+def _stored_backup(
+    db: Database, storage: Storage, tenant: str, age_days: float, *, by: Database | None = None, **extra: Any
+) -> tuple[str, str]:
+    """A completed backup row in ``db``'s ledger and its object, as a backup of ``by`` (default:
+    ``db``) leaves them; ``by`` another database is a row of a ledger cloned from it."""
     backup_id = str(uuid.uuid4())
     created = datetime.now(UTC) - timedelta(days=age_days)
-    key = f"{tenant}/{created:%Y%m%dT%H%M%SZ}-{backup_id}.zip"
+    writer = owner(by or db)
+    key = artifact_key(writer, tenant, backup_id, created)
     with storage.write_atomic(key) as out:
         out.write(b"artifact " + backup_id.encode())
     with psycopg.connect(db.url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO tenant_backup.backups (id, tenant_id, tenant_column, nom, type, format, status, "
             "storage_path, created_at, completed_at, schedule_id, metadata) "
-            "VALUES (%s, %s, 'etablissement_id', 'b', 'full', 'csv', %s, %s, %s, %s, %s, '{}')",
+            "VALUES (%s, %s, 'etablissement_id', 'b', 'full', 'csv', %s, %s, %s, %s, %s, %s)",
             (
                 backup_id,
                 tenant,
@@ -118,6 +131,7 @@ def _stored_backup(db: Database, storage: Storage, tenant: str, age_days: float,
                 created,
                 created,
                 extra.get("schedule_id"),
+                Jsonb({"database": writer.model_dump()}),
             ),
         )
     return backup_id, key
@@ -172,29 +186,32 @@ def test_reconcile_finds_an_orphan_object_and_a_missing_object(database: Databas
     kept_id, _ = _stored_backup(database, storage, "t1", 1)
     lost_id, lost_key = _stored_backup(database, storage, "t1", 2)
     storage.remove(lost_key)
-    orphan = f"t1/20260101T000000Z-{uuid.uuid4()}.zip"
+    orphan = artifact_key(owner(database), "t1", str(uuid.uuid4()), datetime(2026, 1, 1))
     with storage.write_atomic(orphan) as out:
         out.write(b"left behind")
-    running = str(uuid.uuid4())  # a backup being written: its .partial object is not an orphan
+    running = str(uuid.uuid4())  # a backup being written (its run holds the tenant lock): not an orphan
     with psycopg.connect(database.url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO tenant_backup.backups (id, tenant_id, tenant_column, nom, type, format, status) "
-            "VALUES (%s, 't1', 'etablissement_id', 'b', 'full', 'csv', 'in_progress')",
+            "VALUES (%s, 't2', 'etablissement_id', 'b', 'full', 'csv', 'in_progress')",
             (running,),
         )
-    storage.fs.pipe(storage.path(f"t1/.20260102T000000Z-{running}.zip.abcd1234.partial"), b"half")
+    partial = f"{tenant_prefix(owner(database), 't2')}/.20260102T000000Z-{running}.zip.abcd1234.partial"
+    storage.fs.makedirs(storage.path(tenant_prefix(owner(database), "t2")), exist_ok=True)
+    storage.fs.pipe(storage.path(partial), b"half")
 
-    found = maintenance.reconcile(database.url, settings, storage)
-    assert found.orphans == [orphan] and found.missing == [lost_id]
-    assert storage.exists(orphan)
+    with tenant_lock(database.url, "t2"):
+        found = reconcile(database.url, settings, storage)
+        assert found.orphans == [orphan] and found.missing == [lost_id] and found.busy == [partial]
+        assert storage.exists(orphan)
 
-    maintenance.reconcile(database.url, settings, storage, clean=True)
-    assert not storage.exists(orphan)
+        reconcile(database.url, settings, storage, clean=True)
+        assert not storage.exists(orphan) and storage.exists(partial)
     with psycopg.connect(database.url) as conn:
         statuses = dict(conn.execute("SELECT id::text, status FROM tenant_backup.backups").fetchall())
     assert statuses[lost_id] == "failed" and statuses[kept_id] == "completed" and statuses[running] == "in_progress"
-    again = maintenance.reconcile(database.url, settings, storage)
-    assert again.orphans == [] and again.missing == []
+    again = reconcile(database.url, settings, storage)
+    assert again.orphans == [partial] and again.missing == [] and again.busy == []  # its run is gone now
 
 
 @pytest.mark.usefixtures("prefect_api")
@@ -285,3 +302,81 @@ def test_a_scheduled_backup_stamps_its_schedule_applies_retention_and_reports_pr
         timeout=10,
     ).json()
     assert progress and progress[0]["type"] == "progress" and progress[0]["data"] == 100.0
+
+
+def test_prune_of_tenant_x_never_touches_the_objects_of_tenant_x_slash_y(database: Database, tmp_path: Any) -> None:
+    settings, storage = _ledger(database, f"file://{tmp_path}/store")
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        conn.execute("TRUNCATE tenant_backup.backups CASCADE")
+    x = [_stored_backup(database, storage, "x", d) for d in (1, 2, 3)]
+    nested = [_stored_backup(database, storage, "x/y", d) for d in (1, 2, 3)]
+    report = maintenance.prune(database.url, settings, storage, RetentionPolicy(max_backups=1), tenant_id="x")
+    assert set(report.deleted) == {x[1][0], x[2][0]}
+    assert storage.exists(x[0][1]) and not storage.exists(x[1][1]) and not storage.exists(x[2][1])
+    assert all(storage.exists(key) for _, key in nested) and {i for i, _ in nested} <= _ids(database)
+    assert storage.list(tenant_prefix(owner(database), "x")) == [x[0][1]]
+
+
+def test_two_databases_sharing_a_storage_root_each_clean_only_their_own_objects(
+    database: Database, pg_server: str, tmp_path: Any
+) -> None:
+    """prod and staging in one bucket: each reconciles and prunes its own folder; the other's
+    objects (and those of the layout before databases had folders) are not ours, never touched;
+    a row of a ledger cloned from the other database goes, its object stays."""
+    store = f"file://{tmp_path}/shared"
+    other = make_database(pg_server)
+    try:
+        settings, storage = _ledger(database, store)
+        _ledger(other, store)
+        with psycopg.connect(database.url, autocommit=True) as conn:
+            conn.execute("TRUNCATE tenant_backup.backups CASCADE")
+        ours = [_stored_backup(database, storage, "t1", d) for d in (1, 30)]
+        theirs = [_stored_backup(other, storage, "t1", d) for d in (1, 30)]
+        stray = {}
+        for db in (database, other):
+            stray[db.name] = artifact_key(owner(db), "t1", str(uuid.uuid4()), datetime(2026, 1, 1))
+            with storage.write_atomic(stray[db.name]) as out:
+                out.write(b"left by a killed run")
+        legacy = f"t1/20250101T000000Z-{uuid.uuid4()}.zip"  # the layout before databases had folders
+        with storage.write_atomic(legacy) as out:
+            out.write(b"old")
+
+        found = reconcile(database.url, settings, storage, clean=True)
+        assert found.orphans == [stray[database.name]] and found.missing == []
+        assert found.not_ours == sorted([*(key for _, key in theirs), stray[other.name], legacy])
+        assert not storage.exists(stray[database.name])
+        assert all(storage.exists(key) for _, key in ours + theirs) and storage.exists(stray[other.name])
+        mirrored = reconcile(other.url, Settings(database_url=other.url), storage)
+        assert mirrored.orphans == [stray[other.name]]
+        assert mirrored.not_ours == sorted([*(key for _, key in ours), legacy])
+
+        # A row of a ledger cloned from the other database: it names their object.
+        cloned_id, cloned_key = theirs[1]
+        with psycopg.connect(other.url) as src, psycopg.connect(database.url, autocommit=True) as dst:
+            row = src.execute(
+                "SELECT id, tenant_id, storage_path, created_at, metadata FROM tenant_backup.backups WHERE id = %s",
+                (cloned_id,),
+            ).fetchone()
+            assert row is not None
+            dst.execute(
+                "INSERT INTO tenant_backup.backups (id, tenant_id, tenant_column, nom, type, format, status, "
+                "storage_path, created_at, completed_at, metadata) VALUES "
+                "(%s, %s, 'etablissement_id', 'b', 'full', 'csv', 'completed', %s, %s, %s, %s)",
+                (row[0], row[1], row[2], row[3], row[3], Jsonb(row[4])),
+            )
+        assert cloned_key not in reconcile(database.url, settings, storage).not_ours  # in our ledger now
+        report = maintenance.prune(database.url, settings, storage, RetentionPolicy(max_age_days=7))
+        assert set(report.deleted) == {ours[1][0], cloned_id} and report.not_ours == [cloned_id]
+        assert not storage.exists(ours[1][1]) and storage.exists(cloned_key)
+        assert cloned_id not in _ids(database) and cloned_id in _ids(other)
+
+        with psycopg.connect(database.url, autocommit=True) as dst:  # cloned again, then deleted by hand
+            dst.execute(
+                "INSERT INTO tenant_backup.backups (id, tenant_id, tenant_column, nom, type, format, status, "
+                "storage_path, metadata) VALUES (%s, %s, 'etablissement_id', 'b', 'full', 'csv', 'completed', %s, %s)",
+                (row[0], row[1], row[2], Jsonb(row[4])),
+            )
+        out = maintenance.delete_backup(database.url, settings, storage, cloned_id, confirm="DELETE")
+        assert out["not_ours"] and storage.exists(cloned_key) and cloned_id not in _ids(database)
+    finally:
+        drop_database(other)

@@ -9,19 +9,23 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tenant_backup.artifact.codecs import Compression
 from tenant_backup.artifact.formats import ArtifactFormat
+from tenant_backup.db import DatabaseOwner
 from tenant_backup.tenancy.catalog import ColumnInfo
 
 __all__ = ["ARTIFACT_VERSION", "Manifest", "TableManifest"]
 
 # Bumped on any change a reader must know about; a reader refuses a newer major version.
-# 1.1: json and sql formats, codecs; 1.2: the SQL artifact stages its rows and replays the difference
+# 1.1: json and sql formats, codecs; 1.2: the database an artifact belongs to, and a SQL artifact
+# that stages its rows and replays only the difference
 ARTIFACT_VERSION = "1.2.0"
 
 
 class TableManifest(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    file: str | None = Field(None, description="Entry name in a CSV ZIP.")
+    file: str | None = Field(
+        None, description="Entry name in a CSV ZIP: <table>.csv, the table's name encoded when it could read as a path."
+    )
     rows: int
     size: int = Field(description="Bytes of the table's data (CSV file, JSON rows, COPY rows).")
     compressed_size: int
@@ -44,6 +48,9 @@ class Manifest(BaseModel):
     version: str = ARTIFACT_VERSION
     backup_id: str
     date: datetime = Field(description="Snapshot time (UTC): the data is as of this instant.")
+    database: DatabaseOwner | None = Field(
+        None, description="The database backed up (system identifier and name); absent before version 1.2."
+    )
     tenant_id: str
     tenant_column: str
     tenant_name: str | None

@@ -26,6 +26,7 @@ from tenant_backup.artifact.formats import copy_in_line, legacy_copy_in_line
 from tenant_backup.artifact.manifest import ARTIFACT_VERSION, Manifest
 from tenant_backup.artifact.rows import json_row_to_copy_text
 from tenant_backup.errors import VerificationError
+from tenant_backup.segments import encode_segment, entry_name
 from tenant_backup.storage import Storage
 from tenant_backup.tenancy.catalog import split_name
 
@@ -41,6 +42,12 @@ def _major(version: str) -> int:
         return int(version.split(".", 1)[0])
     except ValueError:
         return 1 << 30  # unparseable: treat as newer than anything we know
+
+
+def table_file(tables_dir: Path, table: str) -> Path:
+    """Where one table's COPY text is spooled: its name encoded, so that no table name (``../x``,
+    ``a/b``) reaches outside ``tables_dir``."""
+    return tables_dir / f"{encode_segment(table, what='table')}.copy"
 
 
 def tables_dir_of(path: Path) -> Path:
@@ -65,11 +72,11 @@ class Artifact:
     def open_table(self, table: str) -> Iterator[BinaryIO]:
         """The rows of ``table`` in :attr:`copy_format`, decompressed as they are read."""
         if self.manifest.artifact_format == "csv":
-            entry = self.manifest.tables[table].file or f"{table}.csv"
+            entry = self.manifest.tables[table].file or f"{entry_name(table)}.csv"
             with zipfile.ZipFile(self.path) as archive, archive.open(entry) as fh:
                 yield fh  # type: ignore[misc]
         else:
-            with (self.tables_dir / f"{table}.copy").open("rb") as fh:
+            with table_file(self.tables_dir, table).open("rb") as fh:
                 yield fh
 
 
@@ -156,7 +163,7 @@ def _verify_zip(path: Path, backup_id: str) -> Manifest:
         for table, entry in manifest.tables.items():
             digest = hashlib.sha256()
             try:
-                with archive.open(entry.file or f"{table}.csv") as fh:
+                with archive.open(entry.file or f"{entry_name(table)}.csv") as fh:
                     while chunk := fh.read(_CHUNK):
                         digest.update(chunk)
             except (KeyError, zipfile.BadZipFile, OSError) as exc:
@@ -206,7 +213,7 @@ def _json_tables(lines: BinaryIO, manifest: Manifest, tables_dir: Path, backup_i
             )
         columns = [c.name for c in manifest.tables[table].columns if not c.generated]
         digest, rows = hashlib.sha256(), 0
-        with (tables_dir / f"{table}.copy").open("wb") as out:
+        with table_file(tables_dir, table).open("wb") as out:
             while (row := lines.readline()) not in (b"]\n", b"],\n", b""):
                 digest.update(row)
                 rows += 1
@@ -233,7 +240,7 @@ def _sql_tables(lines: BinaryIO, tables_dir: Path, backup_id: str) -> tuple[Mani
                     f"backup {backup_id}: unexpected {line[:80]!r}", backup_id=backup_id, table=table
                 )
             digest, rows = hashlib.sha256(), 0
-            with (tables_dir / f"{table}.copy").open("wb") as out:
+            with table_file(tables_dir, table).open("wb") as out:
                 while (row := lines.readline()) not in (b"\\.\n", b""):
                     digest.update(row)
                     rows += 1

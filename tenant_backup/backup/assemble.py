@@ -19,10 +19,13 @@ from tenant_backup.artifact.manifest import Manifest
 from tenant_backup.artifact.script import sql_footer, sql_header
 from tenant_backup.artifact.zipwriter import ZipStreamWriter
 from tenant_backup.backup.extract import TablePart
-from tenant_backup.storage import Storage
+from tenant_backup.db import DatabaseOwner
+from tenant_backup.errors import ConfigurationError
+from tenant_backup.segments import encode_segment, entry_name
+from tenant_backup.storage import Storage, is_partial
 from tenant_backup.tenancy.catalog import ForeignKey, TableScope
 
-__all__ = ["ArtifactInfo", "artifact_key", "write_artifact"]
+__all__ = ["ArtifactInfo", "artifact_key", "prepare_storage", "tenant_prefix", "write_artifact"]
 
 _CHUNK = 1 << 20
 
@@ -36,9 +39,33 @@ class ArtifactInfo(BaseModel):
     checksum: str
 
 
-def artifact_key(tenant_id: str, backup_id: str, taken_at: datetime, suffix: str = "zip") -> str:
-    """``<tenant>/<UTC time>-<backup id>.<suffix>``: sorted by time within the tenant's prefix."""
-    return f"{tenant_id}/{taken_at:%Y%m%dT%H%M%SZ}-{backup_id}.{suffix}"
+def tenant_prefix(database: DatabaseOwner, tenant_id: str) -> str:
+    """``<db segment>/<tenant segment>``: the folder of one tenant's artifacts of one database. The
+    tenant id is encoded into exactly one segment, so no id reaches outside it or into another's."""
+    return f"{database.segment}/{encode_segment(tenant_id)}"
+
+
+def artifact_key(
+    database: DatabaseOwner, tenant_id: str, backup_id: str, taken_at: datetime, suffix: str = "zip"
+) -> str:
+    """``<db segment>/<tenant segment>/<UTC time>-<backup id>.<suffix>``: sorted by time within the
+    tenant's folder."""
+    return f"{tenant_prefix(database, tenant_id)}/{taken_at:%Y%m%dT%H%M%SZ}-{backup_id}.{suffix}"
+
+
+def prepare_storage(storage: Storage, database: DatabaseOwner, tenant_id: str) -> list[str]:
+    """Fail early when the storage cannot be reached, then remove what killed runs left in the
+    tenant's folder (``.partial`` objects, S3 multipart uploads); returns their keys. The caller
+    holds the tenant lock, so no live writer of the tenant exists."""
+    storage.check()
+    prefix = tenant_prefix(database, tenant_id)
+    removed = [key for key in storage.list(prefix) if is_partial(key)]
+    for key in removed:
+        storage.remove(key)
+    for upload in storage.uploads(prefix):
+        storage.abort_upload(upload)
+        removed.append(upload.key)
+    return removed
 
 
 def write_artifact(
@@ -50,8 +77,17 @@ def write_artifact(
     foreign_keys: list[ForeignKey] | None = None,
 ) -> ArtifactInfo:
     """Write the artifact atomically (temporary key, then moved); ``parts`` in ``manifest.table_order``."""
+    if manifest.database is None:
+        raise ConfigurationError(
+            f"the manifest of backup {manifest.backup_id} names no database; plan the backup again",
+            tenant_id=manifest.tenant_id,
+        )
     key = artifact_key(
-        manifest.tenant_id, manifest.backup_id, manifest.date, suffix(manifest.artifact_format, manifest.compression)
+        manifest.database,
+        manifest.tenant_id,
+        manifest.backup_id,
+        manifest.date,
+        suffix(manifest.artifact_format, manifest.compression),
     )
     by_name = {p.table: p for p in parts}
     ordered = [by_name[name] for name in manifest.table_order]
@@ -69,7 +105,7 @@ def _write_zip(out: BinaryIO, manifest: Manifest, parts: list[TablePart]) -> tup
     for part in parts:
         with open(part.path, "rb") as source:
             writer.add_precompressed(
-                manifest.tables[part.table].file or f"{part.table}.csv",
+                manifest.tables[part.table].file or f"{entry_name(part.table)}.csv",
                 source,
                 crc32=part.crc32,
                 compressed_size=part.compressed_size,

@@ -20,8 +20,9 @@ from tenant_backup.artifact.manifest import Manifest, TableManifest
 from tenant_backup.backup import assemble as artifact
 from tenant_backup.backup.assemble import ArtifactInfo
 from tenant_backup.backup.extract import TablePart, extract_table
-from tenant_backup.db import Snapshot, connect, import_snapshot
+from tenant_backup.db import DatabaseOwner, Snapshot, connect, import_snapshot, read_owner
 from tenant_backup.errors import ConfigurationError, PermissionDeniedError, TenantBackupError
+from tenant_backup.segments import encode_segment, entry_name
 from tenant_backup.settings import Settings
 from tenant_backup.storage import Storage
 from tenant_backup.tenancy import tenants
@@ -83,6 +84,7 @@ class BackupPlan(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     request: BackupRequest
+    database: DatabaseOwner
     profile: str
     profile_doc: dict[str, Any]
     tenant_column: str
@@ -120,8 +122,10 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
     """
     profile = resolve_profile(request.profile, request.tenant_column)
     check_compression(request.compression, request.level, request.format)
+    encode_segment(request.tenant_id)  # an id that cannot be stored is refused before anything is written
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
         ledger.migrate(conn, settings.ledger_schema)
+        database = read_owner(conn)
         catalog = read_catalog(conn, profile.db_schema, profile.schemas)
         tables = profile.tables_for(request.categories) if profile.categories else None
         if tables is None and request.categories:
@@ -149,6 +153,7 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
     categories = request.categories or (list(profile.categories) or [s.table for s in scopes])
     return BackupPlan(
         request=request,
+        database=database,
         profile=profile.name,
         profile_doc=profile.model_dump(mode="json", by_alias=True),
         tenant_column=profile.tenant_column,
@@ -231,7 +236,7 @@ def extract_part(
                 conn,
                 scope,
                 tenant_id,
-                spool / f"{scope.table}.part",
+                spool / f"{encode_segment(scope.table, what='table')}.part",
                 fmt=fmt,
                 compression=compression,
                 level=level,
@@ -244,7 +249,7 @@ def build_manifest(plan: BackupPlan, backup_id: str, snapshot: Snapshot, parts: 
     by_table = {p.table: p for p in parts}
     tables = {
         s.table: TableManifest(
-            file=f"{s.table}.csv" if plan.request.format == "csv" else None,
+            file=f"{entry_name(s.table)}.csv" if plan.request.format == "csv" else None,
             rows=by_table[s.table].rows,
             size=by_table[s.table].size,
             compressed_size=by_table[s.table].compressed_size,
@@ -258,6 +263,7 @@ def build_manifest(plan: BackupPlan, backup_id: str, snapshot: Snapshot, parts: 
     return Manifest(
         backup_id=backup_id,
         date=snapshot.taken_at,
+        database=plan.database,
         tenant_id=plan.request.tenant_id,
         tenant_column=plan.tenant_column,
         tenant_name=plan.tenant_name,
@@ -313,6 +319,7 @@ def finish_entry(db_url: str, settings: Settings, backup_id: str, manifest: Mani
             tables=sorted(manifest.tables),
             metadata={
                 "storage_key": artifact.key,
+                "database": manifest.database.model_dump() if manifest.database else None,
                 "snapshot_time": manifest.date.isoformat(),
                 "schema_fingerprint": manifest.schema_fingerprint,
                 "server_version": manifest.server_version,

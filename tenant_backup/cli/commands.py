@@ -221,7 +221,8 @@ def cmd_delete(args: argparse.Namespace) -> dict[str, Any]:
     db_url, settings, storage = _plain()
     out = delete_backup(db_url, settings, storage, args.backup_id, confirm=args.confirm, requested_by=args.requested_by)
     if not args.json:
-        print(f"deleted backup {args.backup_id} ({out['storage_path'] or 'no artifact'})")
+        left = "; the object belongs to another database and was left" if out["not_ours"] else ""
+        print(f"deleted backup {args.backup_id} ({out['storage_path'] or 'no artifact'}){left}")
     return out
 
 
@@ -243,7 +244,8 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
         verb = "would delete" if args.dry_run else "deleted"
         for d in report.decisions:
             mark = "keep  " if d.keep else ("DRY   " if args.dry_run else "DELETE")
-            print(f"{mark} {d.created_at:%Y-%m-%d %H:%M}  {d.backup_id}  {d.tenant_id}  {d.reason}")
+            left = "  (ledger row only: the object is not ours)" if d.backup_id in report.not_ours else ""
+            print(f"{mark} {d.created_at:%Y-%m-%d %H:%M}  {d.backup_id}  {d.tenant_id}  {d.reason}{left}")
         print(f"{len(report.to_delete)} {verb}, {len(report.decisions) - len(report.to_delete)} kept")
     return out
 
@@ -253,12 +255,20 @@ def cmd_reconcile(args: argparse.Namespace) -> dict[str, Any]:
 
     out: dict[str, Any] = _run_flow(reconcile_storage, clean=args.clean).model_dump(mode="json")
     if not args.json:
-        print(f"objects without a ledger row: {len(out['orphans'])}")
-        print("\n".join(f"  {key}" for key in out["orphans"]) or "  -")
-        print(f"completed backups whose object is gone: {len(out['missing'])}")
-        print("\n".join(f"  {backup_id}" for backup_id in out["missing"]) or "  -")
-        if not args.clean and (out["orphans"] or out["missing"]):
-            print("run again with --clean to delete the objects and mark the rows failed")
+        for label, field in (
+            ("objects of this database without a ledger row", "orphans"),
+            ("incomplete uploads of dead runs", "uploads"),
+            ("completed backups whose object is gone", "missing"),
+            ("left alone: a run of the tenant holds its lock", "busy"),
+            ("not ours (another database's, or an older layout): never touched", "not_ours"),
+            ("dead spool folders removed", "spools_removed"),
+        ):
+            print(f"{label}: {len(out[field])}")
+            print("\n".join(f"  {item}" for item in out[field]) or "  -")
+        if args.clean:
+            print("cleaned: orphans deleted, their uploads aborted, rows without an object marked failed")
+        elif out["orphans"] or out["uploads"] or out["missing"]:
+            print("run again with --clean to delete the orphans, abort the uploads and mark the rows failed")
     return out
 
 

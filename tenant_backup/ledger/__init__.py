@@ -25,6 +25,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
+from tenant_backup.db import DatabaseOwner
 from tenant_backup.errors import LedgerError, ThrottledError
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "BackupRow",
     "LogResult",
     "complete_backup",
+    "completed_paths",
     "count_backups",
     "create_backup",
     "delete_row",
@@ -72,6 +74,13 @@ class BackupRow(BaseModel):
     categories: list[str] = []
     metadata: dict[str, Any] = {}
     schedule_id: str | None = None
+
+    @property
+    def owner(self) -> DatabaseOwner | None:
+        """The database that wrote the artifact (recorded at completion); None for rows written
+        before it was recorded."""
+        recorded = self.metadata.get("database")
+        return DatabaseOwner.model_validate(recorded) if recorded else None
 
 
 def _q(schema: str, table: str) -> sql.Composed:
@@ -343,6 +352,17 @@ def count_backups(conn: psycopg.Connection, schema: str, where: BackupFilter) ->
     row = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(_q(schema, "backups"), condition), params)
     found = row.fetchone()
     return int(found[0]) if found else 0
+
+
+def completed_paths(conn: psycopg.Connection, schema: str, paths: list[str]) -> set[str]:
+    """Those of ``paths`` that a completed backup row records as its artifact, read now."""
+    cur = conn.execute(
+        sql.SQL("SELECT storage_path FROM {} WHERE status = 'completed' AND storage_path = ANY(%s)").format(
+            _q(schema, "backups")
+        ),
+        (paths,),
+    )
+    return {row[0] for row in cur}
 
 
 def delete_row(conn: psycopg.Connection, schema: str, backup_id: str) -> None:

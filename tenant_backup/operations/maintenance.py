@@ -1,9 +1,12 @@
-"""Operations on stored backups as plain steps: retention, reconciliation, download URLs,
-deletion, schedule bookkeeping. ``tasks/maintenance.py`` wraps them for Prefect.
+"""Operations on stored backups as plain steps: retention, download URLs, deletion, schedule
+bookkeeping (reconciliation is :mod:`tenant_backup.operations.reconcile`). ``tasks/maintenance.py``
+wraps them for Prefect.
 
 Deleting a backup removes its object first, then its ledger row: if the object cannot be
 removed the row stays, and the next run tries again; a row never points at nothing because of
-us.
+us. An object that another database wrote (a row in a ledger cloned from prod into staging
+records its owner) is never deleted: only the row goes, and the report says the object was left.
+Rows written before owners were recorded count as ours.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ import psycopg
 from pydantic import BaseModel
 
 from tenant_backup import ledger
-from tenant_backup.db import connect
+from tenant_backup.db import DatabaseOwner, connect, read_owner
 from tenant_backup.errors import ConfigurationError, LedgerError, TenantBackupError
 from tenant_backup.ledger import BackupFilter, BackupRow
 from tenant_backup.operations import schedules
-from tenant_backup.operations.retention import Decision, RetentionPolicy, decide, orphans_and_missing
+from tenant_backup.operations.retention import Decision, RetentionPolicy, decide
 from tenant_backup.settings import Settings
 from tenant_backup.storage import Storage
 from tenant_backup.tenancy.admins import check_admin
@@ -28,11 +31,9 @@ from tenant_backup.tenancy.profiles import stored_profile
 __all__ = [
     "DeleteConfirmation",
     "PruneReport",
-    "ReconcileReport",
     "delete_backup",
     "download_url",
     "prune",
-    "reconcile",
 ]
 
 DeleteConfirmation = "DELETE"
@@ -42,6 +43,7 @@ class PruneReport(BaseModel):
     dry_run: bool
     decisions: list[Decision]
     deleted: list[str]
+    not_ours: list[str] = []  # of the backups to delete, those whose object another database wrote: row only
     errors: dict[str, str]
 
     @property
@@ -49,31 +51,23 @@ class PruneReport(BaseModel):
         return [d for d in self.decisions if not d.keep]
 
 
-class ReconcileReport(BaseModel):
-    orphans: list[str]
-    missing: list[str]
-    cleaned: bool
+def _ours(row: BackupRow, owner: DatabaseOwner) -> bool:
+    """Whether this database wrote the row's object (rows from before owners were recorded: yes)."""
+    return row.owner is None or row.owner == owner
 
 
-def _key(storage: Storage, row: BackupRow) -> str | None:
-    if not row.storage_path:
-        return None
-    try:
-        return storage.key_of(row.storage_path)
-    except TenantBackupError:
-        return None  # written to another storage: not ours to touch
-
-
-def _remove(conn: psycopg.Connection, schema: str, storage: Storage, row: BackupRow) -> None:
-    """Object first, then the row (``conn`` is in autocommit: each row goes as its object goes)."""
-    key = _key(storage, row)
-    if row.storage_path and key is None:
-        raise LedgerError(
-            f"backup {row.id} lives in {row.storage_path}, outside the storage {storage.url}; "
-            "run with that storage to delete it",
-            backup_id=row.id,
-        )
-    if key is not None:
+def _remove(conn: psycopg.Connection, schema: str, storage: Storage, row: BackupRow, owner: DatabaseOwner) -> None:
+    """Object first, then the row (``conn`` is in autocommit: each row goes as its object goes);
+    the object of another database stays where it is."""
+    if _ours(row, owner) and row.storage_path:
+        key = storage.key_in(row.storage_path)
+        if key is None:
+            raise LedgerError(
+                f"backup {row.id} of tenant {row.tenant_id} lives in {row.storage_path}, outside the storage "
+                f"{storage.url}; run with that storage to delete it",
+                backup_id=row.id,
+                tenant_id=row.tenant_id,
+            )
         storage.remove(key)
     ledger.delete_row(conn, schema, row.id)
 
@@ -91,11 +85,13 @@ def prune(
     """Apply ``policy`` (and each schedule's ``retention_jours``) to one tenant or all."""
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
         ledger.migrate(conn, settings.ledger_schema)
+        owner = read_owner(conn)
         rows = ledger.list_backups(conn, settings.ledger_schema, limit=None, where=BackupFilter(tenant_id=tenant_id))
         valid, _ = schedules.read_schedules(conn, settings.ledger_schema)
     days = {s.id: s.retention_jours for s in valid}
     decisions = decide(rows, policy, days, now or datetime.now(UTC))
     by_id = {r.id: r for r in rows}
+    not_ours = [d.backup_id for d in decisions if not d.keep and not _ours(by_id[d.backup_id], owner)]
     deleted: list[str] = []
     errors: dict[str, str] = {}
     if not dry_run:
@@ -104,7 +100,7 @@ def prune(
                 if decision.keep:
                     continue
                 try:
-                    _remove(conn, settings.ledger_schema, storage, by_id[decision.backup_id])
+                    _remove(conn, settings.ledger_schema, storage, by_id[decision.backup_id], owner)
                     deleted.append(decision.backup_id)
                 except TenantBackupError as exc:  # the row stays for the next run
                     errors[decision.backup_id] = str(exc)
@@ -115,32 +111,15 @@ def prune(
                     action="prune",
                     result="failed" if errors else "success",
                     tenant_id=tenant_id,
-                    details={"deleted": deleted, "errors": errors},
+                    details={"deleted": deleted, "object_left_not_ours": not_ours, "errors": errors},
                 )
-    return PruneReport(dry_run=dry_run, decisions=decisions, deleted=deleted, errors=errors)
-
-
-def reconcile(db_url: str, settings: Settings, storage: Storage, *, clean: bool = False) -> ReconcileReport:
-    """Objects without a ledger row, and completed rows without an object; with ``clean``, the
-    objects are deleted and the rows marked failed."""
-    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
-        ledger.migrate(conn, settings.ledger_schema)
-        rows = ledger.list_backups(conn, settings.ledger_schema, limit=None)
-    keys = {r.id: key for r in rows if (key := _key(storage, r)) is not None}
-    orphans, missing = orphans_and_missing(rows, storage.list(), keys)
-    if clean:
-        for key in orphans:
-            storage.remove(key)
-        with connect(db_url, lock_timeout=settings.lock_timeout) as conn, conn.transaction():
-            for row in missing:
-                ledger.mark_missing(conn, settings.ledger_schema, row.id)
-    return ReconcileReport(orphans=orphans, missing=[r.id for r in missing], cleaned=clean)
+    return PruneReport(dry_run=dry_run, decisions=decisions, deleted=deleted, not_ours=not_ours, errors=errors)
 
 
 def download_url(db_url: str, settings: Settings, storage: Storage, backup_id: str, expires: int = 3600) -> str:
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
         row = ledger.get_backup(conn, settings.ledger_schema, backup_id)
-    key = _key(storage, row)
+    key = storage.key_in(row.storage_path) if row.storage_path else None
     if row.status != "completed" or key is None:
         raise LedgerError(
             f"backup {backup_id} is {row.status} and has no artifact in {storage.url} to download",
@@ -161,6 +140,7 @@ def delete_backup(
     """Delete one backup (seed 000's deleteBackup): typed confirmation, admins only, object then row."""
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
         ledger.migrate(conn, settings.ledger_schema)
+        owner = read_owner(conn)
         row = ledger.get_backup(conn, settings.ledger_schema, backup_id)
         try:
             if confirm != DeleteConfirmation:
@@ -186,7 +166,8 @@ def delete_backup(
                 error=str(exc),
             )
             raise
-        _remove(conn, settings.ledger_schema, storage, row)
+        _remove(conn, settings.ledger_schema, storage, row, owner)
+        not_ours = not _ours(row, owner)
         ledger.log_action(
             conn,
             settings.ledger_schema,
@@ -194,6 +175,12 @@ def delete_backup(
             result="success",
             tenant_id=row.tenant_id,
             performed_by=requested_by,
-            details={"backup_id": backup_id, "storage_path": row.storage_path},
+            details={"backup_id": backup_id, "storage_path": row.storage_path, "object_left_not_ours": not_ours},
         )
-    return {"backup_id": backup_id, "tenant_id": row.tenant_id, "deleted": True, "storage_path": row.storage_path}
+    return {
+        "backup_id": backup_id,
+        "tenant_id": row.tenant_id,
+        "deleted": True,
+        "storage_path": row.storage_path,
+        "not_ours": not_ours,  # the object belongs to another database: only the ledger row was deleted
+    }

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tenant_backup.ledger import BackupRow
 from tenant_backup.settings import Settings
 
-__all__ = ["Decision", "RetentionPolicy", "decide", "orphans_and_missing"]
+__all__ = ["Decision", "RetentionPolicy", "decide"]
 
 
 class RetentionPolicy(BaseModel):
@@ -123,20 +123,3 @@ def decide(
                 )
             )
     return decisions
-
-
-def orphans_and_missing(
-    rows: Iterable[BackupRow], objects: Iterable[str], key_of: dict[str, str]
-) -> tuple[list[str], list[BackupRow]]:
-    """Objects no ledger row accounts for, and completed rows whose object is gone.
-
-    ``key_of`` maps a row's id to its object key. An object under a running backup's id (its
-    ``.partial`` key) is not an orphan; a failed run's leftover is."""
-    live = {r.id for r in rows if r.status in ("pending", "in_progress")}
-    expected = {key_of[r.id] for r in rows if r.status == "completed" and r.id in key_of}
-    present = set(objects)
-    orphans = [
-        key for key in sorted(present) if key not in expected and not any(backup_id in key for backup_id in live)
-    ]
-    missing = [r for r in rows if r.status == "completed" and r.id in key_of and key_of[r.id] not in present]
-    return orphans, missing
