@@ -19,6 +19,8 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict
 
+from tenant_backup.errors import ConfigurationError
+
 __all__ = [
     "Catalog",
     "ColumnInfo",
@@ -42,12 +44,14 @@ def qualified(schema: str, table: str) -> sql.Composed:
 
 
 def display_name(schema: str, relname: str, default_schema: str) -> str:
-    """``relname`` in the default schema, else ``schema.relname`` (also for a name with a dot)."""
-    return relname if schema == default_schema and "." not in relname else f"{schema}.{relname}"
+    """``relname`` in the default schema, else ``schema.relname``."""
+    return relname if schema == default_schema else f"{schema}.{relname}"
 
 
 def split_name(name: str, default_schema: str) -> tuple[str, str]:
-    """The inverse of :func:`display_name`: ``billing.invoices`` -> (billing, invoices)."""
+    """The inverse of :func:`display_name` for a name a profile gives: ``billing.invoices`` ->
+    (billing, invoices), ``ventes`` -> (default schema, ventes). (A profile cannot name a table
+    of the default schema whose name holds a dot; discovery finds it.)"""
     schema, dot, relname = name.partition(".")
     return (schema, relname) if dot else (default_schema, name)
 
@@ -251,6 +255,12 @@ def read_catalog(conn: psycopg.Connection, schema: str, other_schemas: Iterable[
         pk = tuple(pks.get(oid, ()))
         key, kind = (pk, "primary key") if pk else ((unique[oid], "unique index") if oid in unique else ((), "none"))
         name = display_name(nsp, rel, schema)
+        if name in tables:  # a dotted name in the default schema, and schema.table elsewhere
+            other = tables[name]
+            raise ConfigurationError(
+                f"tables {other.schema}.{other.relname!r} and {nsp}.{rel!r} both go by the name {name!r}; rename "
+                "one, or leave its schema out of the profile's schemas"
+            )
         tables[name] = TableInfo(
             name=name,
             columns=tuple(cols),
