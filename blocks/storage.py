@@ -8,11 +8,9 @@ from prefect.blocks.core import Block
 from prefect.blocks.fields import SecretDict
 from pydantic import Field
 
-from tenant_backup.errors import ConfigurationError
-from tenant_backup.settings import get_settings
 from tenant_backup.storage import Storage
 
-__all__ = ["BackupStorage", "open_storage"]
+__all__ = ["BackupStorage"]
 
 
 class BackupStorage(Block):
@@ -31,23 +29,3 @@ class BackupStorage(Block):
     def get_storage(self) -> Storage:
         options: dict[str, Any] = self.options.get_secret_value()
         return Storage(self.url, options)
-
-
-def open_storage(block_name: str | None = None) -> Storage:
-    """The storage of the named block, else ``TENANT_BACKUP_STORAGE_URL`` / ``_STORAGE_OPTIONS``."""
-    if block_name:
-        try:
-            block = BackupStorage.load(block_name)
-        except ValueError as exc:
-            raise ConfigurationError(
-                f"no {BackupStorage._block_type_slug} block named {block_name!r}; create it in the Prefect UI "
-                "or with BackupStorage(url=...).save(name)"
-            ) from exc
-        assert isinstance(block, BackupStorage)
-        return block.get_storage()
-    settings = get_settings()
-    if not settings.storage_url:
-        raise ConfigurationError(
-            "no storage given: set TENANT_BACKUP_STORAGE_URL, pass --storage, or name a tenant-backup-storage block"
-        )
-    return Storage(settings.storage_url, settings.storage_options)

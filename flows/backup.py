@@ -2,42 +2,28 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal, cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
-from prefect.futures import PrefectFuture, wait
+from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from blocks import database_url
+from flows.prefect_runner import PrefectRunner, as_task
+from flows.sequences import backup as sequences
 from tasks import backup as t
-from tasks.maintenance import prune, stamp_schedule
-from tasks.report import ProgressArtifact, publish_backup_report
 from tenant_backup.artifact.codecs import Compression
 from tenant_backup.artifact.formats import ArtifactFormat
-from tenant_backup.backup.extract import TablePart
-from tenant_backup.backup.steps import BackupRequest, build_manifest, error_text
-from tenant_backup.db import tenant_lock
+from tenant_backup.backup.steps import BackupRequest, error_text
 from tenant_backup.errors import ThrottledError
-from tenant_backup.operations.retention import RetentionPolicy
-from tenant_backup.progress import Progress, publish
 from tenant_backup.results import BackupResult, TenantOutcome
 from tenant_backup.settings import get_settings
-from tenant_backup.spool import spool_dir
 
 __all__ = ["backup_all_tenants", "backup_tenant"]
 
 _settings = get_settings()
-
-
-def _results(futures: list[PrefectFuture[TablePart]]) -> list[TablePart]:
-    """Wait for every future, then raise the first failure: a failed task never goes unnoticed,
-    and no task is still writing when the caller cleans up."""
-    wait(futures)
-    return [f.result() for f in futures]
 
 
 @flow(
@@ -86,13 +72,12 @@ def backup_tenant(
         database_block: A tenant-backup-database block; else TENANT_BACKUP_DATABASE_URL.
         storage_block: A tenant-backup-storage block; else TENANT_BACKUP_STORAGE_URL.
     """
-    started = time.perf_counter()
     request = BackupRequest(
         tenant_id=tenant_id,
-        categories=categories or None,
-        profile=profile if not tenant_column else None,
+        categories=categories,
+        profile=profile,
         tenant_column=tenant_column,
-        requested_by=str(requested_by) if requested_by else None,
+        requested_by=requested_by,
         backup_type=backup_type,
         force=force,
         allow_empty=allow_empty,
@@ -102,76 +87,7 @@ def backup_tenant(
         compression_level=compression_level,
         schedule_id=schedule_id,
     )
-    settings = get_settings()
-    if schedule_id:
-        stamp_schedule(schedule_id, settings.timezone, database_block)
-    plan = t.plan_backup(request, database_block)
-    expected = sum(s.est_rows for s in plan.tables)
-    publish(Progress(tenant_id=tenant_id, table="", rows=0, bytes=0, expected_rows=expected))
-    with (
-        ProgressArtifact(tenant_id, f"Backup of {plan.tenant_name or tenant_id}: rows extracted", expected),
-        # One coordinator session for the backup's life: a backup slot of the database (bounds the
-        # backups at once over every process and machine), then the tenant's lock. PostgreSQL frees
-        # both when the session ends, however the process ends.
-        tenant_lock(
-            database_url(database_block),
-            tenant_id,
-            lock_timeout=settings.lock_timeout,
-            slots=settings.slots,
-            slot_timeout=settings.slot_timeout,
-            notify=get_run_logger().warning,
-        ) as lock,
-    ):
-        backup_id = t.open_entry(plan, database_block)
-        try:
-            for key in t.check_storage(plan, storage_block):
-                get_run_logger().info("removed %s, left by a run of tenant %s that was killed", key, tenant_id)
-            with spool_dir("backup", get_settings().spool_dir) as spool:
-                with lock.snapshot(plan.relations) as snapshot:
-                    t.mark_started(backup_id, snapshot, database_block)
-                    futures = t.extract_table.map(
-                        plan.tables,
-                        unmapped(request),
-                        unmapped(snapshot.snapshot_id),
-                        unmapped(spool),
-                        unmapped(database_block),
-                    )
-                    parts = _results(futures)
-                manifest = build_manifest(plan, backup_id, snapshot, parts)
-                artifact = t.write_artifact(plan, manifest, parts, storage_block)
-            t.finish_entry(backup_id, manifest, artifact, database_block)
-        except BaseException as exc:
-            t.fail_entry(backup_id, tenant_id, error_text(exc), database_block)
-            raise
-    result = BackupResult(
-        backup_id=backup_id,
-        tenant_id=tenant_id,
-        tenant_name=plan.tenant_name,
-        storage_path=artifact.storage_path,
-        checksum=artifact.checksum,
-        record_count=manifest.total_records,
-        file_size=artifact.size,
-        type=plan.type,
-        categories=plan.categories,
-        tables={name: table.rows for name, table in manifest.tables.items()},
-        seconds=round(time.perf_counter() - started, 3),
-    )
-    publish_backup_report(result)
-    if backup_type == "scheduled":
-        _retention_after(tenant_id, database_block, storage_block)
-    return result
-
-
-def _retention_after(tenant_id: str, database_block: str | None, storage_block: str | None) -> None:
-    """Retention runs after every scheduled backup; its failure is logged, the backup stands."""
-    policy = RetentionPolicy.from_settings(get_settings())
-    try:
-        report = prune(policy, tenant_id, False, database_block, storage_block)
-    except Exception as exc:  # noqa: BLE001 - the backup itself succeeded
-        get_run_logger().warning("retention after the backup of %s failed: %s", tenant_id, error_text(exc))
-        return
-    for backup_id, error in report.errors.items():
-        get_run_logger().warning("backup %s not deleted by retention: %s", backup_id, error)
+    return sequences.backup_tenant(PrefectRunner(), request, database_block, storage_block)
 
 
 @task(name="backup-one-tenant", task_run_name="backup-{tenant_id}")
@@ -223,7 +139,7 @@ def backup_all_tenants(
     The run fails when any tenant failed; throttled tenants are skipped, not failed.
     """
     profile = profile if not tenant_column else None
-    tenants = t.list_tenants(profile, tenant_column, database_block)
+    tenants = as_task(t.list_tenants)(profile, tenant_column, database_block)
     parameters = {
         "categories": categories,
         "profile": profile,

@@ -3,10 +3,10 @@ seed 000's per-établissement scheduling (and seed 001's pg_cron cleanup)."""
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from prefect import flow
 
-from tasks import maintenance as t
-from tasks.report import publish_prune_report, publish_reconcile_report, publish_sync_report
+from flows.prefect_runner import PrefectRunner
+from flows.sequences import maintenance as sequences
 from tenant_backup.operations.maintenance import PruneReport
 from tenant_backup.operations.reconcile import ReconcileReport
 from tenant_backup.operations.retention import RetentionPolicy
@@ -57,13 +57,7 @@ def prune_backups(
         keep_weekly=keep_weekly,
         keep_monthly=keep_monthly,
     )
-    report = t.prune(policy, tenant_id, dry_run, database_block, storage_block)
-    for backup_id, error in report.errors.items():
-        get_run_logger().error("backup %s not deleted (its row stays for the next run): %s", backup_id, error)
-    publish_prune_report(report, tenant_id)
-    if report.errors:
-        raise RuntimeError(f"{len(report.errors)} backup(s) could not be deleted; see the report")
-    return report
+    return sequences.prune_backups(PrefectRunner(), policy, tenant_id, dry_run, database_block, storage_block)
 
 
 @flow(
@@ -80,9 +74,7 @@ def reconcile_storage(
         clean: Delete orphan objects (in this database's folder, of tenants no run holds), abort
             their incomplete uploads, and mark rows without an object failed.
     """
-    report = t.reconcile(clean, database_block, storage_block)
-    publish_reconcile_report(report)
-    return report
+    return sequences.reconcile_storage(PrefectRunner(), clean, database_block, storage_block)
 
 
 @flow(
@@ -103,11 +95,4 @@ def sync_schedules(
         profile: Profile of the scheduled backups (default: the deployment's).
     """
     zone = timezone or get_settings().timezone
-    rows, invalid = t.read_schedules(database_block)
-    logger = get_run_logger()
-    for bad in invalid:
-        logger.warning("backup_schedules row %s (%s) skipped: %s", bad.id, bad.nom, bad.error)
-    changes = t.sync_deployment_schedules(rows, invalid, deployment, zone, profile, database_block)
-    report = SyncReport(deployment=deployment, timezone=zone, changes=changes, invalid=invalid)
-    publish_sync_report(report)
-    return report
+    return sequences.sync_schedules(PrefectRunner(), deployment, zone, profile, database_block)

@@ -22,6 +22,8 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from tasks.step import Step
 from tenant_backup.errors import ConfigurationError
+from tenant_backup.restore.engine import RestorePlan
+from tenant_backup.results import Approval
 
 __all__ = ["LocalRunner", "Runner"]
 
@@ -58,8 +60,12 @@ class Runner(Protocol):
         """A progress report fed by :mod:`tenant_backup.progress` events while the block runs."""
         ...
 
-    def approve(self, ask: Callable[..., T], *args: Any) -> T:
-        """Ask a human (``ask`` pauses a Prefect flow run for an answer)."""
+    def approve(self, plan: RestorePlan, timeout_seconds: int, poll_seconds: int) -> Approval:
+        """Ask a human to approve the plan (a paused flow run with a form); raises when they do not."""
+        ...
+
+    def crashed(self, flow_run_ids: list[str], tenant_id: str, reaper: str) -> None:
+        """Tell the orchestrator that these flow runs died (their rows were reaped)."""
         ...
 
 
@@ -125,7 +131,14 @@ class LocalRunner:
     def progress(self, tenant_id: str, description: str, expected_rows: int) -> AbstractContextManager[None]:
         return self._nothing()
 
-    def approve(self, ask: Callable[..., T], *args: Any) -> T:
+    def crashed(self, flow_run_ids: list[str], tenant_id: str, reaper: str) -> None:
+        if flow_run_ids:
+            self.warn(
+                f"the dead runs of tenant {tenant_id} were Prefect flow runs ({', '.join(flow_run_ids)}); without "
+                "PREFECT_API_URL they cannot be marked Crashed there"
+            )
+
+    def approve(self, plan: RestorePlan, timeout_seconds: int, poll_seconds: int) -> Approval:
         raise ConfigurationError(
             "an approval is asked in the Prefect UI, and there is no Prefect server: set PREFECT_API_URL to a "
             "running server (tenant-backup serve, or make ui), or restore without --require-approval"

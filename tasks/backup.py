@@ -1,22 +1,18 @@
-"""Tasks of the backup flow."""
+"""Steps of the backup flow: each opens what it needs and calls one plain function of
+``tenant_backup.backup``; a runner runs them as Prefect tasks or plain calls (see tasks/step.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from prefect import Task, task
-from prefect.client.schemas.objects import State, TaskRun
 
 from blocks import database_url, open_storage
-from tasks.runs import current_flow_run_id, mark_crashed
+from tasks.step import step, transient
 from tenant_backup.artifact.manifest import Manifest
 from tenant_backup.backup import assemble, steps
 from tenant_backup.backup.assemble import ArtifactInfo
 from tenant_backup.backup.extract import TablePart
-from tenant_backup.backup.steps import BackupPlan, BackupRequest
+from tenant_backup.backup.steps import BackupPlan, BackupRequest, LedgerEntry
 from tenant_backup.db import Snapshot
-from tenant_backup.errors import TenantBackupError
 from tenant_backup.settings import get_settings
 from tenant_backup.tenancy.catalog import TableScope
 
@@ -33,45 +29,48 @@ __all__ = [
 ]
 
 
-def _transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry only what may succeed later (connection drops, storage hiccups)."""
-    exc = state.result(raise_on_failure=False)
-    return isinstance(exc, TenantBackupError) and exc.transient
+def _rows(count: int) -> str:
+    return f"{count:,} row{'' if count == 1 else 's'}"
 
 
-@task(name="plan-backup", task_run_name="plan-{request.tenant_id}")
+@step(
+    "plan-backup",
+    run_name="plan-{request.tenant_id}",
+    summary=lambda p: (
+        f"tenant {p.request.tenant_id} ({p.tenant_name or 'no name'}): {len(p.tables)} tables, "
+        f"about {_rows(sum(s.est_rows for s in p.tables))}"
+    ),
+)
 def plan_backup(request: BackupRequest, database_block: str | None) -> BackupPlan:
-    """Check categories, tables and the requester before anything is written."""
+    """Check categories, tables, the role's access, the tenant and the requester before anything is written."""
     return steps.plan_backup(database_url(database_block), get_settings(), request)
 
 
-@task(name="check-storage")
+@step("check-storage", summary=lambda removed: f"reachable; removed {len(removed)} leftover(s)" if removed else "")
 def check_storage(plan: BackupPlan, storage_block: str | None) -> list[str]:
     """Fail before extracting anything when the storage cannot be reached, and remove what killed
     runs of the tenant left there (the flow holds the tenant lock); returns the keys removed."""
     return assemble.prepare_storage(open_storage(storage_block), plan.database, plan.request.tenant_id)
 
 
-@task(name="open-ledger-entry")
-def open_entry(plan: BackupPlan, database_block: str | None) -> str:
-    """Create the ledger row (throttle checked, stale rows reaped and their flow runs marked
-    Crashed); returns the backup id. The row records this flow run."""
-    entry = steps.open_entry(database_url(database_block), get_settings(), plan, current_flow_run_id())
-    mark_crashed(entry.reaped_runs, plan.request.tenant_id, "backup")
-    return entry.backup_id
+@step("open-ledger-entry", summary=lambda e: f"backup {e.backup_id}")
+def open_entry(plan: BackupPlan, flow_run_id: str | None, database_block: str | None) -> LedgerEntry:
+    """Create the ledger row (throttle checked, stale rows reaped); it records ``flow_run_id``."""
+    return steps.open_entry(database_url(database_block), get_settings(), plan, flow_run_id)
 
 
-@task(name="mark-started")
+@step("mark-started")
 def mark_started(backup_id: str, snapshot: Snapshot, database_block: str | None) -> None:
     steps.mark_started(database_url(database_block), get_settings(), backup_id, snapshot)
 
 
-@task(
-    name="extract-table",
-    task_run_name="extract-{scope.table}",
+@step(
+    "extract-table",
+    run_name="extract-{scope.table}",
     retries=1,
     retry_delay_seconds=2,
-    retry_condition_fn=_transient,
+    retry_if=transient,
+    summary=lambda part: f"{_rows(part.rows)}, {part.size:,} bytes",
 )
 def extract_table(
     scope: TableScope, request: BackupRequest, snapshot_id: str, spool: str, database_block: str | None
@@ -80,7 +79,13 @@ def extract_table(
     return steps.extract_part(database_url(database_block), get_settings(), scope, snapshot_id, Path(spool), request)
 
 
-@task(name="write-artifact", retries=1, retry_delay_seconds=5, retry_condition_fn=_transient)
+@step(
+    "write-artifact",
+    retries=1,
+    retry_delay_seconds=5,
+    retry_if=transient,
+    summary=lambda a: f"{a.storage_path}, {a.size:,} bytes",
+)
 def write_artifact(
     plan: BackupPlan, manifest: Manifest, parts: list[TablePart], storage_block: str | None
 ) -> ArtifactInfo:
@@ -88,16 +93,16 @@ def write_artifact(
     return steps.write_artifact(open_storage(storage_block), plan, manifest, parts)
 
 
-@task(name="complete-ledger-entry")
+@step("complete-ledger-entry")
 def finish_entry(backup_id: str, manifest: Manifest, artifact: ArtifactInfo, database_block: str | None) -> None:
     steps.finish_entry(database_url(database_block), get_settings(), backup_id, manifest, artifact)
 
 
-@task(name="fail-ledger-entry")
+@step("fail-ledger-entry")
 def fail_entry(backup_id: str, tenant_id: str, error: str, database_block: str | None) -> None:
     steps.fail_entry(database_url(database_block), get_settings(), backup_id, tenant_id, error)
 
 
-@task(name="list-tenants")
+@step("list-tenants", summary=lambda tenants: f"{len(tenants)} tenant(s)")
 def list_tenants(profile: str | None, tenant_column: str | None, database_block: str | None) -> list[str]:
     return steps.list_tenants(database_url(database_block), get_settings(), profile, tenant_column)

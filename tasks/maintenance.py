@@ -1,16 +1,13 @@
-"""Tasks of the maintenance flows: retention, reconciliation, schedule sync."""
+"""Steps of the maintenance flows: retention, reconciliation, schedule sync (see tasks/step.py).
+The schedule sync talks to the Prefect API (it imports Prefect when it runs); the others do not."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from prefect import task
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import DeploymentScheduleCreate
-from prefect.client.schemas.schedules import CronSchedule
-from prefect.exceptions import ObjectNotFound
-
 from blocks import database_url, open_storage
+from tasks.step import step
+from tenant_backup import ledger
 from tenant_backup.db import connect
 from tenant_backup.errors import ConfigurationError
 from tenant_backup.operations import maintenance as steps
@@ -25,7 +22,14 @@ from tenant_backup.settings import get_settings
 __all__ = ["prune", "read_schedules", "reconcile", "stamp_schedule", "sync_deployment_schedules"]
 
 
-@task(name="prune-backups", task_run_name="prune-{tenant_id}")
+@step(
+    "prune-backups",
+    run_name="prune-{tenant_id}",
+    summary=lambda r: (
+        f"{len(r.to_delete)} {'to delete' if r.dry_run else 'deleted'}, "
+        f"{len(r.decisions) - len(r.to_delete)} kept, {len(r.errors)} error(s)"
+    ),
+)
 def prune(
     policy: RetentionPolicy, tenant_id: str | None, dry_run: bool, database_block: str | None, storage_block: str | None
 ) -> PruneReport:
@@ -40,24 +44,25 @@ def prune(
     )
 
 
-@task(name="reconcile-storage")
+@step(
+    "reconcile-storage",
+    summary=lambda r: f"{len(r.orphans)} orphan(s), {len(r.missing)} missing, {len(r.not_ours)} not ours",
+)
 def reconcile(clean: bool, database_block: str | None, storage_block: str | None) -> ReconcileReport:
     """Objects without a ledger row (ours, busy, not ours), ledger rows without an object."""
     return reconcile_storage(database_url(database_block), get_settings(), open_storage(storage_block), clean=clean)
 
 
-@task(name="read-schedules")
+@step("read-schedules", summary=lambda r: f"{len(r[0])} valid, {len(r[1])} invalid row(s)")
 def read_schedules(database_block: str | None) -> tuple[list[ScheduleRow], list[InvalidSchedule]]:
     """Every backup_schedules row, validated (seed 000's backupScheduleSchema)."""
     settings = get_settings()
     with connect(database_url(database_block), lock_timeout=settings.lock_timeout) as conn:
-        from tenant_backup import ledger
-
         ledger.migrate(conn, settings.ledger_schema)
         return schedules.read_schedules(conn, settings.ledger_schema)
 
 
-@task(name="sync-deployment-schedules")
+@step("sync-deployment-schedules", summary=lambda changes: f"{len(changes)} schedule(s)")
 def sync_deployment_schedules(
     rows: list[ScheduleRow],
     invalid: list[InvalidSchedule],
@@ -68,6 +73,11 @@ def sync_deployment_schedules(
 ) -> list[SyncChange]:
     """Make the deployment's ``backup-schedule-*`` schedules what the active rows ask for, and
     write ``prochaine_execution`` back. Running it twice changes nothing."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.exceptions import ObjectNotFound
+
     now = datetime.now(UTC)
     wanted = schedules.wanted_schedules(rows, profile)
     changes: list[SyncChange] = []
@@ -112,7 +122,7 @@ def sync_deployment_schedules(
     return changes
 
 
-@task(name="stamp-schedule")
+@step("stamp-schedule")
 def stamp_schedule(schedule_id: str, timezone: str, database_block: str | None) -> None:
     """A scheduled backup ran: write ``derniere_execution`` and the next run."""
     settings = get_settings()

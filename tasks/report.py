@@ -1,4 +1,5 @@
-"""Reports that a run leaves in the Prefect UI."""
+"""Reports that a run leaves in the Prefect UI (runners call these only under Prefect; Prefect's
+artifacts module is imported when a report is made, so importing this module costs nothing)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,6 @@ import re
 import threading
 import time
 from typing import Any
-
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
 
 from tenant_backup import progress
 from tenant_backup.operations.maintenance import PruneReport
@@ -32,6 +26,13 @@ __all__ = [
     "publish_restore_report",
     "publish_sync_report",
 ]
+
+
+def artifacts() -> Any:
+    """``prefect.artifacts``, imported on first use."""
+    import prefect.artifacts
+
+    return prefect.artifacts
 
 
 def artifact_key(prefix: str, tenant_id: str) -> str:
@@ -54,7 +55,7 @@ def publish_backup_report(result: BackupResult) -> None:
         "|---|---:|",
         *(f"| {name} | {rows:,} |" for name, rows in sorted(result.tables.items())),
     ]
-    create_markdown_artifact(
+    artifacts().create_markdown_artifact(
         markdown="\n".join(lines),
         key=artifact_key("backup", result.tenant_id),
         description=f"Backup {result.backup_id} of tenant {result.tenant_id}",
@@ -95,7 +96,7 @@ def plan_markdown(plan: RestorePlan, title: str) -> str:
 
 def publish_restore_plan(plan: RestorePlan) -> None:
     """The plan as a table artifact (one row per table)."""
-    create_table_artifact(
+    artifacts().create_table_artifact(
         table=[t.model_dump() for t in plan.tables],
         key=artifact_key("restore-plan", plan.tenant_id),
         description=plan_markdown(plan, title="Restore plan"),
@@ -103,7 +104,7 @@ def publish_restore_plan(plan: RestorePlan) -> None:
 
 
 def publish_restore_report(result: RestoreResult, plan: RestorePlan) -> None:
-    create_markdown_artifact(
+    artifacts().create_markdown_artifact(
         markdown=plan_markdown(plan, title=f"Restore {result.status} in {result.seconds:.2f} s"),
         key=artifact_key("restore", result.tenant_id),
         description=f"Restore of backup {result.backup_id} into tenant {result.tenant_id}",
@@ -113,7 +114,7 @@ def publish_restore_report(result: RestoreResult, plan: RestorePlan) -> None:
 def publish_prune_report(report: PruneReport, tenant_id: str | None) -> None:
     """Every decision (kept or deleted, and why) as a table."""
     gone = "would delete" if report.dry_run else "deleted"
-    create_table_artifact(
+    artifacts().create_table_artifact(
         table=[
             {
                 "backup": d.backup_id,
@@ -148,7 +149,9 @@ def publish_reconcile_report(report: ReconcileReport) -> None:
         ("dead spool folders removed", report.spools_removed),
     ):
         lines += [f"- {label}: {len(items)}", *(f"  - `{item}`" for item in items)]
-    create_markdown_artifact(markdown="\n".join(lines), key="reconcile-storage", description="Storage reconciliation")
+    artifacts().create_markdown_artifact(
+        markdown="\n".join(lines), key="reconcile-storage", description="Storage reconciliation"
+    )
 
 
 def publish_sync_report(report: SyncReport) -> None:
@@ -172,7 +175,7 @@ def publish_sync_report(report: SyncReport) -> None:
         }
         for bad in report.invalid
     ]
-    create_table_artifact(
+    artifacts().create_table_artifact(
         table=rows,
         key="schedule-sync",
         description=f"Schedules of {report.deployment} ({report.timezone}): {report.changed} changed, "
@@ -195,7 +198,7 @@ class ProgressArtifact:
         self._lock = threading.Lock()
 
     def __enter__(self) -> ProgressArtifact:
-        self._id = create_progress_artifact(
+        self._id = artifacts().create_progress_artifact(
             progress=0.0, key=artifact_key("progress", self.tenant_id), description=self.description
         )
         progress.subscribe(self)
@@ -212,9 +215,9 @@ class ProgressArtifact:
                 return
             self._last = now
             value = min(99.0, 100.0 * self.done / self.expected)
-        update_progress_artifact(self._id, progress=value)
+        artifacts().update_progress_artifact(self._id, progress=value)
 
     def __exit__(self, *exc: object) -> None:
         progress.unsubscribe(self)
         if exc[0] is None:
-            update_progress_artifact(self._id, progress=100.0)
+            artifacts().update_progress_artifact(self._id, progress=100.0)

@@ -1,40 +1,66 @@
-"""Tasks of the restore and verify flows."""
+"""Steps of the restore and verify flows (see tasks/step.py); each calls one plain function of
+``tenant_backup.restore.steps``."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-
-from prefect import task
 
 from blocks import database_url, open_storage
-from tasks.runs import current_flow_run_id, mark_crashed
+from tasks.step import step
 from tenant_backup.restore import steps
 from tenant_backup.restore.engine import RestorePlan
-from tenant_backup.restore.steps import RestoreRequest, RestoreTarget, RunLog, VerifiedArtifact
+from tenant_backup.restore.steps import AppliedRestore, RestoreRequest, RestoreTarget, RunLog, VerifiedArtifact
 from tenant_backup.settings import get_settings
 
-__all__ = ["apply_restore", "check_restore", "fetch_and_verify", "log_restore", "new_run_log", "plan_restore"]
+__all__ = [
+    "apply_restore",
+    "check_file",
+    "check_restore",
+    "fetch_and_verify",
+    "fetch_file",
+    "log_restore",
+    "plan_restore",
+]
 
 
-def new_run_log(action: Literal["restore", "verify"] = "restore") -> RunLog:
-    """The log row of this run, recording its Prefect flow run."""
-    return RunLog(action=action, flow_run_id=current_flow_run_id())
+def _counts(plan: RestorePlan) -> str:
+    inserted, updated, deleted = plan.totals
+    return f"{len(plan.tables)} tables: +{inserted:,} ~{updated:,} -{deleted:,} rows, triggers {plan.triggers}"
 
 
-@task(name="check-restore-request")
+@step("check-restore-request", summary=lambda t: f"backup {t.backup_id} of tenant {t.source_tenant} -> {t.tenant_id}")
 def check_restore(req: RestoreRequest, log: RunLog, database_block: str | None) -> RestoreTarget:
     """Typed confirmation, a completed backup, an admin requester (refusals logged)."""
     return steps.check_request(database_url(database_block), get_settings(), req, log)
 
 
-@task(name="fetch-and-verify")
+@step(
+    "fetch-file",
+    summary=lambda a: f"checksums match: {a.manifest.total_records:,} rows in {len(a.manifest.tables)} tables",
+)
+def fetch_file(file: str, spool: str) -> VerifiedArtifact:
+    """Copy an artifact that is not in the ledger (--file) and verify it by its manifest."""
+    return steps.fetch_file(file, get_settings().storage_options, Path(spool))
+
+
+@step("check-file", summary=lambda t: f"backup {t.backup_id} of tenant {t.source_tenant} -> {t.tenant_id}")
+def check_file(
+    req: RestoreRequest, artifact: VerifiedArtifact, log: RunLog, database_block: str | None
+) -> RestoreTarget:
+    """Typed confirmation and the admin rule, for an artifact from a file (refusals logged)."""
+    return steps.check_file(database_url(database_block), get_settings(), req, artifact, log)
+
+
+@step(
+    "fetch-and-verify",
+    summary=lambda a: f"checksums match: {a.manifest.total_records:,} rows in {len(a.manifest.tables)} tables",
+)
 def fetch_and_verify(target: RestoreTarget, spool: str, storage_block: str | None) -> VerifiedArtifact:
     """Download the artifact; check its checksum, manifest version, tenant and every table's sha256."""
     return steps.verify(open_storage(storage_block), target, Path(spool))
 
 
-@task(name="plan-restore")
+@step("plan-restore", summary=lambda plan: "would change " + _counts(plan))
 def plan_restore(
     req: RestoreRequest, target: RestoreTarget, artifact: VerifiedArtifact, database_block: str | None
 ) -> RestorePlan:
@@ -42,18 +68,15 @@ def plan_restore(
     return steps.plan_restore(database_url(database_block), get_settings(), req, target, artifact)
 
 
-@task(name="apply-restore")
+@step("apply-restore", summary=lambda applied: "changed " + _counts(applied.plan))
 def apply_restore(
     req: RestoreRequest, target: RestoreTarget, artifact: VerifiedArtifact, log: RunLog, database_block: str | None
-) -> RestorePlan:
-    """Restore in one transaction, checked before commit, its log row running until it commits;
-    the flow runs of the tenant's stale rows reaped first are marked Crashed."""
-    applied = steps.apply_restore(database_url(database_block), get_settings(), req, target, artifact, log)
-    mark_crashed(applied.reaped_runs, target.tenant_id, "restore")
-    return applied.plan
+) -> AppliedRestore:
+    """Restore in one transaction, checked before commit, its log row running until it commits."""
+    return steps.apply_restore(database_url(database_block), get_settings(), req, target, artifact, log)
 
 
-@task(name="log-restore")
+@step("log-restore")
 def log_restore(
     req: RestoreRequest,
     tenant_id: str | None,

@@ -70,11 +70,20 @@ _POOLER_HINT = (
 
 
 def check_session_capable(url: str) -> None:
-    """Refuse a transaction pooler's URL up front, naming the URL to use instead."""
+    """Refuse, before connecting, a URL that is not PostgreSQL's or is malformed, and a transaction
+    pooler's, naming the URL to use instead. (A ``key=value`` conninfo string is left to libpq.)"""
+    if "://" not in url:
+        return
+    expected = "expected postgresql://user:password@host:5432/dbname (a password with @ : / # in it is URL-encoded)"
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigurationError(
+            f"{parts.scheme}:// is not a PostgreSQL URL (--db / TENANT_BACKUP_DATABASE_URL); {expected}"
+        )
     try:
-        port = urlsplit(url).port
+        port = parts.port
     except ValueError as exc:
-        raise ConfigurationError(f"database URL is not valid ({exc}); expected postgresql://user@host:5432/db") from exc
+        raise ConfigurationError(f"the database URL is not valid ({exc}); {expected}") from exc
     if port == TRANSACTION_POOLER_PORT:
         raise PoolerNotSupportedError(f"the database URL uses port 6543, a transaction pooler; {_POOLER_HINT}")
 

@@ -20,10 +20,16 @@
     ├── VerificationError             an artifact failed its checksum, version or table hashes
     ├── RestoreRefusedError           a restore that would be wrong: unconfirmed, other tenant, drift
     ├── ApprovalRejectedError         the human approver said no, or did not answer in time
+    ├── RestoreFailedError            the database refused the restore mid-apply (rolled back)
     └── RestoreCheckError             the restored rows do not equal the backup's (rolled back)
 
 Every error carries ``tenant_id``, ``backup_id`` and ``table`` when they are known, says what
 failed and what to do next, and survives pickling (Prefect may carry it across processes).
+
+``exit_code`` is the command line's exit status for it: 2 refused before anything was written
+(bad input, configuration, permissions, a damaged artifact, busy), 3 failed while working
+(extraction, storage, the database mid-restore, the check before commit: rolled back or marked
+failed), 4 an approval that was refused or not given (nothing changed).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ __all__ = [
     "PermissionDeniedError",
     "PoolerNotSupportedError",
     "RestoreCheckError",
+    "RestoreFailedError",
     "RestoreRefusedError",
     "RoleAccessError",
     "ScopeError",
@@ -57,6 +64,7 @@ class TenantBackupError(Exception):
     """Base of every error raised on purpose by tenant-backup."""
 
     transient = False  # True where the same call may succeed later (retries look at this)
+    exit_code = 2  # the CLI's exit status (see the module docstring)
 
     def __init__(
         self,
@@ -141,16 +149,20 @@ class DatabaseBusyError(TenantBackupError):
 class SnapshotError(TenantBackupError):
     """Raised when the shared snapshot cannot be exported or imported."""
 
+    exit_code = 3
+
 
 class ExtractError(TenantBackupError):
     """Raised when the COPY of one table fails."""
 
+    exit_code = 3
     transient = True
 
 
 class StorageError(TenantBackupError):
     """Raised when the object store cannot be reached or refuses a write."""
 
+    exit_code = 3
     transient = True
 
 
@@ -170,6 +182,17 @@ class RestoreRefusedError(TenantBackupError):
 class ApprovalRejectedError(TenantBackupError):
     """Raised when the approver rejects the restore plan or the approval times out."""
 
+    exit_code = 4
+
+
+class RestoreFailedError(TenantBackupError):
+    """Raised when the database refuses a statement of the restore's apply (a CHECK, foreign key or
+    unique constraint, a lost connection); the transaction is rolled back, nothing changed."""
+
+    exit_code = 3
+
 
 class RestoreCheckError(TenantBackupError):
     """Raised when, before commit, the restored rows do not equal the backup's; rolled back."""
+
+    exit_code = 3

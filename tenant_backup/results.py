@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-__all__ = ["BackupResult", "RestoreResult", "TableCounts", "TenantOutcome"]
+__all__ = ["Approval", "BackupResult", "RestoreResult", "TableCounts", "TenantOutcome"]
 
 
 class BackupResult(BaseModel):
@@ -31,6 +31,13 @@ class TenantOutcome(BaseModel):
     backup_id: str | None = None
     error: str | None = None
     flow_run: str | None = None  # when the tenant ran as a deployment run (on a work pool)
+
+
+class Approval(BaseModel):
+    """Who approved a restore, and why."""
+
+    approver: str
+    reason: str = ""
 
 
 class TableCounts(BaseModel):

@@ -52,6 +52,10 @@ class Upload:
     upload_id: str
 
 
+# Object stores and file systems that fsspec writes atomically enough for us (a move after the upload).
+SCHEMES = ("s3", "s3a", "file", "gs", "gcs", "az", "abfs", "abfss", "memory")
+
+
 class Storage:
     """A storage root (``s3://bucket/prefix``, ``file:///dir``) and its fsspec options."""
 
@@ -59,6 +63,13 @@ class Storage:
         if "://" not in url:
             raise ConfigurationError(
                 f"storage URL {url!r} has no scheme; use s3://bucket/prefix or file:///absolute/dir"
+            )
+        scheme = url.split("://", 1)[0]
+        if scheme not in SCHEMES:
+            raise ConfigurationError(
+                f"{scheme}:// is not a storage tenant-backup writes to (--storage / TENANT_BACKUP_STORAGE_URL); use "
+                "s3://bucket/prefix (AWS S3, MinIO, Supabase Storage's S3 endpoint), file:///absolute/dir, or gs:// / "
+                "az:// with their fsspec package installed"
             )
         self.url = url.rstrip("/")
         self.options = dict(options or {})

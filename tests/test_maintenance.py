@@ -247,7 +247,7 @@ def test_delete_is_for_admins_confirmed_and_removes_object_then_row(pos_db: Demo
         maintenance.delete_backup(
             pos_db.url, settings, storage, result.backup_id, confirm="DELETE", requested_by=cashier
         )
-    with pytest.raises(ConfigurationError, match="confirm='DELETE'"):
+    with pytest.raises(ConfigurationError, match="--confirm DELETE"):
         maintenance.delete_backup(
             pos_db.url, settings, storage, result.backup_id, confirm="yes", requested_by=tenant.admin_id
         )

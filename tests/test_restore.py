@@ -17,6 +17,7 @@ from tenant_backup import progress
 from tenant_backup.errors import (
     ApprovalRejectedError,
     PermissionDeniedError,
+    RestoreFailedError,
     RestoreRefusedError,
     VerificationError,
 )
@@ -202,8 +203,9 @@ def test_constraint_violation_in_the_last_table_rolls_everything_back(
         conn.execute("ALTER TABLE lignes_vente ADD CONSTRAINT tb_test_qty CHECK (quantite > 100) NOT VALID")
     mutated = state_of(pos_db.url, "pos", tenant)
     try:
-        with pytest.raises(psycopg.errors.CheckViolation):
+        with pytest.raises(RestoreFailedError, match="table lignes_vente .*violates constraint tb_test_qty") as caught:
             restore_backup(backup_id=uuid.UUID(backup.backup_id), confirm="RESTORE")
+        assert isinstance(caught.value.__cause__, psycopg.errors.CheckViolation) and caught.value.exit_code == 3
     finally:
         with pos_db.connect() as conn:
             conn.execute("ALTER TABLE lignes_vente DROP CONSTRAINT tb_test_qty")
@@ -225,7 +227,7 @@ def test_terminated_connection_mid_restore_changes_nothing(crm_db: DemoDatabase,
 
     progress.subscribe(kill_restore)
     try:
-        with pytest.raises(psycopg.OperationalError):
+        with pytest.raises(RestoreFailedError, match="connection to the database was lost .* nothing changed"):
             restore_backup(backup_id=uuid.UUID(backup.backup_id), confirm="RESTORE")
     finally:
         progress.unsubscribe(kill_restore)
@@ -280,7 +282,7 @@ def test_wrong_confirmation_and_non_admin_are_refused_and_logged(crm_db: DemoDat
     with crm_db.connect() as conn:
         conn.execute("UPDATE companies SET name = 'Renamed' WHERE id = %s", (tenant.id,))
     before = state_of(crm_db.url, "crm", tenant.id)
-    with pytest.raises(RestoreRefusedError, match="pass confirm='RESTORE'"):
+    with pytest.raises(RestoreRefusedError, match="pass --confirm RESTORE"):
         restore_backup(backup_id=uuid.UUID(backup.backup_id), confirm="restore")
     with pytest.raises(PermissionDeniedError, match="only admin users may restore"):
         restore_backup(

@@ -11,7 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from tenant_backup import ledger
 from tenant_backup.artifact.codecs import Compression, check_compression, default_level
@@ -76,6 +76,24 @@ class BackupRequest(BaseModel):
     @property
     def level(self) -> int:
         return default_level(self.compression) if self.compression_level is None else self.compression_level
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _no_empty_categories(cls, value: Any) -> Any:
+        return value or None  # [] (a form left empty) means every category
+
+    @field_validator("requested_by", mode="before")
+    @classmethod
+    def _user_id_as_text(cls, value: Any) -> Any:
+        return str(value) if value else None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _column_over_profile(cls, data: Any) -> Any:
+        """A tenant column asks for discovery: the default profile gives way."""
+        if isinstance(data, dict) and data.get("tenant_column"):
+            return {**data, "profile": None}
+        return data
 
 
 class BackupPlan(BaseModel):
@@ -150,6 +168,10 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
                 )
                 raise
         tenant_name = check_tenant(conn, catalog, profile, request.tenant_id, allow_empty=request.allow_empty)
+        if not request.force:  # early, before any lock is taken; the ledger entry checks it again under the lock
+            ledger.check_throttle(
+                conn, settings.ledger_schema, request.tenant_id, timedelta(seconds=settings.throttle_seconds)
+            )
     categories = request.categories or (list(profile.categories) or [s.table for s in scopes])
     return BackupPlan(
         request=request,

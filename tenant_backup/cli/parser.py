@@ -1,8 +1,11 @@
-"""``tenant-backup``: the command line. It runs the same Prefect flows as the deployments.
+"""``tenant-backup``: the command line.
 
-With ``--json`` a command prints exactly one JSON object on stdout; without it, a readable
-summary (and a progress bar on a terminal). Errors: one line on stderr, exit status 2 for
-errors of ours (bad input, refused, throttled, unreachable), 1 for anything else.
+It runs the same sequences of steps as the Prefect flows: without ``PREFECT_API_URL`` in this
+process, directly (no Prefect is imported, no server is started); with it, as flow runs tracked
+by that server. With ``--json`` a command prints exactly one JSON object on stdout; without it, a
+readable summary (and a progress bar on a terminal). Errors: one ``error:`` line on stderr and an
+exit status: 2 refused before anything was written (bad input, refused, throttled, busy), 3
+failed while working (rolled back or marked failed), 4 approval refused, 1 a bug.
 """
 
 from __future__ import annotations
@@ -12,34 +15,90 @@ import json
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NoReturn
 
-from tenant_backup.cli import commands
+from tenant_backup.cli import commands, operations
 from tenant_backup.errors import TenantBackupError
 
 __all__ = ["main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one ``error:`` line naming the help to read, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
+def _user_id(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an app user id (a UUID)") from None
+
+
+def _database_url(text: str) -> str:
+    from tenant_backup.db import check_session_capable
+
+    try:
+        check_session_capable(text)
+    except TenantBackupError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _storage_url(text: str) -> str:
+    scheme = text.split("://", 1)[0] if "://" in text else ""
+    from tenant_backup.storage import SCHEMES
+
+    if scheme not in SCHEMES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a storage URL: use s3://bucket/prefix or file:///absolute/dir"
+            + (f" ({scheme}:// is not a storage tenant-backup writes to)" if scheme else "")
+        )
+    return text
+
+
+def _json_object(text: str) -> str:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('expected a JSON object, e.g. {"client_kwargs": {"endpoint_url": "…"}}')
+    return text
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
 def _quiet_prefect(verbose: bool) -> None:
-    """Settings that must be in place before Prefect is imported."""
+    """Settings that must be in place before Prefect is imported (when it is)."""
     # Logs still reach the Prefect API (and UI); only the console copy is silenced.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO" if verbose else "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # The ephemeral API's first start in a new PREFECT_HOME sets up its database, which can take
-    # longer than Prefect's default 20 s wait on a busy machine.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")  # hides the ephemeral server's shutdown noise
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
 
 
-def _say_waits() -> None:
+def _say_waits(verbose: bool) -> None:
     """What a run waits for (a backup slot, a tenant's lock) goes to stderr as it starts waiting,
-    one line starting with ``tenant-backup:``, so that a CLI backup never waits in silence."""
+    one line starting with ``tenant-backup:``, so that a command never waits in silence; with
+    ``-v`` every step's one-line summary too."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("tenant-backup: %(message)s"))
     logger = logging.getLogger("tenant_backup")
     logger.addHandler(handler)
-    logger.setLevel(logging.WARNING)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
     logger.propagate = False
 
 
@@ -55,28 +114,32 @@ def _set_locations(args: argparse.Namespace) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tenant-backup", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="tenant-backup", description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="say every step (and show Prefect's logs)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(p: argparse.ArgumentParser, storage: bool = False) -> None:
-        p.add_argument("--db", help="PostgreSQL URL (default: TENANT_BACKUP_DATABASE_URL)")
+        p.add_argument("--db", type=_database_url, help="PostgreSQL URL (default: TENANT_BACKUP_DATABASE_URL)")
         if storage:
             p.add_argument(
-                "--storage", help="storage URL: s3://bucket/prefix, file:///dir (default: TENANT_BACKUP_STORAGE_URL)"
+                "--storage",
+                type=_storage_url,
+                help="storage URL: s3://bucket/prefix, file:///dir (default: TENANT_BACKUP_STORAGE_URL)",
             )
-            p.add_argument("--storage-options", help="fsspec options as JSON, e.g. for an S3 endpoint")
+            p.add_argument(
+                "--storage-options", type=_json_object, help="fsspec options as JSON, e.g. for an S3 endpoint"
+            )
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     p = sub.add_parser("migrate", help="create or update the ledger tables")
     common(p)
-    p.set_defaults(func=commands.cmd_migrate)
+    p.set_defaults(func=operations.cmd_migrate)
 
     p = sub.add_parser("backup", help="back up one tenant")
     common(p, storage=True)
     p.add_argument("--tenant", required=True, help="tenant id")
     scope = p.add_mutually_exclusive_group()
-    scope.add_argument("--tenant-column", help="discover tables holding this column (no profile)")
+    scope.add_argument("--tenant-column", help="discover the tables holding this column (your own schema)")
     scope.add_argument("--profile", help="shipped profile (pos, crm) or a .toml / .yaml file (default: pos)")
     p.add_argument("--category", action="append", help="a category of the profile (repeatable; default: all)")
     p.add_argument(
@@ -91,15 +154,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compression-level", type=int, help="deflate 0..3, zstd 1..19")
     p.add_argument("--force", action="store_true", help="ignore the one-backup-per-5-minutes throttle")
     p.add_argument("--allow-empty", action="store_true", help="back up a tenant that has no rows yet (no tenant table)")
-    p.add_argument("--requested-by", help="app user id to check against the profile's admin rule")
+    p.add_argument("--requested-by", type=_user_id, help="app user id to check against the profile's admin rule")
     p.add_argument("--name", help="name of the backup in the ledger")
     p.set_defaults(func=commands.cmd_backup)
 
-    p = sub.add_parser("restore", help="restore a backup (one transaction, verified first)")
+    p = sub.add_parser("restore", help="restore a backup (verified first, one transaction)")
     common(p, storage=True)
-    p.add_argument("backup_id", help="the backup to restore (tenant-backup list)")
+    p.add_argument("backup_id", nargs="?", help="the backup to restore: its id or a unique prefix (tenant-backup list)")
+    p.add_argument("--file", help="restore an artifact that is not in this ledger: a local path or a storage URL")
     p.add_argument("--confirm", help="type RESTORE to confirm (not needed with --dry-run)")
-    p.add_argument("--requested-by", help="app user id to check against the profile's admin rule")
+    p.add_argument("--requested-by", type=_user_id, help="app user id to check against the profile's admin rule")
     p.add_argument(
         "--mode",
         choices=["replace", "merge"],
@@ -109,19 +173,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="verify and count what would change; write nothing")
     p.add_argument("--table", action="append", help="restore only this table (repeatable)")
     p.add_argument("--target-tenant", help="restore into another tenant")
-    p.add_argument("--require-approval", action="store_true", help="pause for approval in the Prefect UI")
+    p.add_argument(
+        "--require-approval", action="store_true", help="pause for approval in the Prefect UI (needs PREFECT_API_URL)"
+    )
     p.set_defaults(func=commands.cmd_restore)
 
     p = sub.add_parser("verify", help="check a backup without restoring it")
     common(p, storage=True)
-    p.add_argument("backup_id", help="the backup to check")
+    p.add_argument("backup_id", help="the backup to check: its id or a unique prefix")
     p.set_defaults(func=commands.cmd_verify)
 
     p = sub.add_parser("show", help="print a backup's tables, or one table's rows (no database writes)")
     common(p, storage=True)
-    p.add_argument("backup_id", help="the backup to look into")
+    p.add_argument("backup_id", help="the backup to look into: its id or a unique prefix")
     p.add_argument("--table", help="the table to print (default: list the tables)")
-    p.add_argument("--head", type=int, help="only the first N rows")
+    p.add_argument("--head", type=_positive, help="only the first N rows")
     p.set_defaults(func=commands.cmd_show)
 
     p = sub.add_parser("serve", help="serve every deployment from this process (until stopped)")
@@ -129,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timezone", default="UTC", help="time zone of the schedules (default UTC)")
     p.add_argument("--backup-cron", default="0 */12 * * *", help="schedule of backup-all-tenants")
     p.add_argument("--profile", default="pos", help="profile of the scheduled backups (default pos)")
-    p.set_defaults(func=commands.cmd_serve)
+    p.set_defaults(func=operations.cmd_serve)
 
     p = sub.add_parser("list", help="list backups, newest first")
     common(p)
@@ -139,65 +205,68 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "json", "sql"])
     p.add_argument("--since", type=datetime.fromisoformat, help="created at or after (ISO 8601)")
     p.add_argument("--until", type=datetime.fromisoformat, help="created before (ISO 8601)")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=_positive, default=50)
     p.add_argument("--offset", type=int, default=0)
-    p.set_defaults(func=commands.cmd_list)
+    p.set_defaults(func=operations.cmd_list)
 
     p = sub.add_parser("url", help="a download URL for a backup (S3: presigned, valid --expires seconds)")
     common(p, storage=True)
-    p.add_argument("backup_id")
-    p.add_argument("--expires", type=int, default=3600, help="seconds (default 3600)")
-    p.set_defaults(func=commands.cmd_url)
+    p.add_argument("backup_id", help="its id or a unique prefix")
+    p.add_argument("--expires", type=_positive, default=3600, help="seconds (default 3600)")
+    p.set_defaults(func=operations.cmd_url)
 
     p = sub.add_parser("delete", help="delete a backup: its object, then its ledger row (admins only)")
     common(p, storage=True)
-    p.add_argument("backup_id")
+    p.add_argument("backup_id", help="its id or a unique prefix")
     p.add_argument("--confirm", help="type DELETE to confirm")
-    p.add_argument("--requested-by", help="app user id to check against the profile's admin rule")
-    p.set_defaults(func=commands.cmd_delete)
+    p.add_argument("--requested-by", type=_user_id, help="app user id to check against the profile's admin rule")
+    p.set_defaults(func=operations.cmd_delete)
 
     p = sub.add_parser("prune", help="retention: delete what the rules do not keep")
     common(p, storage=True)
     p.add_argument("--tenant", help="only this tenant (default: all)")
     p.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
-    p.add_argument("--max-backups", type=int, help="per tenant (default TENANT_BACKUP_MAX_BACKUPS, 50)")
-    p.add_argument("--max-age-days", type=int, help="default age limit (default TENANT_BACKUP_MAX_AGE_DAYS, 7)")
+    p.add_argument("--max-backups", type=_positive, help="per tenant (default TENANT_BACKUP_MAX_BACKUPS, 50)")
+    p.add_argument("--max-age-days", type=_positive, help="age limit (default TENANT_BACKUP_MAX_AGE_DAYS, 7)")
     for unit in ("daily", "weekly", "monthly"):
         p.add_argument(
             f"--keep-{unit}", type=int, help=f"also keep the newest backup of each of the last N {unit} periods"
         )
-    p.set_defaults(func=commands.cmd_prune)
+    p.set_defaults(func=operations.cmd_prune)
 
     p = sub.add_parser("reconcile", help="compare storage with the ledger (orphan objects, missing objects)")
     common(p, storage=True)
     p.add_argument("--clean", action="store_true", help="delete orphan objects, mark rows without an object failed")
-    p.set_defaults(func=commands.cmd_reconcile)
+    p.set_defaults(func=operations.cmd_reconcile)
 
     p = sub.add_parser("sync-schedules", help="apply backup_schedules to the scheduled deployment's schedules")
     common(p)
     p.add_argument("--deployment", default="backup-tenant/scheduled")
     p.add_argument("--timezone", help="time zone of the schedules (default TENANT_BACKUP_TIMEZONE)")
     p.add_argument("--profile", help="profile of the scheduled backups (default: the deployment's)")
-    p.set_defaults(func=commands.cmd_sync_schedules)
+    p.set_defaults(func=operations.cmd_sync_schedules)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _quiet_prefect(args.verbose)
-    _say_waits()
+    _say_waits(args.verbose)
     _set_locations(args)
     try:
         out = args.func(args)
     except TenantBackupError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print("error: interrupted; a backup in progress is marked failed by the tenant's next run", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
         first = (str(exc).strip().splitlines() or [""])[0]
-        print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__}: {first} (a bug in tenant-backup: please report it)",
+            file=sys.stderr,
+        )
         return 1
     if args.json:
         print(json.dumps(out, default=str))

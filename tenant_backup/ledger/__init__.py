@@ -32,6 +32,7 @@ __all__ = [
     "BackupFilter",
     "BackupRow",
     "LogResult",
+    "check_throttle",
     "complete_backup",
     "completed_paths",
     "count_backups",
@@ -97,21 +98,27 @@ def _statement(name: str, schema: str) -> sql.Composed:
     return sql.SQL(template).format(schema=sql.Identifier(schema))
 
 
-def migrate(conn: psycopg.Connection, schema: str) -> None:
-    """Create or update the ledger tables (idempotent; concurrent callers wait for each other).
+def migrate(conn: psycopg.Connection, schema: str) -> int | None:
+    """Create or update the ledger tables (idempotent; concurrent callers wait for each other);
+    returns the version found before (None: there was no ledger; LEDGER_VERSION: up to date).
 
     The version lives in the schema's comment; each step's DDL is idempotent too, so a ledger
     made before versions were recorded is brought up to date."""
     marker = f"tenant-backup ledger v{LEDGER_VERSION}"
-    current = conn.execute("SELECT obj_description(to_regnamespace(%s), 'pg_namespace')", (schema,)).fetchone()
-    if current and current[0] == marker:
-        return
+    found = conn.execute(
+        "SELECT to_regnamespace(%s) IS NOT NULL, obj_description(to_regnamespace(%s), 'pg_namespace')", (schema, schema)
+    ).fetchone()
+    exists, comment = found if found else (False, None)
+    if comment == marker:
+        return LEDGER_VERSION
+    before = int(comment.rsplit("v", 1)[1]) if comment and comment.startswith("tenant-backup ledger v") else None
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('tenant-backup-migrate'))")
         conn.execute(_statement("v1.sql", schema))
         for version in range(2, LEDGER_VERSION + 1):
             conn.execute(_statement(f"v{version}.sql", schema))
         conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(schema), sql.Literal(marker)))
+    return before if before is not None else (1 if exists else None)
 
 
 def reap_stale(conn: psycopg.Connection, schema: str, tenant_id: str, *, reaper: str) -> list[str]:
@@ -143,6 +150,26 @@ def reap_stale(conn: psycopg.Connection, schema: str, tenant_id: str, *, reaper:
     return sorted({row[0] for row in [*backups, *logs] if row[0]})
 
 
+def check_throttle(conn: psycopg.Connection, schema: str, tenant_id: str, throttle: timedelta) -> None:
+    """Raise ThrottledError when the tenant has a completed backup younger than ``throttle``."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT id, created_at FROM {} WHERE tenant_id = %s AND status = 'completed' "
+            "AND created_at > now() - %s ORDER BY created_at DESC LIMIT 1"
+        ).format(_q(schema, "backups")),
+        (tenant_id, throttle),
+    ).fetchone()
+    if row is not None:
+        next_at = row[1] + throttle
+        raise ThrottledError(
+            f"tenant {tenant_id} was backed up at {row[1]:%Y-%m-%d %H:%M:%S %Z} (backup {row[0]}); "
+            f"at most one backup per {int(throttle.total_seconds() // 60)} minutes: wait until "
+            f"{next_at:%H:%M:%S %Z} or force it (--force; force: true through the API)",
+            tenant_id=tenant_id,
+            backup_id=str(row[0]),
+        )
+
+
 def create_backup(
     conn: psycopg.Connection,
     schema: str,
@@ -164,22 +191,7 @@ def create_backup(
     """
     with conn.transaction():
         if throttle is not None:
-            row = conn.execute(
-                sql.SQL(
-                    "SELECT id, created_at FROM {} WHERE tenant_id = %s AND status = 'completed' "
-                    "AND created_at > now() - %s ORDER BY created_at DESC LIMIT 1"
-                ).format(_q(schema, "backups")),
-                (tenant_id, throttle),
-            ).fetchone()
-            if row is not None:
-                next_at = row[1] + throttle
-                raise ThrottledError(
-                    f"tenant {tenant_id} was backed up at {row[1]:%Y-%m-%d %H:%M:%S %Z} (backup {row[0]}); "
-                    f"at most one backup per {int(throttle.total_seconds() // 60)} minutes: wait until "
-                    f"{next_at:%H:%M:%S %Z} or force it (--force / force=True)",
-                    tenant_id=tenant_id,
-                    backup_id=str(row[0]),
-                )
+            check_throttle(conn, schema, tenant_id, throttle)
         row = conn.execute(
             sql.SQL(
                 "INSERT INTO {} (tenant_id, tenant_column, nom, type, format, categories, created_by, "

@@ -145,7 +145,8 @@ def delete_backup(
         try:
             if confirm != DeleteConfirmation:
                 raise ConfigurationError(
-                    f"deleting backup {backup_id} is not confirmed: pass confirm={DeleteConfirmation!r}",
+                    f"deleting backup {backup_id} is not confirmed: pass --confirm {DeleteConfirmation} "
+                    f"(confirm: {DeleteConfirmation!r} in Python)",
                     backup_id=backup_id,
                     tenant_id=row.tenant_id,
                 )

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.artifact.reader import Artifact
-from tenant_backup.errors import RestoreRefusedError, TenantBusyError
+from tenant_backup.errors import RestoreFailedError, RestoreRefusedError, TenantBusyError
 from tenant_backup.restore.apply import apply_changes, check_restored, move_sequences
 from tenant_backup.restore.staging import (
     MissingReference,
@@ -88,8 +88,75 @@ def restore_tenant(
 
     Without ``apply`` everything is rolled back: the plan's counts are what an apply would do now.
     With it, ``before_commit(conn, plan)`` runs last inside the transaction (the restore's log row
-    is settled there), so that what it writes commits, or rolls back, with the rows.
+    is settled there), so that what it writes commits, or rolls back, with the rows. A statement
+    the database refuses (a constraint, a lost connection) rolls it all back and is raised as a
+    :class:`RestoreFailedError` naming the table and the constraint.
     """
+    try:
+        return _in_one_transaction(
+            conn,
+            artifact,
+            backup_id=backup_id,
+            target_tenant=target_tenant,
+            mode=mode,
+            tables=tables,
+            apply=apply,
+            lock_timeout=lock_timeout,
+            work_mem=work_mem,
+            before_commit=before_commit,
+        )
+    except pg_errors.LockNotAvailable as exc:
+        raise TenantBusyError(
+            f"a table of the restore into tenant {target_tenant} is locked by another session (an ALTER, a long "
+            f"transaction?) for longer than lock_timeout={lock_timeout}: nothing changed; run it again later, or "
+            "raise TENANT_BACKUP_LOCK_TIMEOUT",
+            tenant_id=target_tenant,
+            backup_id=backup_id,
+        ) from exc
+    except psycopg.Error as exc:
+        raise database_failure(exc, target_tenant, backup_id) from exc
+
+
+def database_failure(exc: psycopg.Error, tenant: str, backup_id: str) -> RestoreFailedError:
+    """A refusal of the database during a restore, in a sentence: which table, which constraint."""
+    diag = exc.diag
+    first = diag.message_primary or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    where = f"table {diag.table_name}" + (f" (schema {diag.schema_name})" if diag.schema_name else "")
+    if isinstance(exc, psycopg.errors.IntegrityError):
+        detail = f"; {diag.message_detail}" if diag.message_detail else ""
+        text = (
+            f"the database refused the restore into tenant {tenant}: {where} violates constraint "
+            f"{diag.constraint_name} ({first}{detail})"
+        )
+    elif isinstance(exc, psycopg.OperationalError):
+        text = f"the connection to the database was lost during the restore into tenant {tenant} ({first})"
+    else:
+        text = (
+            f"the database refused the restore into tenant {tenant}"
+            + (f" at {where}" if diag.table_name else "")
+            + f" ({first})"
+        )
+    return RestoreFailedError(
+        f"{text}; PostgreSQL rolled the whole restore back, nothing changed; fix the cause, then run it again",
+        tenant_id=tenant,
+        backup_id=backup_id,
+        table=diag.table_name,
+    )
+
+
+def _in_one_transaction(
+    conn: psycopg.Connection,
+    artifact: Artifact,
+    *,
+    backup_id: str,
+    target_tenant: str,
+    mode: Mode,
+    tables: list[str] | None,
+    apply: bool,
+    lock_timeout: str,
+    work_mem: str,
+    before_commit: Callable[[psycopg.Connection, RestorePlan], None] | None,
+) -> RestorePlan:
     manifest = artifact.manifest
     profile = stored_profile(manifest.profile_doc, manifest.tenant_column, manifest.db_schema)
     with conn.transaction():
@@ -169,7 +236,7 @@ def restore_tenant(
             raise RestoreRefusedError(
                 "the restore would delete rows that other tables still reference: "
                 + "; ".join(f"{o.rows} row(s) of {o.table} via {o.foreign_key}" for o in blocked)
-                + "; restore those tables too (or use mode=merge)",
+                + "; restore those tables too, or merge instead (--mode merge; mode: merge through the API)",
                 tenant_id=target_tenant,
                 backup_id=backup_id,
             )

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tenant_backup import ledger
 from tenant_backup.artifact.manifest import Manifest
-from tenant_backup.artifact.reader import Artifact, fetch_artifact
+from tenant_backup.artifact.reader import Artifact, fetch_artifact, open_verified
 from tenant_backup.backup.steps import error_text
 from tenant_backup.db import connect, tenant_lock
-from tenant_backup.errors import LedgerError, RestoreRefusedError, VerificationError
+from tenant_backup.errors import ConfigurationError, LedgerError, RestoreRefusedError, VerificationError
 from tenant_backup.restore.engine import RestorePlan, restore_tenant
 from tenant_backup.results import RestoreResult, TableCounts
 from tenant_backup.settings import Settings
@@ -40,7 +40,9 @@ __all__ = [
     "RunLog",
     "VerifiedArtifact",
     "apply_restore",
+    "check_file",
     "check_request",
+    "fetch_file",
     "log_restore",
     "plan_restore",
     "result_of",
@@ -53,13 +55,24 @@ CONFIRMATION = "RESTORE"
 class RestoreRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    backup_id: str
+    backup_id: str | None = None
     confirm: str | None
     requested_by: str | None = None
     mode: Literal["replace", "merge"] = "replace"
     dry_run: bool = False
     tables: list[str] | None = None
     target_tenant: str | None = None
+    file: str | None = None  # an artifact that is not in this ledger: a local path or a storage URL
+
+    @field_validator("requested_by", "backup_id", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        return str(value) if value else None
+
+    @field_validator("tables", mode="before")
+    @classmethod
+    def _no_empty_tables(cls, value: Any) -> Any:
+        return value or None
 
 
 class RunLog(BaseModel):
@@ -103,21 +116,28 @@ class VerifiedArtifact(BaseModel):
         return Artifact(Path(self.path), self.manifest)
 
 
+def _confirmed(req: RestoreRequest, backup_id: str, target: str) -> None:
+    if req.confirm != CONFIRMATION and not req.dry_run:
+        raise RestoreRefusedError(
+            f"restore of backup {backup_id} not confirmed: it overwrites tenant {target}'s rows; pass "
+            f"--confirm {CONFIRMATION} (confirm: {CONFIRMATION!r} through the API), or --dry-run to see the "
+            "plan first",
+            backup_id=backup_id,
+            tenant_id=target,
+        )
+
+
 def check_request(db_url: str, settings: Settings, req: RestoreRequest, log: RunLog) -> RestoreTarget:
     """Refuse before anything else: no typed confirmation, no such backup, not completed,
     or a requester who is not an admin of the target tenant (logged)."""
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
         ledger.migrate(conn, settings.ledger_schema)
+        if req.backup_id is None:
+            raise ConfigurationError("no backup to restore: give its id, or a file (--file)")
         row = ledger.get_backup(conn, settings.ledger_schema, req.backup_id)
         target = req.target_tenant or row.tenant_id
         try:
-            if req.confirm != CONFIRMATION and not req.dry_run:
-                raise RestoreRefusedError(
-                    f"restore of backup {req.backup_id} not confirmed: pass confirm={CONFIRMATION!r} to overwrite "
-                    f"tenant {target}'s rows",
-                    backup_id=req.backup_id,
-                    tenant_id=target,
-                )
+            _confirmed(req, req.backup_id or "", target)
             if row.status != "completed" or not row.storage_path:
                 raise LedgerError(
                     f"backup {req.backup_id} is {row.status}, not completed: it cannot be restored; "
@@ -136,6 +156,54 @@ def check_request(db_url: str, settings: Settings, req: RestoreRequest, log: Run
         tenant_id=target,
         storage_path=row.storage_path,
         checksum=row.checksum,
+    )
+
+
+def fetch_file(file: str, storage_options: dict[str, Any], spool: Path) -> VerifiedArtifact:
+    """Copy an artifact that is not in this ledger (a downloaded file, another environment's
+    backup) into the spool and verify it by its manifest: every table's sha256 and row count."""
+    import fsspec
+
+    dest = spool / "artifact"
+    local = "://" not in file or file.startswith("file://")
+    try:
+        with (
+            fsspec.open(file, "rb", **({} if local else storage_options)) as source,
+            dest.open("wb") as out,
+        ):
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
+    except FileNotFoundError as exc:
+        raise ConfigurationError(f"--file {file}: no such file or object; check the path or URL") from exc
+    except OSError as exc:
+        raise ConfigurationError(f"--file {file} cannot be read ({exc})") from exc
+    artifact = open_verified(dest, backup_id=file)
+    return VerifiedArtifact(path=str(artifact.path), manifest=artifact.manifest)
+
+
+def check_file(
+    db_url: str, settings: Settings, req: RestoreRequest, artifact: VerifiedArtifact, log: RunLog
+) -> RestoreTarget:
+    """The checks of :func:`check_request` for an artifact from ``--file``, with its manifest as the
+    ledger's word: typed confirmation, and the admin rule of the profile it was taken with."""
+    manifest = artifact.manifest
+    target = req.target_tenant or manifest.tenant_id
+    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
+        ledger.migrate(conn, settings.ledger_schema)
+        try:
+            _confirmed(req, manifest.backup_id, target)
+            if req.requested_by:
+                profile = stored_profile(manifest.profile_doc, manifest.tenant_column, manifest.db_schema)
+                check_admin(conn, profile, target, req.requested_by, "restore")
+        except Exception as exc:
+            _log(conn, settings, req, target, log, "failed", error=str(exc))
+            raise
+    return RestoreTarget(
+        backup_id=manifest.backup_id,
+        source_tenant=manifest.tenant_id,
+        tenant_id=target,
+        storage_path=req.file or "",
+        checksum=None,
     )
 
 
@@ -256,6 +324,10 @@ def _log(
     }
     if log.flow_run_id:
         details["flow_run_id"] = log.flow_run_id
+    if req.file:
+        details["file"] = req.file  # not in this ledger: backup_id stays empty
+    if plan is not None and req.file:
+        details["artifact_backup_id"] = plan.backup_id
     if req.tables:
         details["tables_requested"] = req.tables
     if plan is not None:

@@ -1,0 +1,84 @@
+"""Approvals in the Prefect UI: a paused restore waits for a form (approve, approver, reason), and
+``answer_approval`` answers it from code as the UI does."""
+
+from __future__ import annotations
+
+import time
+from uuid import UUID
+
+from prefect import pause_flow_run
+from prefect.client.orchestration import get_client
+from prefect.exceptions import FlowPauseTimeout, ObjectNotFound
+from prefect.flow_runs import resume_flow_run
+from prefect.input import RunInput
+from prefect.input.run_input import keyset_from_paused_state
+
+from tasks.report import plan_markdown
+from tenant_backup.errors import ApprovalRejectedError
+from tenant_backup.restore.engine import RestorePlan
+from tenant_backup.results import Approval
+
+__all__ = ["RestoreApproval", "answer_approval", "ask_approval"]
+
+
+class RestoreApproval(RunInput):
+    """The approver's answer. Not approved unless someone says so."""
+
+    approve: bool = False
+    approver: str = ""
+    reason: str = ""
+
+
+def answer_approval(
+    flow_run_id: UUID | str, *, approve: bool, approver: str, reason: str = "", timeout: float = 60
+) -> None:
+    """Answer a restore that waits for approval, as the Prefect UI's form does.
+
+    A paused run is ready for an answer only once its form (the run input schema) is saved, which
+    Prefect does just *after* the run turns PAUSED: resuming in between is refused with "Run input
+    schema not found". This waits (up to ``timeout`` seconds) until the run is paused and its form
+    exists, then resumes it with the answer.
+    """
+    run_id = UUID(str(flow_run_id))
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(run_id).state
+            if state is not None and state.is_paused():
+                try:
+                    client.read_flow_run_input(run_id, keyset_from_paused_state(state)["schema"])
+                    break
+                except ObjectNotFound:
+                    pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"flow run {run_id} did not wait for approval within {timeout:.0f} s")
+            time.sleep(0.5)
+    resume_flow_run(run_id, run_input={"approve": approve, "approver": approver, "reason": reason})
+
+
+def ask_approval(plan: RestorePlan, timeout: int, poll_interval: int) -> Approval:
+    """Pause the flow run with the plan above the form; an answer other than approve, or no answer
+    within ``timeout`` seconds, ends the restore with nothing changed."""
+    try:
+        answer = pause_flow_run(
+            wait_for_input=RestoreApproval.with_initial_data(
+                description=plan_markdown(plan, title="Approve this restore?"), approve=False
+            ),
+            timeout=timeout,
+            poll_interval=poll_interval,
+        )
+    except FlowPauseTimeout as exc:
+        raise ApprovalRejectedError(
+            f"no approval within {timeout} s for restoring backup {plan.backup_id}: nothing was changed",
+            backup_id=plan.backup_id,
+            tenant_id=plan.tenant_id,
+        ) from exc
+    assert isinstance(answer, RestoreApproval)
+    if not answer.approve:
+        raise ApprovalRejectedError(
+            f"restore of backup {plan.backup_id} rejected by {answer.approver or 'the approver'}"
+            f"{': ' + answer.reason if answer.reason else ''}; nothing was changed",
+            backup_id=plan.backup_id,
+            tenant_id=plan.tenant_id,
+        )
+    return Approval(approver=answer.approver, reason=answer.reason)

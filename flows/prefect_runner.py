@@ -1,0 +1,105 @@
+"""The Prefect runner: a sequence's steps as task runs of the current flow run (see flows/runner.py).
+
+Each step becomes a Prefect task once (its name, run name and retries from the step); a fan-out
+is a task map on the flow's task runner; the log is the run's logger, one line per step; reports
+and progress are artifacts; an approval pauses the flow run; the flow runs of dead runs that a
+step reaped are marked Crashed.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, ParamSpec, TypeVar
+
+from prefect import Task, get_run_logger, task, unmapped
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.futures import wait
+from prefect.runtime import flow_run
+
+from flows.approval import ask_approval
+from flows.runner import arguments, summarize
+from tasks.report import ProgressArtifact
+from tasks.runs import mark_crashed
+from tasks.step import Step
+from tenant_backup.restore.engine import RestorePlan
+from tenant_backup.results import Approval
+
+__all__ = ["PrefectRunner"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+_TASKS: dict[int, Task[Any, Any]] = {}
+
+
+def _retry_condition(step: Step[..., Any]) -> Callable[[Task[Any, Any], TaskRun, State[Any]], bool] | None:
+    if step.retry_if is None:
+        return None
+    retry_if = step.retry_if
+
+    def condition(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+        exc = state.result(raise_on_failure=False)
+        return isinstance(exc, BaseException) and retry_if(exc)
+
+    return condition
+
+
+def as_task(step: Step[..., R]) -> Task[..., R]:
+    """The Prefect task of ``step`` (made once): the step's function, logging its one-line summary."""
+    made = _TASKS.get(id(step))
+    if made is None:
+
+        @functools.wraps(step.fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            result = step.fn(*args, **kwargs)
+            label = step.label(arguments(step, args, kwargs))
+            get_run_logger().info(summarize(step, label, result, time.perf_counter() - started))
+            return result
+
+        made = task(
+            name=step.name,
+            task_run_name=step.run_name,
+            retries=step.retries,
+            retry_delay_seconds=step.retry_delay_seconds,
+            retry_condition_fn=_retry_condition(step),
+        )(run)
+        _TASKS[id(step)] = made
+    return made
+
+
+class PrefectRunner:
+    """Runs a sequence's steps inside the current Prefect flow run."""
+
+    def __init__(self) -> None:
+        self.flow_run_id: str | None = flow_run.get_id() or None
+
+    def __call__(self, step: Step[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        return as_task(step)(*args, **kwargs)
+
+    def map(self, step: Step[..., R], items: Sequence[Any], *args: Any) -> list[R]:
+        futures = as_task(step).map(list(items), *(unmapped(a) for a in args))
+        wait(futures)
+        return [f.result() for f in futures]
+
+    def log(self, message: str) -> None:
+        get_run_logger().info(message)
+
+    def warn(self, message: str) -> None:
+        get_run_logger().warning(message)
+
+    def report(self, publish: Callable[..., None], *args: Any) -> None:
+        publish(*args)
+
+    def progress(self, tenant_id: str, description: str, expected_rows: int) -> AbstractContextManager[None]:
+        return ProgressArtifact(tenant_id, description, expected_rows)  # type: ignore[return-value]
+
+    def approve(self, plan: RestorePlan, timeout_seconds: int, poll_seconds: int) -> Approval:
+        return ask_approval(plan, timeout_seconds, poll_seconds)
+
+    def crashed(self, flow_run_ids: list[str], tenant_id: str, reaper: str) -> None:
+        mark_crashed(flow_run_ids, tenant_id, reaper)

@@ -1,0 +1,105 @@
+"""The backup of one tenant, as one sequence of steps (run by a runner: see flows/runner.py)."""
+
+from __future__ import annotations
+
+import time
+
+from blocks import database_url
+from flows.runner import Runner
+from tasks import backup as t
+from tasks.maintenance import prune, stamp_schedule
+from tasks.report import publish_backup_report
+from tenant_backup.backup.steps import BackupPlan, BackupRequest, build_manifest, error_text
+from tenant_backup.db import tenant_lock
+from tenant_backup.operations.retention import RetentionPolicy
+from tenant_backup.progress import Progress, publish
+from tenant_backup.results import BackupResult
+from tenant_backup.settings import get_settings
+from tenant_backup.spool import spool_dir
+
+__all__ = ["backup_tenant"]
+
+
+def backup_tenant(
+    run: Runner,
+    request: BackupRequest,
+    database_block: str | None,
+    storage_block: str | None,
+    plan: BackupPlan | None = None,
+) -> BackupResult:
+    """Plan (unless the caller has the ``plan`` already), then inside one snapshot extract every
+    table at once, assemble and store the artifact, and record it in the ledger; a failure marks
+    the ledger row failed and leaves no artifact."""
+    started = time.perf_counter()
+    settings = get_settings()
+    tenant_id = request.tenant_id
+    if request.schedule_id:
+        run(stamp_schedule, request.schedule_id, settings.timezone, database_block)
+    plan = plan or run(t.plan_backup, request, database_block)
+    expected = sum(s.est_rows for s in plan.tables)
+    publish(Progress(tenant_id=tenant_id, table="", rows=0, bytes=0, expected_rows=expected))
+    with (
+        run.progress(tenant_id, f"Backup of {plan.tenant_name or tenant_id}: rows extracted", expected),
+        # One coordinator session for the backup's life: a backup slot of the database (bounds the
+        # backups at once over every process and machine), then the tenant's lock. PostgreSQL frees
+        # both when the session ends, however the process ends.
+        tenant_lock(
+            database_url(database_block),
+            tenant_id,
+            lock_timeout=settings.lock_timeout,
+            slots=settings.slots,
+            slot_timeout=settings.slot_timeout,
+            notify=run.warn,
+        ) as lock,
+    ):
+        entry = run(t.open_entry, plan, run.flow_run_id, database_block)
+        run.crashed(entry.reaped_runs, tenant_id, "backup")
+        backup_id = entry.backup_id
+        try:
+            for key in run(t.check_storage, plan, storage_block):
+                run.log(f"removed {key}, left by a run of tenant {tenant_id} that was killed")
+            with spool_dir("backup", settings.spool_dir) as spool:
+                with lock.snapshot(plan.relations) as snapshot:
+                    run(t.mark_started, backup_id, snapshot, database_block)
+                    parts = run.map(
+                        t.extract_table, plan.tables, request, snapshot.snapshot_id, str(spool), database_block
+                    )
+                manifest = build_manifest(plan, backup_id, snapshot, parts)
+                artifact = run(t.write_artifact, plan, manifest, parts, storage_block)
+            run(t.finish_entry, backup_id, manifest, artifact, database_block)
+        except BaseException as exc:
+            run(t.fail_entry, backup_id, tenant_id, error_text(exc), database_block)
+            raise
+    result = BackupResult(
+        backup_id=backup_id,
+        tenant_id=tenant_id,
+        tenant_name=plan.tenant_name,
+        storage_path=artifact.storage_path,
+        checksum=artifact.checksum,
+        record_count=manifest.total_records,
+        file_size=artifact.size,
+        type=plan.type,
+        categories=plan.categories,
+        tables={name: table.rows for name, table in manifest.tables.items()},
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    run.log(
+        f"backup {backup_id} of tenant {tenant_id} completed: {result.record_count:,} rows in {len(result.tables)} "
+        f"tables, {result.file_size:,} bytes, {result.seconds:.2f} s"
+    )
+    run.report(publish_backup_report, result)
+    if request.backup_type == "scheduled":
+        _retention_after(run, tenant_id, database_block, storage_block)
+    return result
+
+
+def _retention_after(run: Runner, tenant_id: str, database_block: str | None, storage_block: str | None) -> None:
+    """Retention runs after every scheduled backup; its failure is logged, the backup stands."""
+    policy = RetentionPolicy.from_settings(get_settings())
+    try:
+        report = run(prune, policy, tenant_id, False, database_block, storage_block)
+    except Exception as exc:  # noqa: BLE001 - the backup itself succeeded
+        run.warn(f"retention after the backup of {tenant_id} failed: {error_text(exc)}")
+        return
+    for backup_id, error in report.errors.items():
+        run.warn(f"backup {backup_id} not deleted by retention: {error}")
