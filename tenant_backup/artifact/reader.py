@@ -155,7 +155,7 @@ def _verify_zip(path: Path, backup_id: str) -> Manifest:
     with archive:
         try:
             raw = json.loads(archive.read("manifest.json"))
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, zipfile.BadZipFile) as exc:
             raise VerificationError(
                 f"backup {backup_id} has no readable manifest.json ({exc})", backup_id=backup_id
             ) from exc

@@ -107,7 +107,10 @@ def cmd_restore(args: argparse.Namespace) -> dict[str, Any]:
         "target_tenant": args.target_tenant,
     }
     req = _checked(RestoreRequest, **parameters)
-    steps.check_request(database_url(), get_settings(), req, RunLog())  # refusals are logged there
+    if req.file:  # its other checks need its manifest: they run once it is read
+        steps.require_confirmation(req, req.file, req.target_tenant or "of the file")
+    else:
+        steps.check_request(database_url(), get_settings(), req, RunLog())  # refusals are logged there
     with progress_bar("restoring", not args.json):
         if prefect_api():
             result = run_flow("flows.restore:restore_backup", **parameters, require_approval=args.require_approval)

@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         out = args.func(args)
     except TenantBackupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + str(exc).replace("\r", " ").replace("\n", " "), file=sys.stderr)  # one line, always
         return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted; a backup in progress is marked failed by the tenant's next run", file=sys.stderr)

@@ -123,7 +123,8 @@ def database_failure(exc: psycopg.Error, tenant: str, backup_id: str) -> Restore
     first = diag.message_primary or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     where = f"table {diag.table_name}" + (f" (schema {diag.schema_name})" if diag.schema_name else "")
     if isinstance(exc, psycopg.errors.IntegrityError):
-        detail = f"; {diag.message_detail}" if diag.message_detail else ""
+        # "Key (id)=(…) is not present…" says which key; "Failing row contains (…)" would print row data.
+        detail = f"; {diag.message_detail}" if (diag.message_detail or "").startswith("Key ") else ""
         text = (
             f"the database refused the restore into tenant {tenant}: {where} violates constraint "
             f"{diag.constraint_name} ({first}{detail})"

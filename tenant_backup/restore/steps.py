@@ -45,6 +45,7 @@ __all__ = [
     "fetch_file",
     "log_restore",
     "plan_restore",
+    "require_confirmation",
     "result_of",
     "verify",
 ]
@@ -116,7 +117,7 @@ class VerifiedArtifact(BaseModel):
         return Artifact(Path(self.path), self.manifest)
 
 
-def _confirmed(req: RestoreRequest, backup_id: str, target: str) -> None:
+def require_confirmation(req: RestoreRequest, backup_id: str, target: str) -> None:
     if req.confirm != CONFIRMATION and not req.dry_run:
         raise RestoreRefusedError(
             f"restore of backup {backup_id} not confirmed: it overwrites tenant {target}'s rows; pass "
@@ -137,7 +138,7 @@ def check_request(db_url: str, settings: Settings, req: RestoreRequest, log: Run
         row = ledger.get_backup(conn, settings.ledger_schema, req.backup_id)
         target = req.target_tenant or row.tenant_id
         try:
-            _confirmed(req, req.backup_id or "", target)
+            require_confirmation(req, req.backup_id or "", target)
             if row.status != "completed" or not row.storage_path:
                 raise LedgerError(
                     f"backup {req.backup_id} is {row.status}, not completed: it cannot be restored; "
@@ -191,7 +192,7 @@ def check_file(
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
         ledger.migrate(conn, settings.ledger_schema)
         try:
-            _confirmed(req, manifest.backup_id, target)
+            require_confirmation(req, manifest.backup_id, target)
             if req.requested_by:
                 profile = stored_profile(manifest.profile_doc, manifest.tenant_column, manifest.db_schema)
                 check_admin(conn, profile, target, req.requested_by, "restore")

@@ -1,0 +1,166 @@
+"""The command line without a Prefect server: the same sequences run in the process, Prefect is
+never imported, bad input is one ``error:`` line with exit status 2 before any work."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Database, DemoDatabase, drop_database, make_database
+from tests.helpers import state_of
+
+# Runs the CLI's main() and fails the process if Prefect was imported along the way.
+_NO_PREFECT = (
+    "import sys\n"
+    "from tenant_backup.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "loaded = sorted(m for m in sys.modules if m == 'prefect' or m.startswith('prefect.'))\n"
+    "if loaded:\n"
+    "    print(f'prefect was imported: {loaded[:5]}', file=sys.stderr)\n"
+    "    sys.exit(99)\n"
+    "sys.exit(code)\n"
+)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a fresh process with no Prefect API anywhere (no variable, an empty home)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TENANT_BACKUP_"))}
+    env["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tb-no-prefect-")
+    return subprocess.run(
+        [sys.executable, "-c", _NO_PREFECT, *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def _json(done: subprocess.CompletedProcess[str]) -> Any:
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_backup_restore_and_verify_run_without_prefect_and_give_the_rows_back(
+    pos_db: DemoDatabase, tmp_path: Path
+) -> None:
+    tenant = pos_db.tenants[0].id
+    where = ["--db", pos_db.url, "--storage", f"file://{tmp_path}/store", "--json"]
+    before = state_of(pos_db.url, "pos", tenant)
+    backup = _json(cli("backup", "--tenant", tenant, "--category", "clients", "--category", "ventes", *where))
+    assert backup["status"] == "completed" and backup["tables"]["clients"] > 0
+    with pos_db.connect() as conn:
+        conn.execute("UPDATE clients SET notes = 'changed' WHERE etablissement_id = %s", (tenant,))
+    short = backup["backup_id"][:8]  # a unique prefix is enough, as git and docker take
+    plan = _json(cli("restore", short, "--dry-run", *where))
+    assert plan["status"] == "planned" and plan["tables"]["clients"]["updated"] > 0
+    done = _json(cli("restore", short, "--confirm", "RESTORE", *where))
+    assert done["status"] == "completed" and state_of(pos_db.url, "pos", tenant) == before
+    assert _json(cli("verify", short, *where))["status"] == "verified"
+    listed = _json(cli("list", "--db", pos_db.url, "--tenant", tenant, "--json"))
+    assert listed["backups"][0]["id"] == backup["backup_id"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["restore", "not-a-uuid"], "'not-a-uuid' is not a backup id"),
+        (["restore", "0123", "--confirm", "yes"], "--confirm takes the word RESTORE"),
+        (["restore", "0123", "--db", "mysql://u@h/db"], "mysql:// is not a PostgreSQL URL"),
+        (["restore", "0123", "--db", "postgresql://u@h:port/db"], "the database URL is not valid"),
+        (["backup", "--tenant", "t", "--storage", "ftp://host/dir"], "ftp:// is not a storage"),
+        (["backup", "--tenant", "t", "--requested-by", "bob"], "'bob' is not an app user id"),
+        (["restore", "0123", "--require-approval"], "--require-approval (the approval form lives in the Prefect UI)"),
+        (["backup", "--tenant", "t", "--profile", "nope"], "no shipped profile 'nope'"),
+        (["backup", "--tenant", "t", "--category", "factures"], "unknown category 'factures'"),
+        (["backup", "--tenant", "t", "--tenant-column", "nope"], "no table of schema 'public' has column 'nope'"),
+        (
+            ["backup", "--tenant", "00000000-0000-0000-0000-000000000000"],
+            "tenant 00000000-0000-0000-0000-000000000000 does not exist",
+        ),
+        (["sync-schedules"], "sync-schedules (it writes the schedules of a Prefect deployment) needs a Prefect server"),
+    ],
+)
+def test_bad_input_is_one_error_line_and_exit_status_2_before_any_work(
+    args: list[str], message: str, pos_db: DemoDatabase, tmp_path: Path
+) -> None:
+    where = [] if any(a.startswith("--db") for a in args) else ["--db", pos_db.url]
+    if args[0] in ("backup", "restore") and "--storage" not in args:
+        where += ["--storage", f"file://{tmp_path}/store"]
+    failed = cli(*args, *where)
+    assert failed.returncode == 2, failed.stderr
+    assert failed.stdout == "" and failed.stderr.count("\n") == 1, failed.stderr
+    assert failed.stderr.startswith("error: ") and message in failed.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_constraint_that_refuses_the_restore_is_named_with_exit_status_3(
+    pos_db: DemoDatabase, tmp_path: Path
+) -> None:
+    tenant = pos_db.tenants[1].id
+    where = ["--db", pos_db.url, "--storage", f"file://{tmp_path}/store", "--json"]
+    backup = _json(cli("backup", "--tenant", tenant, "--category", "clients", "--force", *where))
+    with pos_db.connect() as conn:
+        conn.execute("UPDATE clients SET points_fidelite = -5 WHERE etablissement_id = %s", (tenant,))
+        conn.execute("ALTER TABLE clients ADD CONSTRAINT tb_test_points CHECK (points_fidelite <> 0) NOT VALID")
+    changed = state_of(pos_db.url, "pos", tenant)
+    try:
+        failed = cli("restore", backup["backup_id"], "--confirm", "RESTORE", *where)
+    finally:
+        with pos_db.connect() as conn:
+            conn.execute("ALTER TABLE clients DROP CONSTRAINT tb_test_points")
+    assert failed.returncode == 3 and failed.stderr.count("\n") == 1, failed.stderr
+    assert "table clients" in failed.stderr and "violates constraint tb_test_points" in failed.stderr
+    assert "nothing changed" in failed.stderr and state_of(pos_db.url, "pos", tenant) == changed
+
+
+def test_an_artifact_outside_the_ledger_restores_from_its_file(pos_db: DemoDatabase, tmp_path: Path) -> None:
+    tenant = pos_db.tenants[2].id
+    where = ["--db", pos_db.url, "--storage", f"file://{tmp_path}/store", "--json"]
+    before = state_of(pos_db.url, "pos", tenant)
+    backup = _json(cli("backup", "--tenant", tenant, "--category", "produits", "--force", *where))
+    downloaded = tmp_path / "downloaded.zip"
+    shutil.copy(backup["storage_path"].removeprefix("file://"), downloaded)
+    _json(cli("delete", backup["backup_id"], "--confirm", "DELETE", *where))  # gone from the ledger and storage
+    with pos_db.connect() as conn:
+        conn.execute("UPDATE produits SET prix_vente = 0 WHERE etablissement_id = %s", (tenant,))
+    refused = cli("restore", "--file", str(downloaded), *where)
+    assert refused.returncode == 2 and "--confirm RESTORE" in refused.stderr
+    done = _json(cli("restore", "--file", str(downloaded), "--confirm", "RESTORE", *where))
+    assert done["backup_id"] == backup["backup_id"] and state_of(pos_db.url, "pos", tenant) == before
+    with pos_db.connect() as conn:
+        logged = conn.execute(
+            "SELECT backup_id, result, details FROM tenant_backup.backup_restore_logs WHERE tenant_id = %s "
+            "AND action = 'restore' ORDER BY created_at DESC LIMIT 1",
+            (tenant,),
+        ).fetchone()
+    assert logged is not None and logged[0] is None and logged[1] == "success"
+    assert logged[2]["file"] == str(downloaded) and logged[2]["artifact_backup_id"] == backup["backup_id"]
+    damaged = tmp_path / "damaged.zip"
+    data = bytearray(downloaded.read_bytes())
+    with zipfile.ZipFile(downloaded) as archive:  # a bit of the largest table's compressed rows
+        entry = max(archive.infolist(), key=lambda i: i.compress_size)
+    data[entry.header_offset + 30 + len(entry.filename) + entry.compress_size // 2] ^= 0x01
+    damaged.write_bytes(bytes(data))
+    refused = cli("restore", "--file", str(damaged), "--confirm", "RESTORE", *where)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: ") and refused.stderr.count("\n") == 1
+
+
+def test_list_on_a_database_never_migrated_says_to_migrate_and_migrate_says_what_it_did(pg_server: str) -> None:
+    db: Database = make_database(pg_server)
+    try:
+        listed = cli("list", "--db", db.url)
+        assert listed.returncode == 2 and "run `tenant-backup migrate`" in listed.stderr
+        with db.connect() as conn:  # list created nothing
+            assert conn.execute("SELECT to_regnamespace('tenant_backup')").fetchone() == (None,)
+        first = cli("migrate", "--db", db.url)
+        assert first.returncode == 0 and first.stdout.startswith("created the ledger (schema tenant_backup, version")
+        again = cli("migrate", "--db", db.url)
+        assert again.returncode == 0 and "is up to date" in again.stdout
+        assert cli("list", "--db", db.url).stdout.startswith("0 backups")
+    finally:
+        drop_database(db)
