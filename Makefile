@@ -1,17 +1,30 @@
-# The README's commands. Everything runs in .venv, installed from uv.lock exactly.
+# The README's commands. Everything runs in .venv, installed from uv.lock exactly; uv itself is
+# installed with pip when the machine has none.
+UV_VERSION := 0.13.9
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN = $(UV) run --frozen
+UI_PORT ?= 4200
 
-.PHONY: install demo test lint bench fmt
+.PHONY: install uv demo demo-stop ui test lint bench fmt
 
 install: .venv/.installed
 
-.venv/.installed: pyproject.toml uv.lock
+uv:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
+		python3 -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+.venv/.installed: pyproject.toml uv.lock | uv
 	$(UV) sync --frozen
 	@touch $@
 
 demo: install
 	$(RUN) python -m tenant_backup.demo.run
+
+demo-stop: install
+	$(RUN) python -m tenant_backup.demo.run --stop
+
+ui: install
+	$(RUN) python -m tenant_backup.demo.ui --port $(UI_PORT)
 
 test: install
 	$(RUN) pytest -q -n 2 --dist loadfile  # two processes; a test module stays in one (its database, its servers)

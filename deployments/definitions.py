@@ -3,8 +3,8 @@
 ``tenant-backup serve`` serves them all from one process (the embedded default); ``prefect.yaml``
 declares the same ones for ``prefect deploy --all`` onto a process work pool, where several
 workers share the tenants. The apps trigger restores through the Prefect API:
-``POST /api/deployments/{id}/create_flow_run`` on ``restore-backup/on-demand``, or
-``run_deployment("restore-backup/on-demand", parameters=...)``.
+``POST /api/deployments/{id}/create_flow_run`` on ``restore-backup/restore-now``, or
+``run_deployment("restore-backup/restore-now", parameters=...)``.
 """
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ from flows.backup import backup_all_tenants, backup_tenant
 from flows.maintenance import prune_backups, reconcile_storage, sync_schedules
 from flows.restore import restore_backup, verify_backup
 
-__all__ = ["DEPLOYMENTS", "build_deployments", "serve_all"]
+__all__ = ["DEPLOYMENTS", "build_deployments", "register_block_types", "serve_all"]
 
 # flow name / deployment name, as run_deployment and the REST API name them.
 DEPLOYMENTS = {
     "backup_all": "backup-all-tenants/every-12-hours",
-    "backup": "backup-tenant/on-demand",
-    "scheduled": "backup-tenant/scheduled",
-    "restore": "restore-backup/on-demand",
-    "verify": "verify-backup/on-demand",
-    "retention": "prune-backups/daily",
-    "reconcile": "reconcile-storage/on-demand",
+    "backup": "backup-tenant/backup-now",
+    "scheduled": "backup-tenant/app-schedules",
+    "restore": "restore-backup/restore-now",
+    "verify": "verify-backup/verify-now",
+    "retention": "prune-backups/nightly-retention",
+    "reconcile": "reconcile-storage/reconcile-now",
     "sync": "sync-schedules/every-5-minutes",
 }
 
@@ -51,25 +51,25 @@ def build_deployments(
             description="Back up every tenant (replaces seed 001's pg_cron job).",
         ),
         backup_tenant.to_deployment(
-            name="on-demand", parameters={"profile": profile}, description="Back up one tenant now."
+            name="backup-now", parameters={"profile": profile}, description="Back up one tenant now."
         ),
         # No schedules in code: the sync adds one per backup_schedules row, and a restart of
         # `serve` keeps them (Prefect replaces API-added schedules only when code defines some).
         backup_tenant.to_deployment(
-            name="scheduled",
+            name="app-schedules",
             parameters={"profile": profile, "backup_type": "scheduled"},
             description="Per-tenant schedules from the app's backup_schedules table (managed by sync-schedules).",
         ),
         restore_backup.to_deployment(
-            name="on-demand", description="Restore a backup; apps trigger it through the Prefect API."
+            name="restore-now", description="Restore a backup; apps trigger it through the Prefect API."
         ),
-        verify_backup.to_deployment(name="on-demand", description="Check a backup without restoring it."),
+        verify_backup.to_deployment(name="verify-now", description="Check a backup without restoring it."),
         prune_backups.to_deployment(
-            name="daily",
+            name="nightly-retention",
             schedules=[Cron(retention_cron, timezone=timezone)],
             description="Retention for every tenant (seed 001: at most 50 backups, 7 days).",
         ),
-        reconcile_storage.to_deployment(name="on-demand", description="Compare storage with the ledger."),
+        reconcile_storage.to_deployment(name="reconcile-now", description="Compare storage with the ledger."),
         sync_schedules.to_deployment(
             name="every-5-minutes",
             schedules=[Interval(sync_seconds)],
@@ -79,7 +79,18 @@ def build_deployments(
     ]
 
 
+def register_block_types() -> None:
+    """Make the block types known to the Prefect API, so that the UI can create them (what
+    ``prefect block register -m blocks`` does)."""
+    from blocks import BackupStorage, TenantDatabase
+
+    for block in (TenantDatabase, BackupStorage):
+        block.register_type_and_schema()
+
+
 def serve_all(**kwargs: Any) -> None:
-    """Serve every deployment from this process until it is stopped. Backups at once are bounded
-    by the database's backup slots (TENANT_BACKUP_SLOTS), not by anything of Prefect's."""
+    """Register the block types, then serve every deployment from this process until it is
+    stopped. Backups at once are bounded by the database's backup slots (TENANT_BACKUP_SLOTS),
+    not by anything of Prefect's."""
+    register_block_types()
     serve(*build_deployments(**kwargs))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from typing import Literal
 from uuid import UUID
 
 from prefect import pause_flow_run
@@ -12,9 +13,9 @@ from prefect.exceptions import FlowPauseTimeout, ObjectNotFound
 from prefect.flow_runs import resume_flow_run
 from prefect.input import RunInput
 from prefect.input.run_input import keyset_from_paused_state
+from pydantic import Field
 
 from tasks.report import plan_markdown
-from tenant_backup.errors import ApprovalRejectedError
 from tenant_backup.restore.engine import RestorePlan
 from tenant_backup.results import Approval
 
@@ -22,11 +23,14 @@ __all__ = ["RestoreApproval", "answer_approval", "ask_approval"]
 
 
 class RestoreApproval(RunInput):
-    """The approver's answer. Not approved unless someone says so."""
+    """The approver's answer: a decision to make (there is no default: a bare Resume is not an
+    answer), who decides, and why."""
 
-    approve: bool = False
-    approver: str = ""
-    reason: str = ""
+    decision: Literal["approve", "reject"] = Field(
+        description="Approve: the restore runs now. Reject: nothing changes."
+    )
+    approver: str = Field(min_length=1, description="Your name, for the audit log (backup_restore_logs).")
+    reason: str = Field("", description="Why (kept in the log with the decision).")
 
 
 def answer_approval(
@@ -53,32 +57,28 @@ def answer_approval(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"flow run {run_id} did not wait for approval within {timeout:.0f} s")
             time.sleep(0.5)
-    resume_flow_run(run_id, run_input={"approve": approve, "approver": approver, "reason": reason})
+    answer = {"decision": "approve" if approve else "reject", "approver": approver, "reason": reason}
+    resume_flow_run(run_id, run_input=answer)
 
 
 def ask_approval(plan: RestorePlan, timeout: int, poll_interval: int) -> Approval:
-    """Pause the flow run with the plan above the form; an answer other than approve, or no answer
-    within ``timeout`` seconds, ends the restore with nothing changed."""
+    """Pause the flow run with the plan above the form and return the answer (no answer within
+    ``timeout`` seconds is an answer too: not approved)."""
+    started = time.monotonic()
     try:
         answer = pause_flow_run(
             wait_for_input=RestoreApproval.with_initial_data(
-                description=plan_markdown(plan, title="Approve this restore?"), approve=False
+                description=plan_markdown(plan, title="Approve this restore?")
             ),
             timeout=timeout,
             poll_interval=poll_interval,
         )
-    except FlowPauseTimeout as exc:
-        raise ApprovalRejectedError(
-            f"no approval within {timeout} s for restoring backup {plan.backup_id}: nothing was changed",
-            backup_id=plan.backup_id,
-            tenant_id=plan.tenant_id,
-        ) from exc
+    except FlowPauseTimeout:
+        return Approval(approved=False, waited_seconds=time.monotonic() - started, timed_out=True)
     assert isinstance(answer, RestoreApproval)
-    if not answer.approve:
-        raise ApprovalRejectedError(
-            f"restore of backup {plan.backup_id} rejected by {answer.approver or 'the approver'}"
-            f"{': ' + answer.reason if answer.reason else ''}; nothing was changed",
-            backup_id=plan.backup_id,
-            tenant_id=plan.tenant_id,
-        )
-    return Approval(approver=answer.approver, reason=answer.reason)
+    return Approval(
+        approved=answer.decision == "approve",
+        approver=answer.approver,
+        reason=answer.reason,
+        waited_seconds=time.monotonic() - started,
+    )

@@ -134,7 +134,7 @@ def backup_all_tenants(
 ) -> list[TenantOutcome]:
     """Back up every tenant of the profile (TENANT_BACKUP_TENANT_CONCURRENCY at a time).
 
-    With ``tenant_deployment`` (e.g. ``backup-tenant/on-demand``), each tenant is a run of that
+    With ``tenant_deployment`` (e.g. ``backup-tenant/backup-now``), each tenant is a run of that
     deployment, so the workers of its pool share the tenants; else they run in this process.
     The run fails when any tenant failed; throttled tenants are skipped, not failed.
     """

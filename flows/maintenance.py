@@ -17,7 +17,7 @@ __all__ = ["SCHEDULED_BACKUP_DEPLOYMENT", "prune_backups", "reconcile_storage", 
 
 # The deployment that carries one schedule per backup_schedules row. Its code defines no
 # schedules, so restarting `serve` keeps the ones the sync added.
-SCHEDULED_BACKUP_DEPLOYMENT = "backup-tenant/scheduled"
+SCHEDULED_BACKUP_DEPLOYMENT = "backup-tenant/app-schedules"
 
 
 @flow(

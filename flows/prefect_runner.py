@@ -13,8 +13,10 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ParamSpec, TypeVar
+from uuid import UUID
 
 from prefect import Task, get_run_logger, task, unmapped
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.futures import wait
 from prefect.runtime import flow_run
@@ -103,3 +105,15 @@ class PrefectRunner:
 
     def crashed(self, flow_run_ids: list[str], tenant_id: str, reaper: str) -> None:
         mark_crashed(flow_run_ids, tenant_id, reaper)
+
+    def label(self, name: str, tags: list[str]) -> None:
+        """Rename the flow run and add tags, once the tenant's name is known (best effort: a
+        label is for people, never a reason for a backup to fail)."""
+        if self.flow_run_id is None:
+            return
+        try:
+            with get_client(sync_client=True) as client:
+                current = client.read_flow_run(UUID(self.flow_run_id))
+                client.update_flow_run(UUID(self.flow_run_id), name=name, tags=sorted({*current.tags, *tags}))
+        except Exception as exc:  # noqa: BLE001
+            self.warn(f"could not name the flow run {name!r}: {exc}")

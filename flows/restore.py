@@ -6,11 +6,13 @@ from typing import Literal
 from uuid import UUID
 
 from prefect import flow
+from prefect.states import Cancelled
 
 from flows.approval import RestoreApproval, answer_approval
 from flows.prefect_runner import PrefectRunner
 from flows.sequences import restore as sequences
 from flows.sequences.restore import ApprovalRequest
+from tenant_backup.errors import ApprovalRejectedError
 from tenant_backup.restore.steps import RestoreRequest
 from tenant_backup.results import RestoreResult
 
@@ -67,7 +69,12 @@ def restore_backup(
         file=file,
     )
     approval = ApprovalRequest(require_approval, approval_timeout_seconds, approval_poll_seconds)
-    return sequences.restore_backup(PrefectRunner(), req, approval, database_block, storage_block)
+    try:
+        return sequences.restore_backup(PrefectRunner(), req, approval, database_block, storage_block)
+    except ApprovalRejectedError as exc:
+        # A "no" is an answer, not a failure: the run ends Cancelled (not red on the dashboards),
+        # with the answer as its message; its log row says who said no and why.
+        return Cancelled(message=str(exc))  # type: ignore[return-value]
 
 
 @flow(

@@ -68,6 +68,10 @@ class Runner(Protocol):
         """Tell the orchestrator that these flow runs died (their rows were reaped)."""
         ...
 
+    def label(self, name: str, tags: list[str]) -> None:
+        """Name the run for a person (``backup-le-wouri-8b42958c``) and tag it (tenant, format…)."""
+        ...
+
 
 def arguments(step: Step[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """The step's parameters by name, for its run name."""
@@ -130,6 +134,9 @@ class LocalRunner:
 
     def progress(self, tenant_id: str, description: str, expected_rows: int) -> AbstractContextManager[None]:
         return self._nothing()
+
+    def label(self, name: str, tags: list[str]) -> None:
+        return None
 
     def crashed(self, flow_run_ids: list[str], tenant_id: str, reaper: str) -> None:
         if flow_run_ids:

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from tenant_backup import progress
+from tenant_backup.naming import tenant_label
 from tenant_backup.operations.maintenance import PruneReport
 from tenant_backup.operations.reconcile import ReconcileReport
 from tenant_backup.operations.schedules import SyncReport
@@ -35,9 +36,10 @@ def artifacts() -> Any:
     return prefect.artifacts
 
 
-def artifact_key(prefix: str, tenant_id: str) -> str:
-    """A valid artifact key (``^[a-z0-9-]*$``) for one tenant, stable across runs (so versions pile up)."""
-    return re.sub(r"[^a-z0-9-]+", "-", f"{prefix}-{tenant_id}".lower()).strip("-")[:100]
+def artifact_key(prefix: str, tenant_id: str, tenant_name: str | None = None) -> str:
+    """A valid artifact key (``^[a-z0-9-]*$``) for one tenant, stable across runs (so versions pile
+    up), readable: ``backup-le-wouri-bonapriso-8b42958c``."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{prefix}-{tenant_label(tenant_id, tenant_name)}".lower()).strip("-")[:100]
 
 
 def publish_backup_report(result: BackupResult) -> None:
@@ -57,23 +59,29 @@ def publish_backup_report(result: BackupResult) -> None:
     ]
     artifacts().create_markdown_artifact(
         markdown="\n".join(lines),
-        key=artifact_key("backup", result.tenant_id),
-        description=f"Backup {result.backup_id} of tenant {result.tenant_id}",
+        key=artifact_key("backup", result.tenant_id, result.tenant_name),
+        description=f"Backup {result.backup_id} of {result.tenant_name or 'tenant'} ({result.tenant_id})",
     )
 
 
 def plan_markdown(plan: RestorePlan, title: str) -> str:
     """The plan as markdown: per table rows to insert / update / delete, and effects outside."""
+    taken = f", taken {plan.backup_date:%Y-%m-%d %H:%M} UTC" if plan.backup_date else ""
+    who = f"**{plan.tenant_name}** (`{plan.tenant_id}`)" if plan.tenant_name else f"tenant `{plan.tenant_id}`"
+    source = f" from tenant `{plan.source_tenant}`" if plan.source_tenant != plan.tenant_id else ""
+    keyless = [t.table for t in plan.tables if t.matched_by == "rows"]
     lines = [
         f"## {title}",
         "",
-        f"Backup `{plan.backup_id}` into tenant `{plan.tenant_id}`"
-        + (f" (from tenant `{plan.source_tenant}`)" if plan.source_tenant != plan.tenant_id else "")
-        + f", mode **{plan.mode}**. App triggers: {plan.triggers}.",
+        f"Backup `{plan.backup_id}`{taken}{source}, into {who}. Mode **{plan.mode}**; app triggers {plan.triggers}.",
         "",
-        "| table | rows in backup | insert | update | delete |",
+        # Short columns, so that the whole plan fits the approval form.
+        "| table | rows | + | ~ | − |",
         "|---|---:|---:|---:|---:|",
         *(f"| {t.table} | {t.rows:,} | {t.inserted:,} | {t.updated:,} | {t.deleted:,} |" for t in plan.tables),
+        "",
+        "rows: in the backup; + inserted; ~ updated (values differ); − deleted (not in the backup)."
+        + (f" Matched by whole rows (no key): {', '.join(keyless)}." if keyless else ""),
     ]
     if plan.outside:
         lines += ["", "Rows outside the restore that the deletes reach:", ""]
@@ -98,16 +106,23 @@ def publish_restore_plan(plan: RestorePlan) -> None:
     """The plan as a table artifact (one row per table)."""
     artifacts().create_table_artifact(
         table=[t.model_dump() for t in plan.tables],
-        key=artifact_key("restore-plan", plan.tenant_id),
+        key=artifact_key("restore-plan", plan.tenant_id, plan.tenant_name),
         description=plan_markdown(plan, title="Restore plan"),
     )
 
 
 def publish_restore_report(result: RestoreResult, plan: RestorePlan) -> None:
+    """The plan as done, how long the work took, and who approved it after how long a wait."""
+    markdown = plan_markdown(plan, title=f"Restore {result.status} in {result.seconds:.2f} s")
+    if result.approval is not None:
+        markdown += (
+            f"\n\nApproval: {result.approval.describe()}, after a wait of {result.approval.waited_seconds:.0f} s "
+            "(not counted in the restore's time)."
+        )
     artifacts().create_markdown_artifact(
-        markdown=plan_markdown(plan, title=f"Restore {result.status} in {result.seconds:.2f} s"),
-        key=artifact_key("restore", result.tenant_id),
-        description=f"Restore of backup {result.backup_id} into tenant {result.tenant_id}",
+        markdown=markdown,
+        key=artifact_key("restore", result.tenant_id, result.tenant_name),
+        description=f"Restore of backup {result.backup_id} into {result.tenant_name or 'tenant'} ({result.tenant_id})",
     )
 
 

@@ -3,6 +3,7 @@ it imports no stage, so that every stage and every entry point may use it."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel
@@ -34,10 +35,19 @@ class TenantOutcome(BaseModel):
 
 
 class Approval(BaseModel):
-    """Who approved a restore, and why."""
+    """A human's answer to a restore plan: approved or not, by whom, why, after how long."""
 
-    approver: str
+    approved: bool
+    approver: str = ""
     reason: str = ""
+    waited_seconds: float = 0.0
+    timed_out: bool = False
+
+    def describe(self) -> str:
+        if self.timed_out:
+            return f"no answer within {self.waited_seconds:.0f} s"
+        verdict = "approved" if self.approved else "rejected"
+        return f"{verdict} by {self.approver or 'someone'}" + (f": {self.reason}" if self.reason else "")
 
 
 class TableCounts(BaseModel):
@@ -63,4 +73,7 @@ class RestoreResult(BaseModel):
     dropped_columns: dict[str, list[str]]
     added_columns: dict[str, list[str]]
     triggers: str
-    seconds: float
+    seconds: float  # working time: the wait for an approval is not in it
+    approval: Approval | None = None
+    tenant_name: str | None = None
+    backup_date: datetime | None = None

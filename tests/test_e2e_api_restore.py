@@ -83,7 +83,7 @@ def _run_through_rest(served: dict[str, Any], deployment: str, parameters: dict[
 def test_app_triggers_backup_and_restore_through_the_prefect_api(served: dict[str, Any], crm_db: DemoDatabase) -> None:
     tenant = crm_db.tenants[0].id
     before = state_of(crm_db.url, "crm", tenant)
-    backup_run = _run_through_rest(served, "backup-tenant/on-demand", {"tenant_id": tenant, "force": True})
+    backup_run = _run_through_rest(served, "backup-tenant/backup-now", {"tenant_id": tenant, "force": True})
     assert backup_run["state"]["type"] == "COMPLETED", backup_run["state"]
     with crm_db.connect() as conn:
         backup_id = conn.execute(
@@ -96,12 +96,12 @@ def test_app_triggers_backup_and_restore_through_the_prefect_api(served: dict[st
                 conn.execute(statement, {"t": tenant})
     assert state_of(crm_db.url, "crm", tenant) != before
 
-    refused = _run_through_rest(served, "restore-backup/on-demand", {"backup_id": backup_id, "confirm": "yes"})
+    refused = _run_through_rest(served, "restore-backup/restore-now", {"backup_id": backup_id, "confirm": "yes"})
     assert refused["state"]["type"] == "FAILED" and state_of(crm_db.url, "crm", tenant) != before
 
     restored = _run_through_rest(
         served,
-        "restore-backup/on-demand",
+        "restore-backup/restore-now",
         {"backup_id": backup_id, "confirm": "RESTORE", "requested_by": crm_db.tenants[0].admin_id},
     )
     assert restored["state"]["type"] == "COMPLETED", restored["state"]
@@ -113,7 +113,7 @@ def test_run_deployment_from_python_verifies_a_backup(served: dict[str, Any], cr
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     tenant = crm_db.tenants[1].id
-    backup_run = _run_through_rest(served, "backup-tenant/on-demand", {"tenant_id": tenant, "force": True})
+    backup_run = _run_through_rest(served, "backup-tenant/backup-now", {"tenant_id": tenant, "force": True})
     assert backup_run["state"]["type"] == "COMPLETED"
     with crm_db.connect() as conn:
         backup_id = conn.execute(
@@ -121,7 +121,7 @@ def test_run_deployment_from_python_verifies_a_backup(served: dict[str, Any], cr
         ).fetchone()[0]  # type: ignore[index]
     with temporary_settings(updates={PREFECT_API_URL: served["api"]}):
         run = run_deployment(
-            "verify-backup/on-demand",
+            "verify-backup/verify-now",
             parameters={"backup_id": str(backup_id)},
             timeout=120,
             poll_interval=1,
@@ -139,11 +139,13 @@ def test_serving_creates_every_deployment_with_its_schedule(served: dict[str, An
     assert schedules("backup-all-tenants/every-12-hours") == [
         {"cron": "0 */12 * * *", "timezone": "Europe/Paris", "day_or": True}
     ]
-    assert schedules("prune-backups/daily") == [{"cron": "30 3 * * *", "timezone": "Europe/Paris", "day_or": True}]
+    assert schedules("prune-backups/nightly-retention") == [
+        {"cron": "30 3 * * *", "timezone": "Europe/Paris", "day_or": True}
+    ]
     [sync] = schedules("sync-schedules/every-5-minutes")
     assert sync["interval"] == 300.0
-    assert schedules("backup-tenant/scheduled") == []  # the sync adds one per backup_schedules row
-    for name in ("backup-tenant/on-demand", "restore-backup/on-demand", "verify-backup/on-demand"):
+    assert schedules("backup-tenant/app-schedules") == []  # the sync adds one per backup_schedules row
+    for name in ("backup-tenant/backup-now", "restore-backup/restore-now", "verify-backup/verify-now"):
         assert schedules(name) == []
 
 
@@ -184,7 +186,7 @@ def test_a_row_the_app_writes_becomes_a_scheduled_backup_that_runs(
         backup_type, last, following = wait_for("the scheduled backup", made, timeout=150)
     except AssertionError as exc:  # say what the server had: the schedule, and the runs it made of it
         api = served["api"]
-        deployment = httpx.get(f"{api}/deployments/{served['ids']['backup-tenant/scheduled']}", timeout=5).json()
+        deployment = httpx.get(f"{api}/deployments/{served['ids']['backup-tenant/app-schedules']}", timeout=5).json()
         runs = httpx.post(
             f"{api}/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment["id"]]}}}, timeout=5
         ).json()

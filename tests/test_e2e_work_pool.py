@@ -91,7 +91,7 @@ def test_backup_all_tenants_fans_out_over_the_pool_one_slot_at_a_time(
             names = {f"{client.read_flow(d.flow_id).name}/{d.name}" for d in client.read_deployments()}
         assert {
             "backup-all-tenants/every-12-hours",
-            "backup-tenant/on-demand",
+            "backup-tenant/backup-now",
             "sync-schedules/every-5-minutes",
         } <= names
         run = run_deployment(

@@ -10,12 +10,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from prefect.exceptions import CancelledRun
 
 from flows.backup import backup_tenant
 from flows.restore import answer_approval, restore_backup, verify_backup
 from tenant_backup import progress
 from tenant_backup.errors import (
-    ApprovalRejectedError,
     PermissionDeniedError,
     RestoreFailedError,
     RestoreRefusedError,
@@ -323,9 +323,11 @@ def test_verify_checks_without_writing(crm_db: DemoDatabase, env: dict[str, Any]
     assert _logs(crm_db, tenant, "verify")[-1]["result"] == "success"
 
 
-def _paused_run(db: DemoDatabase, backup_id: str, answer: dict[str, Any]) -> tuple[BaseException | None, Any]:
-    """Start a restore that waits for approval, answer it through the Prefect API, return its outcome."""
+def _paused_run(db: DemoDatabase, backup_id: str, answer: dict[str, Any]) -> tuple[BaseException | None, Any, Any]:
+    """Start a restore that waits for approval, answer it through the Prefect API (first with a bare
+    Resume, which must be refused), return its outcome and its flow run as the API has it."""
     from prefect.client.orchestration import get_client
+    from prefect.flow_runs import resume_flow_run
 
     outcome: dict[str, Any] = {}
 
@@ -354,9 +356,15 @@ def _paused_run(db: DemoDatabase, backup_id: str, answer: dict[str, Any]) -> tup
             )
             time.sleep(0.5)
         assert paused is not None, "the restore never paused for approval"
+        form = client.read_flow_run(paused.id)
+        assert form.state is not None and form.state.is_paused()
+    with pytest.raises(RuntimeError, match="decision"):  # no decision made: not an answer, still paused
+        resume_flow_run(paused.id, run_input={"approver": "someone"})
     answer_approval(paused.id, **answer)
     thread.join(120)
-    return outcome.get("error"), outcome.get("result")
+    with get_client(sync_client=True) as client:
+        final = client.read_flow_run(paused.id)
+    return outcome.get("error"), outcome.get("result"), final
 
 
 def test_pause_then_approve_through_the_api_restores(pos_db: DemoDatabase, env: dict[str, Any]) -> None:
@@ -366,9 +374,17 @@ def test_pause_then_approve_through_the_api_restores(pos_db: DemoDatabase, env: 
     backup = backup_tenant(tenant_id=tenant, profile="pos", categories=["clients"], force=True)
     with pos_db.connect() as conn:
         conn.execute("UPDATE clients SET points_fidelite = -1 WHERE etablissement_id = %s", (tenant,))
-    error, result = _paused_run(pos_db, backup.backup_id, {"approve": True, "approver": "boss", "reason": "ok"})
-    assert error is None and result.applied
+    started = time.monotonic()
+    error, result, run = _paused_run(pos_db, backup.backup_id, {"approve": True, "approver": "boss", "reason": "ok"})
+    total = time.monotonic() - started
+    assert error is None and result.applied and run.state.is_completed()
     assert state_of(pos_db.url, "pos", tenant) == before
+    assert result.approval.approver == "boss" and result.approval.reason == "ok"
+    # The report's duration is the work: the wait for the answer is counted apart, not in it.
+    assert result.approval.waited_seconds > 0.5 and result.seconds + result.approval.waited_seconds <= total
+    logged = _logs(pos_db, tenant, "restore")[-1]
+    assert logged["result"] == "success" and logged["details"]["approval"]["approver"] == "boss"
+    assert logged["details"]["approval"]["reason"] == "ok" and logged["details"]["approval"]["approved"]
 
 
 def test_pause_then_reject_through_the_api_changes_nothing(pos_db: DemoDatabase, env: dict[str, Any]) -> None:
@@ -378,6 +394,10 @@ def test_pause_then_reject_through_the_api_changes_nothing(pos_db: DemoDatabase,
     with pos_db.connect() as conn:
         conn.execute("UPDATE clients SET points_fidelite = -1 WHERE etablissement_id = %s", (tenant,))
     mutated = state_of(pos_db.url, "pos", tenant)
-    error, _ = _paused_run(pos_db, backup.backup_id, {"approve": False, "approver": "boss", "reason": "not now"})
-    assert isinstance(error, ApprovalRejectedError) and "not now" in str(error)
+    error, _, run = _paused_run(pos_db, backup.backup_id, {"approve": False, "approver": "boss", "reason": "not now"})
+    assert isinstance(error, CancelledRun) and "rejected by boss: not now" in str(error)
+    assert run.state.is_cancelled() and "not now" in run.state.message  # a "no" is not a failure
     assert state_of(pos_db.url, "pos", tenant) == mutated
+    logged = _logs(pos_db, tenant, "restore")[-1]
+    assert logged["result"] == "failed" and logged["details"]["approval"]["approver"] == "boss"
+    assert not logged["details"]["approval"]["approved"] and logged["details"]["approval"]["reason"] == "not now"

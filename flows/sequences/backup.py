@@ -11,6 +11,7 @@ from tasks.maintenance import prune, stamp_schedule
 from tasks.report import publish_backup_report
 from tenant_backup.backup.steps import BackupPlan, BackupRequest, build_manifest, error_text
 from tenant_backup.db import tenant_lock
+from tenant_backup.naming import tenant_label, tenant_tags
 from tenant_backup.operations.retention import RetentionPolicy
 from tenant_backup.progress import Progress, publish
 from tenant_backup.results import BackupResult
@@ -36,6 +37,15 @@ def backup_tenant(
     if request.schedule_id:
         run(stamp_schedule, request.schedule_id, settings.timezone, database_block)
     plan = plan or run(t.plan_backup, request, database_block)
+    run.label(
+        f"backup-{tenant_label(tenant_id, plan.tenant_name)}",
+        [
+            *tenant_tags(tenant_id, plan.tenant_name),
+            f"format:{request.format}",
+            f"type:{plan.type}",
+            request.backup_type,
+        ],
+    )
     expected = sum(s.est_rows for s in plan.tables)
     publish(Progress(tenant_id=tenant_id, table="", rows=0, bytes=0, expected_rows=expected))
     with (

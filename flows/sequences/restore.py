@@ -9,6 +9,8 @@ from flows.runner import Runner
 from tasks import restore as t
 from tasks.report import publish_restore_plan, publish_restore_report
 from tenant_backup.backup.steps import error_text
+from tenant_backup.errors import ApprovalRejectedError
+from tenant_backup.naming import tenant_label, tenant_tags
 from tenant_backup.restore import steps
 from tenant_backup.restore.engine import RestorePlan
 from tenant_backup.restore.steps import RestoreRequest, RunLog
@@ -49,13 +51,23 @@ def restore_backup(
                 target = run(t.check_file, req, artifact, log, database_block)
             else:
                 artifact = run(t.fetch_and_verify, target, str(spool), storage_block)
+            name = artifact.manifest.tenant_name if target.tenant_id == artifact.manifest.tenant_id else None
+            kind = "dry-run" if req.dry_run else "restore"
+            run.label(f"{kind}-{tenant_label(target.tenant_id, name)}", [*tenant_tags(target.tenant_id, name), kind])
             if req.dry_run or approval.required:
                 plan = run(t.plan_restore, req, target, artifact, database_block)
                 run.report(publish_restore_plan, plan)
                 if not req.dry_run:
-                    approved = run.approve(plan, approval.timeout_seconds, approval.poll_seconds)
-                    why = f": {approved.reason}" if approved.reason else ""
-                    run.log(f"approved by {approved.approver or 'someone'}{why}")
+                    answer = run.approve(plan, approval.timeout_seconds, approval.poll_seconds)
+                    log = log.model_copy(update={"approval": answer})
+                    run.log(f"restore of backup {target.backup_id} {answer.describe()}")
+                    if not answer.approved:
+                        raise ApprovalRejectedError(
+                            f"restore of backup {target.backup_id} into tenant {target.tenant_id}: "
+                            f"{answer.describe()}; nothing was changed",
+                            backup_id=target.backup_id,
+                            tenant_id=target.tenant_id,
+                        )
             if not req.dry_run:
                 with run.progress(
                     target.tenant_id,
@@ -71,7 +83,8 @@ def restore_backup(
         raise
     assert plan is not None and target is not None
     run(t.log_restore, req, target.tenant_id, log, plan, None, database_block)  # an applied restore's is settled
-    result = steps.result_of(plan, time.perf_counter() - started)
+    waited = log.approval.waited_seconds if log.approval else 0.0
+    result = steps.result_of(plan, time.perf_counter() - started - waited, approval=log.approval)
     run.report(publish_restore_report, result, plan)
     return result
 
@@ -86,6 +99,10 @@ def verify_backup(run: Runner, backup_id: str, database_block: str | None, stora
     try:
         with spool_dir("verify", get_settings().spool_dir) as spool:
             artifact = run(t.fetch_and_verify, target, str(spool), storage_block)
+            name = artifact.manifest.tenant_name
+            run.label(
+                f"verify-{tenant_label(target.tenant_id, name)}", [*tenant_tags(target.tenant_id, name), "verify"]
+            )
             plan = run(t.plan_restore, req, target, artifact, database_block)
     except BaseException as exc:
         run(t.log_restore, req, target.tenant_id, log, None, error_text(exc), database_block)

@@ -203,19 +203,37 @@ def cmd_show(args: argparse.Namespace) -> dict[str, Any]:
         )
     frame = backup.table(args.table, head=args.head)
     if not args.json:
-        import shutil
-
-        import pandas as pd
-
-        width = shutil.get_terminal_size((120, 24)).columns
-        with pd.option_context("display.max_columns", None, "display.width", width, "display.max_colwidth", 40):
-            print(frame.to_string(max_rows=args.head or 60, index=False, line_width=width))
+        print(frame_text(frame, args.head or 60))
     return {
         "backup_id": row.id,
         "table": args.table,
         "dtypes": {c: str(t) for c, t in frame.dtypes.items()},
         "rows": [{c: _jsonable(v) for c, v in r.items()} for r in frame.astype(object).to_dict("records")],
     }
+
+
+def frame_text(frame: Any, limit: int) -> str:
+    """A table's rows for a terminal: one line per row when they fit its width, else one block per
+    row, a column per line (as psql's expanded display), so that nothing wraps into a mess."""
+    import shutil
+
+    width = shutil.get_terminal_size((120, 24)).columns
+    shown = frame.head(limit)
+    text: str = shown.to_string(index=False, max_colwidth=40)
+    if max((len(line) for line in text.splitlines()), default=0) <= width:
+        return text
+    label = max((len(str(c)) for c in shown.columns), default=0)
+    blocks = []
+    for n, (_, row) in enumerate(shown.astype(object).iterrows(), start=1):
+        cells = [f"{c!s:<{label}} | {_cell(v)[: max(width - label - 3, 10)]}" for c, v in row.items()]
+        blocks.append("\n".join([f"-[ row {n} ]" + "-" * max(width - 12, 0), *cells]))
+    return "\n".join(blocks)
+
+
+def _cell(value: Any) -> str:
+    """A cell as one line of text (NULL as <NA>, newlines shown as \\n)."""
+    text = "<NA>" if _jsonable(value) is None else str(_jsonable(value))
+    return text.replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _jsonable(value: Any) -> Any:

@@ -241,7 +241,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sync-schedules", help="apply backup_schedules to the scheduled deployment's schedules")
     common(p)
-    p.add_argument("--deployment", default="backup-tenant/scheduled")
+    p.add_argument("--deployment", default="backup-tenant/app-schedules")
     p.add_argument("--timezone", help="time zone of the schedules (default TENANT_BACKUP_TIMEZONE)")
     p.add_argument("--profile", help="profile of the scheduled backups (default: the deployment's)")
     p.set_defaults(func=operations.cmd_sync_schedules)
@@ -258,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TenantBackupError as exc:
         print("error: " + str(exc).replace("\r", " ").replace("\n", " "), file=sys.stderr)  # one line, always
         return exc.exit_code
+    except BrokenPipeError:  # the reader went away (`… | head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("error: interrupted; a backup in progress is marked failed by the tenant's next run", file=sys.stderr)
         return 130

@@ -234,6 +234,12 @@ _CRM = [
 ]
 
 
+# Distinct names a person tells apart, with the characters that break naive exporters (quotes,
+# commas, accents, a dash).
+_POS_NAMES = ['Restaurant "Chez Ngo", Douala', "Le Wouri – Bonapriso", "Maquis Étoile, Yaoundé", "Kribi Plage"]
+_CRM_NAMES = ['Atlas "Services", Douala', "Bantu Logistique", "Sanaga Solaire – Édéa", "Mont Cameroun Conseil"]
+
+
 def load_demo(
     conn: psycopg.Connection, schema: SchemaName, tenants: int, rows: int, first_rows: int | None = None
 ) -> list[DemoTenant]:
@@ -249,7 +255,8 @@ def load_demo(
     for n in range(tenants):
         tenant_rows = first_rows if (n == 0 and first_rows is not None) else rows
         tid = tenant_uuid(schema, n)
-        name = f'{"Restaurant" if schema == "pos" else "Company"} {n} – "Chez Ngo", Douala'
+        names = _POS_NAMES if schema == "pos" else _CRM_NAMES
+        name = names[n] if n < len(names) else f"{names[n % len(names)]} {n // len(names) + 1}"
         params: dict[str, object] = {"t": tid, "name": name, **counts(tenant_rows)}
         with conn.transaction():
             for stmt in statements:

@@ -19,6 +19,7 @@ the app's triggers fire as for any write.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Literal
 
 import psycopg
@@ -58,6 +59,8 @@ class RestorePlan(BaseModel):
     tables: list[TableChange]
     outside: list[OutsideEffect]
     missing_references: list[MissingReference] = []
+    tenant_name: str | None = None  # the target tenant's, when the backup is its own
+    backup_date: datetime | None = None  # the backup's snapshot time
     dropped_columns: dict[str, list[str]]
     added_columns: dict[str, list[str]]
     triggers: Literal["skipped", "fired"]
@@ -214,6 +217,8 @@ def _in_one_transaction(
             tables=changes,
             outside=outside,
             missing_references=missing,
+            tenant_name=manifest.tenant_name if manifest.tenant_id == target_tenant else None,
+            backup_date=manifest.date,
             dropped_columns={t.name: t.dropped for t in ordered if t.dropped},
             added_columns={t.name: t.added for t in ordered if t.added},
             triggers="skipped" if replica else "fired",

@@ -27,7 +27,7 @@ from tenant_backup.backup.steps import error_text
 from tenant_backup.db import connect, tenant_lock
 from tenant_backup.errors import ConfigurationError, LedgerError, RestoreRefusedError, VerificationError
 from tenant_backup.restore.engine import RestorePlan, restore_tenant
-from tenant_backup.results import RestoreResult, TableCounts
+from tenant_backup.results import Approval, RestoreResult, TableCounts
 from tenant_backup.settings import Settings
 from tenant_backup.storage import Storage
 from tenant_backup.tenancy.admins import check_admin
@@ -86,6 +86,13 @@ class RunLog(BaseModel):
     action: Literal["restore", "verify"] = "restore"
     flow_run_id: str | None = None
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    approval: Approval | None = None  # the approver's answer, once given
+
+    @property
+    def seconds(self) -> float:
+        """How long the run has worked: since it started, less the wait for an approval."""
+        waited = self.approval.waited_seconds if self.approval else 0.0
+        return round((datetime.now(UTC) - self.started_at).total_seconds() - waited, 3)
 
 
 class AppliedRestore(BaseModel):
@@ -321,8 +328,10 @@ def _log(
     details: dict[str, Any] = {
         "mode": req.mode,
         "dry_run": req.dry_run,
-        "seconds": round((datetime.now(UTC) - log.started_at).total_seconds(), 3),
+        "seconds": log.seconds,
     }
+    if log.approval is not None:
+        details["approval"] = log.approval.model_dump()
     if log.flow_run_id:
         details["flow_run_id"] = log.flow_run_id
     if req.file:
@@ -350,7 +359,10 @@ def _log(
 
 
 def result_of(
-    plan: RestorePlan, seconds: float, status: Literal["completed", "planned", "verified"] | None = None
+    plan: RestorePlan,
+    seconds: float,
+    status: Literal["completed", "planned", "verified"] | None = None,
+    approval: Approval | None = None,
 ) -> RestoreResult:
     """What the restore flow returns: the plan's counts per table, and how long it took."""
     return RestoreResult(
@@ -372,4 +384,7 @@ def result_of(
         added_columns=plan.added_columns,
         triggers=plan.triggers,
         seconds=round(seconds, 3),
+        approval=approval,
+        tenant_name=plan.tenant_name,
+        backup_date=plan.backup_date,
     )
