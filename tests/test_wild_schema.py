@@ -296,3 +296,45 @@ def test_the_sql_artifact_of_the_wild_schema_replays_with_psql(
     )
     assert done.returncode == 0, done.stderr
     assert state_of(wild.url, profile, "2") == before
+
+
+def test_app_triggers_that_name_tables_without_a_schema_see_the_app_tables_not_the_staging_ones(
+    wild: Database, env: dict[str, Any], profile_file: str, tmp_path: Path
+) -> None:
+    """A trigger of the app that writes another restored table, naming it without a schema, must
+    write the real table (whose rows the restore then puts back), never a staging copy: that would
+    let rows that differ from the backup through as "completed"."""
+    _use(env, wild)
+    profile = load_profile(profile_file)
+    before = state_of(wild.url, profile, "1")
+    backup = backup_tenant(tenant_id="1", profile=profile_file, categories=["activity"], force=True)
+    sql_backup = backup_tenant(tenant_id="1", profile=profile_file, categories=["activity"], format="sql",
+                               compression="none", force=True)  # fmt: skip
+    storage = Storage(env["store"])
+    script = tmp_path / "backup.sql"
+    script.write_bytes(storage.open_read(storage.key_of(sql_backup.storage_path)).read())
+    with wild.connect() as conn:
+        conn.execute(
+            "CREATE FUNCTION tb_touch_lines() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "UPDATE order_lines SET qty = qty + 100 WHERE order_id = NEW.id AND order_shop = NEW.shop_id; "
+            "RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER tb_touch_lines AFTER UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION tb_touch_lines()"
+        )
+        conn.execute("ALTER TABLE orders ENABLE ALWAYS TRIGGER tb_touch_lines")  # fires in replica mode too
+    try:
+        for replay in ("flow", "psql"):
+            with wild.connect() as conn:  # the app edits an order; its trigger edits the order's lines
+                conn.execute("UPDATE orders SET total = total + 1 WHERE shop_id = 1")
+            assert state_of(wild.url, profile, "1") != before
+            if replay == "flow":
+                assert restore_backup(backup_id=uuid.UUID(backup.backup_id), confirm="RESTORE").status == "completed"
+            else:
+                psql = ["psql", "-X", "-q", "--single-transaction", "-f", str(script), wild.url]
+                done = subprocess.run(psql, capture_output=True, text=True)
+                assert done.returncode == 0, done.stderr
+            assert state_of(wild.url, profile, "1") == before, replay
+    finally:
+        with wild.connect() as conn:
+            conn.execute("DROP TRIGGER tb_touch_lines ON orders; DROP FUNCTION tb_touch_lines()")

@@ -39,7 +39,7 @@ def apply_changes(
             new = t.stage_ident("_new")
             conn.execute(
                 sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-                    sql.Identifier(t.stage + "_new"), t.cols(t.pk), t.stage_ident()
+                    new, t.cols(t.pk), t.stage_ident()
                 )
             )
             insert = sql.SQL("WITH ins AS ({} RETURNING {}) INSERT INTO {} SELECT * FROM ins").format(

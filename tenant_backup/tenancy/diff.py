@@ -2,8 +2,8 @@
 
 The restore flow runs these statements (``restore/``); the SQL artifact writes the same ones out
 for ``psql --single-transaction`` (``artifact/documents``): one mechanism for both. Each table's
-backed-up rows are first loaded into a temporary *staging* table named like the table
-(``pg_temp."billing.invoices"``); then:
+backed-up rows are first loaded into a temporary *staging* table (``pg_temp."tenant_backup
+staging billing.invoices"``); then:
 
 * a table **with a key** (its primary key, else a unique index of NOT NULL columns, as a replica
   identity would be) is compared by key: insert the missing keys, update the rows that differ,
@@ -40,11 +40,17 @@ __all__ = [
 _NO_EQUALITY = ("json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle")
 
 
+STAGE_PREFIX = "tenant_backup staging "
+
+
 def stage_name(table: str) -> str:
-    """The staging table of ``table`` (its display name; hashed when too long for an identifier)."""
-    if len(table.encode("utf-8")) <= 60:
-        return table
-    return "t_" + hashlib.sha256(table.encode("utf-8")).hexdigest()[:24]
+    """The staging table of ``table``: ``pg_temp."tenant_backup staging ventes"`` (hashed when too
+    long for an identifier). Never the table's own name: PostgreSQL looks in ``pg_temp`` first, so
+    a staging table named like the app's table would stand in for it in the app's trigger code."""
+    name = STAGE_PREFIX + table
+    if len(name.encode("utf-8")) <= 63:
+        return name
+    return STAGE_PREFIX + hashlib.sha256(table.encode("utf-8")).hexdigest()[:32]
 
 
 class RestoreTable:
@@ -76,7 +82,8 @@ class RestoreTable:
         return self.scope.ident()
 
     def stage_ident(self, suffix: str = "") -> sql.Composed:
-        return sql.SQL("{}.{}").format(sql.Identifier("pg_temp"), sql.Identifier(self.stage + suffix))
+        """``pg_temp."<staging table>"``; a ``suffix`` names another temporary table of this table."""
+        return sql.SQL("{}.{}").format(sql.Identifier("pg_temp"), sql.Identifier(stage_name(self.name + suffix)))
 
     def cols(self, names: list[str], alias: str | None = None) -> sql.Composable:
         if alias is None:
