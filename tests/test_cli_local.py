@@ -164,3 +164,14 @@ def test_list_on_a_database_never_migrated_says_to_migrate_and_migrate_says_what
         assert cli("list", "--db", db.url).stdout.startswith("0 backups")
     finally:
         drop_database(db)
+
+
+def test_one_tenant_spelled_two_ways_is_one_tenant(pos_db: DemoDatabase, tmp_path: Path) -> None:
+    tenant = pos_db.tenants[0].id
+    where = ["--db", pos_db.url, "--storage", f"file://{tmp_path}/store"]
+    first = _json(cli("backup", "--tenant", tenant.upper(), "--category", "tables", "--force", *where, "--json"))
+    assert first["tenant_id"] == tenant and f"/{tenant}/" in first["storage_path"]  # the database's spelling
+    again = cli("backup", "--tenant", "{" + tenant.replace("-", "") + "}", "--category", "tables", *where)
+    assert again.returncode == 2 and "was backed up at" in again.stderr  # the same tenant: throttled
+    listed = _json(cli("list", "--db", pos_db.url, "--tenant", tenant.upper(), "--json"))
+    assert first["backup_id"] in {b["id"] for b in listed["backups"]}

@@ -33,10 +33,11 @@ def backup_tenant(
     the ledger row failed and leaves no artifact."""
     started = time.perf_counter()
     settings = get_settings()
-    tenant_id = request.tenant_id
     if request.schedule_id:
         run(stamp_schedule, request.schedule_id, settings.timezone, database_block)
     plan = plan or run(t.plan_backup, request, database_block)
+    request = plan.request  # the tenant id as the database spells it
+    tenant_id = request.tenant_id
     run.label(
         f"backup-{tenant_label(tenant_id, plan.tenant_name)}",
         [

@@ -167,7 +167,8 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
                     error=str(exc),
                 )
                 raise
-        tenant_name = check_tenant(conn, catalog, profile, request.tenant_id, allow_empty=request.allow_empty)
+        tenant = check_tenant(conn, catalog, profile, request.tenant_id, allow_empty=request.allow_empty)
+        tenant_name, request = tenant.name, request.model_copy(update={"tenant_id": tenant.id})
         if not request.force:  # early, before any lock is taken; the ledger entry checks it again under the lock
             ledger.check_throttle(
                 conn, settings.ledger_schema, request.tenant_id, timedelta(seconds=settings.throttle_seconds)

@@ -15,6 +15,7 @@ that the caller can tell Prefect they crashed.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any, Literal
@@ -319,6 +320,13 @@ def get_backup(conn: psycopg.Connection, schema: str, backup_id: str) -> BackupR
     return rows[0]
 
 
+def _uuid_spelling(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return text
+
+
 class BackupFilter(BaseModel):
     """What ``list`` may filter on; every field optional."""
 
@@ -332,7 +340,10 @@ class BackupFilter(BaseModel):
     def where(self) -> tuple[sql.Composable, tuple[Any, ...]]:
         conditions: list[sql.Composable] = [sql.SQL("true")]
         params: list[Any] = []
-        for column in ("tenant_id", "status", "backup_type", "format"):
+        if self.tenant_id is not None:  # a uuid typed in capitals, or in braces, is the same tenant
+            conditions.append(sql.SQL("tenant_id = ANY(%s)"))
+            params.append(sorted({self.tenant_id, _uuid_spelling(self.tenant_id)}))
+        for column in ("status", "backup_type", "format"):
             value = getattr(self, column)
             if value is not None:
                 conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))

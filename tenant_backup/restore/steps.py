@@ -31,7 +31,9 @@ from tenant_backup.results import Approval, RestoreResult, TableCounts
 from tenant_backup.settings import Settings
 from tenant_backup.storage import Storage
 from tenant_backup.tenancy.admins import check_admin
-from tenant_backup.tenancy.profiles import stored_profile
+from tenant_backup.tenancy.catalog import read_catalog
+from tenant_backup.tenancy.profiles import Profile, stored_profile
+from tenant_backup.tenancy.tenants import check_tenant
 
 __all__ = [
     "AppliedRestore",
@@ -135,6 +137,12 @@ def require_confirmation(req: RestoreRequest, backup_id: str, target: str) -> No
         )
 
 
+def _spelled(conn: psycopg.Connection, profile: Profile, tenant_id: str) -> str:
+    """Another tenant to restore into, as the database spells its id; it must exist."""
+    catalog = read_catalog(conn, profile.db_schema, profile.schemas)
+    return check_tenant(conn, catalog, profile, tenant_id, allow_empty=True).id
+
+
 def check_request(db_url: str, settings: Settings, req: RestoreRequest, log: RunLog) -> RestoreTarget:
     """Refuse before anything else: no typed confirmation, no such backup, not completed,
     or a requester who is not an admin of the target tenant (logged)."""
@@ -144,7 +152,10 @@ def check_request(db_url: str, settings: Settings, req: RestoreRequest, log: Run
             raise ConfigurationError("no backup to restore: give its id, or a file (--file)")
         row = ledger.get_backup(conn, settings.ledger_schema, req.backup_id)
         target = req.target_tenant or row.tenant_id
+        profile = stored_profile(row.metadata.get("profile_doc"), row.tenant_column)
         try:
+            if req.target_tenant:
+                target = _spelled(conn, profile, req.target_tenant)
             require_confirmation(req, req.backup_id or "", target)
             if row.status != "completed" or not row.storage_path:
                 raise LedgerError(
@@ -153,7 +164,6 @@ def check_request(db_url: str, settings: Settings, req: RestoreRequest, log: Run
                     backup_id=req.backup_id,
                 )
             if req.requested_by:
-                profile = stored_profile(row.metadata.get("profile_doc"), row.tenant_column)
                 check_admin(conn, profile, target, req.requested_by, "restore")
         except Exception as exc:
             _log(conn, settings, req, target, log, "failed", error=str(exc))
@@ -196,12 +206,14 @@ def check_file(
     ledger's word: typed confirmation, and the admin rule of the profile it was taken with."""
     manifest = artifact.manifest
     target = req.target_tenant or manifest.tenant_id
+    profile = stored_profile(manifest.profile_doc, manifest.tenant_column, manifest.db_schema)
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
         ledger.migrate(conn, settings.ledger_schema)
         try:
+            if req.target_tenant:
+                target = _spelled(conn, profile, req.target_tenant)
             require_confirmation(req, manifest.backup_id, target)
             if req.requested_by:
-                profile = stored_profile(manifest.profile_doc, manifest.tenant_column, manifest.db_schema)
                 check_admin(conn, profile, target, req.requested_by, "restore")
         except Exception as exc:
             _log(conn, settings, req, target, log, "failed", error=str(exc))

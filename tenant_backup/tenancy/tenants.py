@@ -3,6 +3,8 @@ backup of one reads (for the access check)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import psycopg
 from psycopg import sql
 
@@ -11,7 +13,7 @@ from tenant_backup.tenancy.catalog import Catalog, TableInfo, TableScope
 from tenant_backup.tenancy.profiles import Profile
 from tenant_backup.tenancy.scope import find_tenant_table
 
-__all__ = ["check_tenant", "list_tenants", "tables_read"]
+__all__ = ["Tenant", "check_tenant", "list_tenants", "tables_read"]
 
 
 def tables_read(
@@ -38,10 +40,19 @@ def _holders(catalog: Catalog, profile: Profile) -> list[TableInfo]:
     return holders
 
 
+class Tenant(NamedTuple):
+    """A tenant as the database spells its id (``AAAA…`` and ``{aaaa…}`` are one uuid), and its name."""
+
+    id: str
+    name: str | None
+
+
 def check_tenant(
     conn: psycopg.Connection, catalog: Catalog, profile: Profile, tenant_id: str, *, allow_empty: bool = False
-) -> str | None:
-    """The tenant's display name (None when the profile has none); raises when it does not exist.
+) -> Tenant:
+    """The tenant, with its id in the database's own spelling (what the ledger, the lock and the
+    storage folder use, so that one tenant never appears under two spellings) and its display
+    name (None when the profile has none); raises when it does not exist.
 
     With a tenant table, the tenant exists when that table has its key, whatever its other
     columns. Without one, when some table holding the tenant column has a row of it, unless
@@ -52,8 +63,9 @@ def check_tenant(
     try:
         if table is not None and info is not None:
             name = sql.Identifier(table.display_name) if table.display_name else sql.SQL("NULL")
+            key = sql.Identifier(table.key)
             row = conn.execute(
-                sql.SQL("SELECT {}::text FROM {} WHERE {} = %s").format(name, info.ident(), sql.Identifier(table.key)),
+                sql.SQL("SELECT {}::text, {}::text FROM {} WHERE {} = %s").format(key, name, info.ident(), key),
                 (tenant_id,),
             ).fetchone()
             if row is None:
@@ -62,21 +74,26 @@ def check_tenant(
                     f"{tenant_id!r}; check the tenant id (tenant-backup lists backups, the app lists its tenants)",
                     tenant_id=tenant_id,
                 )
-            return str(row[0]) if row[0] is not None else None
+            return Tenant(str(row[0]), str(row[1]) if row[1] is not None else None)
+        holders = _holders(catalog, profile)
+        column = next(c for c in holders[0].columns if c.name == profile.tenant_column)
+        canonical = conn.execute(sql.SQL("SELECT CAST(%s AS {})::text").format(sql.SQL(column.type)), (tenant_id,))
+        spelled = str((canonical.fetchone() or (tenant_id,))[0])
         if not allow_empty:
             exists = sql.SQL(" OR ").join(
                 sql.SQL("EXISTS (SELECT 1 FROM {} WHERE {} = %(tenant)s)").format(
                     t.ident(), sql.Identifier(profile.tenant_column)
                 )
-                for t in _holders(catalog, profile)
+                for t in holders
             )
-            row = conn.execute(sql.SQL("SELECT {}").format(exists), {"tenant": tenant_id}).fetchone()
+            row = conn.execute(sql.SQL("SELECT {}").format(exists), {"tenant": spelled}).fetchone()
             if row is None or not row[0]:
                 raise ConfigurationError(
                     f"tenant {tenant_id} has no row in any table with column {profile.tenant_column!r}: check the "
                     "tenant id, or pass --allow-empty (allow_empty=True) to back up a tenant that has no rows yet",
                     tenant_id=tenant_id,
                 )
+        return Tenant(spelled, None)
     except psycopg.errors.DataError as exc:
         where = f"{table.name}.{table.key}" if table is not None else profile.tenant_column
         raise ConfigurationError(
@@ -84,7 +101,6 @@ def check_tenant(
             f"({str(exc).strip().splitlines()[0]}); check the tenant id",
             tenant_id=tenant_id,
         ) from exc
-    return None
 
 
 def list_tenants(conn: psycopg.Connection, catalog: Catalog, profile: Profile) -> list[str]:
