@@ -32,11 +32,18 @@ CREATE TABLE orgs (id integer PRIMARY KEY);  -- a tenant table with nothing but 
 CREATE TABLE notes (id serial PRIMARY KEY, org_id integer NOT NULL REFERENCES orgs, body text,
                     secret boolean NOT NULL DEFAULT false);
 CREATE TABLE comments (id serial PRIMARY KEY, note_id integer NOT NULL REFERENCES notes ON DELETE CASCADE, body text);
-CREATE TABLE kv (space text NOT NULL, k text NOT NULL, v text);  -- a tenant column, no tenant table
+-- Supabase-like: users in another schema, under row-level security that hides them all from app roles.
+CREATE SCHEMA auth;
+CREATE TABLE auth.users (id integer PRIMARY KEY);
+INSERT INTO auth.users VALUES (1), (2);
+ALTER TABLE auth.users ENABLE ROW LEVEL SECURITY;
+CREATE POLICY nobody ON auth.users USING (false);
+-- A tenant column, no tenant table:
+CREATE TABLE kv (space text NOT NULL, k text NOT NULL, v text, user_id integer REFERENCES auth.users);
 INSERT INTO orgs VALUES (1), (2);
 INSERT INTO notes (org_id, body, secret) SELECT 1 + i % 2, 'note ' || i, i % 4 = 0 FROM generate_series(0, 199) i;
 INSERT INTO comments (note_id, body) SELECT id, 'on ' || body FROM notes;
-INSERT INTO kv VALUES ('a', 'x', '1'), ('a', 'y', '2');
+INSERT INTO kv VALUES ('a', 'x', '1', 1), ('a', 'y', '2', NULL);
 -- The app's row-level security: a role sees no secret note, even the table's owner (FORCE).
 ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE notes FORCE ROW LEVEL SECURITY;
@@ -74,8 +81,9 @@ def role(notes_db: Database) -> Iterator[str]:
     with notes_db.connect() as conn:
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
         for statement in (
-            "GRANT USAGE ON SCHEMA public, tenant_backup TO {r}",
+            "GRANT USAGE ON SCHEMA public, tenant_backup, auth TO {r}",
             "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public, tenant_backup TO {r}",
+            "GRANT SELECT ON auth.users TO {r}",
             "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {r}",
             "GRANT TEMPORARY ON DATABASE {d} TO {r}",
         ):
@@ -278,3 +286,15 @@ def test_rows_written_by_another_session_during_a_restore_roll_it_back_and_say_s
     assert written.is_set()
     with notes_db.connect() as conn:  # rolled back: the edit the restore would have undone is still there
         assert conn.execute("SELECT count(*) FROM comments WHERE body = 'edited'").fetchone() == (1,)
+
+
+def test_row_level_security_on_a_table_the_restore_only_reads_is_refused_too(
+    notes_db: Database, role: str, env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """auth.users is outside the backup; the restore reads it to check the rows' references, and
+    its row-level security would hide the users: refused up front, naming it, not a raw error."""
+    env["use"](notes_db)
+    backup = backup_tenant(tenant_id="a", profile=None, tenant_column="space", force=True)
+    monkeypatch.setenv("TENANT_BACKUP_DATABASE_URL", _as(notes_db, role))
+    with pytest.raises(RoleAccessError, match=f"role {role} cannot restore into tenant a: .*auth.users"):
+        restore_backup(backup_id=uuid.UUID(backup.backup_id), confirm="RESTORE")

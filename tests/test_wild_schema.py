@@ -338,3 +338,24 @@ def test_app_triggers_that_name_tables_without_a_schema_see_the_app_tables_not_t
     finally:
         with wild.connect() as conn:
             conn.execute("DROP TRIGGER tb_touch_lines ON orders; DROP FUNCTION tb_touch_lines()")
+
+
+def test_a_column_added_not_null_without_default_is_named_before_anything_is_written(
+    wild: Database, env: dict[str, Any], profile_file: str
+) -> None:
+    _use(env, wild)
+    backup = backup_tenant(tenant_id="2", profile=profile_file, categories=["catalog"], force=True)
+    with wild.connect() as conn:
+        conn.execute("DELETE FROM settings WHERE shop_id = 2 AND code = 'vat'")
+        conn.execute("ALTER TABLE settings ADD COLUMN prio integer NOT NULL DEFAULT 0")
+        conn.execute("ALTER TABLE settings ALTER COLUMN prio DROP DEFAULT")
+    changed = state_of(wild.url, load_profile(profile_file), "2")
+    try:
+        for dry_run in (True, False):
+            with pytest.raises(RestoreRefusedError, match="table settings has column prio added since backup .* 1 row"):
+                restore_backup(backup_id=uuid.UUID(backup.backup_id), confirm="RESTORE", dry_run=dry_run)
+        assert state_of(wild.url, load_profile(profile_file), "2") == changed
+    finally:
+        with wild.connect() as conn:
+            conn.execute("ALTER TABLE settings DROP COLUMN prio")
+            conn.execute("INSERT INTO settings VALUES (2, 'vat', 'vat-2')")

@@ -36,6 +36,7 @@ from tenant_backup.restore.staging import (
     OutsideEffect,
     TableChange,
     count_changes,
+    count_rows,
     missing_references,
     outside_effects,
     stage,
@@ -191,6 +192,7 @@ def _in_one_transaction(
             _refuse_unkeyed_cycles(order, by_name, backup_id)
         for t in ordered:
             stage(conn, artifact, t, target_tenant, rewrite=target_tenant != manifest.tenant_id)
+        _refuse_rows_without_values(conn, ordered, target_tenant, backup_id)
         # A plan counts ahead (and is rolled back); an apply counts what its statements do, and a
         # key of another tenant's row shows up in its check as a missing row.
         changes = [
@@ -313,8 +315,8 @@ def _needs(catalog: Catalog, work: list[RestoreTable], mode: Mode) -> dict[Table
     needs: dict[TableInfo, list[str]] = {}
 
     def need(name: str, *privileges: str) -> None:
-        if name in catalog.tables:
-            needs.setdefault(catalog.tables[name], []).extend(privileges)
+        if (table := catalog.table(name)) is not None:
+            needs.setdefault(table, []).extend(privileges)
 
     for t in work:
         need(t.name, "SELECT", "INSERT", *(["UPDATE"] if t.keyed else []), *(["DELETE"] if mode == "replace" else []))
@@ -326,6 +328,25 @@ def _needs(catalog: Catalog, work: list[RestoreTable], mode: Mode) -> dict[Table
         elif fk.ref_table in names and mode == "replace":
             need(fk.table, "SELECT")
     return needs
+
+
+def _refuse_rows_without_values(
+    conn: psycopg.Connection, work: list[RestoreTable], tenant: str, backup_id: str
+) -> None:
+    """A column added since the backup, NOT NULL with no default, has no value for the rows the
+    restore would insert: refuse before writing, naming it (not a NotNullViolation halfway)."""
+    for t in work:
+        needy = [c.name for c in t.scope.columns if c.name in t.added and c.needs_a_value]
+        if needy and (inserts := count_rows(conn, t.count_inserts(), tenant)):
+            raise RestoreRefusedError(
+                f"table {t.name} has column{'s' if len(needy) > 1 else ''} {', '.join(needy)} added since backup "
+                f"{backup_id}, NOT NULL and without a default, so the {inserts} row(s) the restore would insert "
+                f"have no value for it; give it a default (ALTER TABLE … ALTER COLUMN … SET DEFAULT …), then restore "
+                "again; nothing was written",
+                table=t.name,
+                tenant_id=tenant,
+                backup_id=backup_id,
+            )
 
 
 def _refuse_unkeyed_cycles(order: RestoreOrder, work: dict[str, RestoreTable], backup_id: str) -> None:

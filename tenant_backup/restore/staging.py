@@ -93,8 +93,7 @@ def count_changes(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: 
     """Refuse keys that belong to another tenant; count inserts, updates and deletes."""
     if not t.keyed:
         current = t.current(t.common)
-        surplus = t.multiset_surplus(t.staged(), current, [])
-        inserted = count_rows(conn, sql.SQL("SELECT count(*) FROM ({}) x").format(surplus), tenant)
+        inserted = count_rows(conn, t.count_inserts(), tenant)
         deleted = 0
         if mode == "replace":
             surplus = t.multiset_surplus(current, t.staged(), [])
@@ -122,13 +121,7 @@ def count_changes(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: 
             table=t.name,
             tenant_id=tenant,
         )
-    inserted = count_rows(
-        conn,
-        sql.SQL("SELECT count(*) FROM {} s WHERE NOT EXISTS (SELECT 1 FROM {} x WHERE {})").format(
-            stage, t.target(), t.key_match("x", "s")
-        ),
-        tenant,
-    )
+    inserted = count_rows(conn, t.count_inserts(), tenant)
     updated = count_rows(
         conn,
         sql.SQL("SELECT count(*) FROM {} s JOIN ({}) c ON {} WHERE {} IS DISTINCT FROM {}").format(

@@ -12,7 +12,7 @@ Tables are named as a profile names them: ``ventes`` in the profile's default sc
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import psycopg
@@ -66,6 +66,12 @@ class ColumnInfo(BaseModel):
     not_null: bool = False
     generated: bool = False
     identity: bool = False
+    has_default: bool = False
+
+    @property
+    def needs_a_value(self) -> bool:
+        """NOT NULL with nothing to fill it in: an insert must give it a value."""
+        return self.not_null and not (self.has_default or self.identity or self.generated)
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,11 @@ class Catalog:
     schema: str  # the profile's default schema
     tables: dict[str, TableInfo]
     foreign_keys: tuple[ForeignKey, ...]
+    outside: dict[str, TableInfo] = field(default_factory=dict)  # other schemas' tables the keys reach
+
+    def table(self, name: str) -> TableInfo | None:
+        """A table of the profile's schemas, or one outside them that a foreign key reaches."""
+        return self.tables.get(name) or self.outside.get(name)
 
     def fks_from(self, table: str) -> list[ForeignKey]:
         return [fk for fk in self.foreign_keys if fk.table == table]
@@ -180,7 +191,7 @@ class TableScope(BaseModel):
 # partitioned table is the sum over its partitions.
 _CATALOG_SQL = """
 SELECT n.nspname, c.relname, c.oid::int8, c.relkind = 'p', a.attname, format_type(a.atttypid, a.atttypmod),
-       a.attnotnull, a.attgenerated <> '', a.attidentity <> '',
+       a.attnotnull, a.attgenerated <> '', a.attidentity <> '', a.atthasdef,
        CASE WHEN c.relkind = 'p' THEN (SELECT coalesce(sum(greatest(p.reltuples, 0)), 0)::bigint
                                        FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid)
             ELSE greatest(c.reltuples, 0)::bigint END,
@@ -212,7 +223,7 @@ ORDER BY i.indrelid, NOT i.indisreplident, i.indnatts, ic.relname
 # Top-level constraints only (conparentid = 0): a partition's copies of its parent's keys are
 # not keys of their own. Either side in the profile's schemas.
 _FK_SQL = """
-SELECT con.conname, n.nspname, c.relname, rn.nspname, r.relname,
+SELECT con.conname, n.nspname, c.relname, rn.nspname, r.relname, c.oid::int8, r.oid::int8,
        array(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.i),
        array(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
@@ -237,11 +248,13 @@ def read_catalog(conn: psycopg.Connection, schema: str, other_schemas: Iterable[
     columns: dict[int, list[ColumnInfo]] = {}
     pks: dict[int, list[str]] = {}
     meta: dict[int, tuple[str, str, bool, int]] = {}
-    for nsp, rel, oid, partitioned, col, typ, not_null, generated, identity, rows, in_pk in conn.execute(
+    for nsp, rel, oid, partitioned, col, typ, not_null, generated, identity, default, rows, in_pk in conn.execute(
         _CATALOG_SQL, (schemas,)
     ):
         columns.setdefault(oid, []).append(
-            ColumnInfo(name=col, type=typ, not_null=not_null, generated=generated, identity=identity)
+            ColumnInfo(
+                name=col, type=typ, not_null=not_null, generated=generated, identity=identity, has_default=default
+            )
         )
         meta[oid] = (nsp, rel, partitioned, rows)
         if in_pk:
@@ -273,6 +286,23 @@ def read_catalog(conn: psycopg.Connection, schema: str, other_schemas: Iterable[
             key_kind=kind,  # type: ignore[arg-type]
             partitioned=partitioned,
         )
+    rows = conn.execute(_FK_SQL, (schemas, schemas)).fetchall()
+    # Tables outside the profile's schemas that a foreign key reaches (Supabase's auth.users):
+    # what a restore reads of them is checked like the rest (privileges, row-level security).
+    outside = {
+        display_name(nsp, rel, schema): TableInfo(
+            name=display_name(nsp, rel, schema),
+            columns=(),
+            primary_key=(),
+            est_rows=0,
+            schema=nsp,
+            relname=rel,
+            oid=oid,
+        )
+        for _, cn, cr, rn, rr, coid, roid, *_ in rows
+        for nsp, rel, oid in ((cn, cr, coid), (rn, rr, roid))
+        if display_name(nsp, rel, schema) not in tables
+    }
     fks = tuple(
         ForeignKey(
             name=con,
@@ -288,6 +318,6 @@ def read_catalog(conn: psycopg.Connection, schema: str, other_schemas: Iterable[
             ref_schema=rnsp,
             ref_relname=rrel,
         )
-        for con, nsp, rel, rnsp, rrel, cs, rs, nn, od, df in conn.execute(_FK_SQL, (schemas, schemas))
+        for con, nsp, rel, rnsp, rrel, _, _, cs, rs, nn, od, df in rows
     )
-    return Catalog(schema=schema, tables=tables, foreign_keys=fks)
+    return Catalog(schema=schema, tables=tables, foreign_keys=fks, outside=outside)

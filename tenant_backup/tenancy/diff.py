@@ -161,6 +161,15 @@ class RestoreTable:
     def count_current(self) -> sql.Composed:
         return sql.SQL("SELECT count(*) FROM ({}) c").format(self.current(["ctid"]))
 
+    def count_inserts(self) -> sql.Composed:
+        """How many staged rows an apply would insert (missing keys, or missing copies of a row)."""
+        if not self.keyed:
+            surplus = self.multiset_surplus(self.staged(), self.current(self.common), [])
+            return sql.SQL("SELECT count(*) FROM ({}) x").format(surplus)
+        return sql.SQL("SELECT count(*) FROM {} s WHERE NOT EXISTS (SELECT 1 FROM {} x WHERE {})").format(
+            self.stage_ident(), self.target(), self.key_match("x", "s")
+        )
+
     def count_missing(self) -> sql.Composed:
         """Staged rows that the tenant's rows lack (``EXCEPT ALL``: duplicates count)."""
         current = sql.SQL("SELECT {} FROM ({}) c").format(self.comparable_list("c"), self.current(self.common))
