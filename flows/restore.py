@@ -36,6 +36,7 @@ def restore_backup(
     approval_timeout_seconds: int = 3600,
     approval_poll_seconds: int = 10,
     file: str | None = None,
+    cascade: bool = False,
     database_block: str | None = None,
     storage_block: str | None = None,
 ) -> RestoreResult:
@@ -55,6 +56,8 @@ def restore_backup(
         approval_poll_seconds: How often the paused run checks for an answer.
         file: Instead of a backup of this ledger, an artifact file (a path or a storage URL), verified
             by its manifest's checksums.
+        cascade: Let the ON DELETE rules of tables outside the restore act on rows that reference
+            deleted rows (else such a restore is refused; the plan lists those rows).
         database_block: A tenant-backup-database block; else TENANT_BACKUP_DATABASE_URL.
         storage_block: A tenant-backup-storage block; else TENANT_BACKUP_STORAGE_URL.
     """
@@ -67,6 +70,7 @@ def restore_backup(
         tables=tables,
         target_tenant=target_tenant,
         file=file,
+        cascade=cascade,
     )
     approval = ApprovalRequest(require_approval, approval_timeout_seconds, approval_poll_seconds)
     try:

@@ -401,3 +401,39 @@ def test_pause_then_reject_through_the_api_changes_nothing(pos_db: DemoDatabase,
     logged = _logs(pos_db, tenant, "restore")[-1]
     assert logged["result"] == "failed" and logged["details"]["approval"]["approver"] == "boss"
     assert not logged["details"]["approval"]["approved"] and logged["details"]["approval"]["reason"] == "not now"
+
+
+def test_rows_outside_the_restore_that_deletes_would_reach_are_counted_through_cascades_and_refused(
+    pos_db: DemoDatabase, env: dict[str, Any]
+) -> None:
+    env["use"](pos_db)
+    tenant = pos_db.tenants[0].id
+    backup = backup_tenant(tenant_id=tenant, profile="pos", categories=["produits"], force=True)
+    with pos_db.connect() as conn:  # tables the backup does not hold, two cascades deep
+        conn.execute(
+            "CREATE TABLE promos (id serial PRIMARY KEY, produit_id uuid REFERENCES produits ON DELETE CASCADE)"
+        )
+        conn.execute("CREATE TABLE promo_uses (promo_id integer REFERENCES promos ON DELETE CASCADE, at date)")
+        new = conn.execute(
+            "INSERT INTO produits (etablissement_id, nom, prix_vente) VALUES (%s, 'new', 1) RETURNING id", (tenant,)
+        ).fetchone()
+        promo = conn.execute("INSERT INTO promos (produit_id) VALUES (%s) RETURNING id", (new[0],)).fetchone()  # type: ignore[index]
+        conn.execute("INSERT INTO promo_uses VALUES (%s, '2026-01-01'), (%s, '2026-01-02')", (promo[0], promo[0]))  # type: ignore[index]
+    changed = state_of(pos_db.url, "pos", tenant)
+    try:
+        plan = restore_backup(backup_id=uuid.UUID(backup.backup_id), dry_run=True)
+        reached = {(o["table"], o["rows"], o["via"]) for o in plan.outside}
+        assert reached == {("promos", 1, "produits -> promos"), ("promo_uses", 2, "produits -> promos -> promo_uses")}
+        with pytest.raises(
+            RestoreRefusedError,
+            match=r"2 row\(s\) of promo_uses \(cascade, produits -> promos -> promo_uses\).*--cascade",
+        ):
+            restore_backup(backup_id=uuid.UUID(backup.backup_id), confirm="RESTORE")
+        assert state_of(pos_db.url, "pos", tenant) == changed
+        done = restore_backup(backup_id=uuid.UUID(backup.backup_id), confirm="RESTORE", cascade=True)
+        assert done.tables["produits"].deleted == 1
+        with pos_db.connect() as conn:
+            assert conn.execute("SELECT count(*) FROM promo_uses").fetchone() == (0,)
+    finally:
+        with pos_db.connect() as conn:
+            conn.execute("DROP TABLE promo_uses, promos")

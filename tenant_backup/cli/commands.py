@@ -105,6 +105,7 @@ def cmd_restore(args: argparse.Namespace) -> dict[str, Any]:
         "dry_run": args.dry_run,
         "tables": args.table,
         "target_tenant": args.target_tenant,
+        "cascade": args.cascade,
     }
     req = _checked(RestoreRequest, **parameters)
     if req.file:  # its other checks need its manifest: they run once it is read
@@ -150,8 +151,8 @@ def _print_counts(out: dict[str, Any], what: str) -> None:
         )
     for effect in out["outside"]:
         print(
-            f"  outside the restore: {count(effect['rows'], 'row')} of {effect['table']} "
-            f"reference deleted rows ({effect['foreign_key']}: {effect['action']})"
+            f"  outside the restore: {count(effect['rows'], 'row')} of {effect['table']} would be reached "
+            f"({effect['action']}: {effect.get('via') or effect['foreign_key']}); refused unless --cascade"
         )
     for m in out.get("missing_references", []):
         print(

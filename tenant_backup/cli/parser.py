@@ -174,6 +174,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--table", action="append", help="restore only this table (repeatable)")
     p.add_argument("--target-tenant", help="restore into another tenant")
     p.add_argument(
+        "--cascade",
+        action="store_true",
+        help="let ON DELETE rules change rows of tables outside the restore (the plan lists them)",
+    )
+    p.add_argument(
         "--require-approval", action="store_true", help="pause for approval in the Prefect UI (needs PREFECT_API_URL)"
     )
     p.set_defaults(func=commands.cmd_restore)

@@ -87,6 +87,7 @@ def restore_tenant(
     lock_timeout: str,
     work_mem: str = "256MB",
     before_commit: Callable[[psycopg.Connection, RestorePlan], None] | None = None,
+    cascade: bool = False,
 ) -> RestorePlan:
     """Plan (and with ``apply``, perform) the restore in one transaction on ``conn`` (autocommit).
 
@@ -108,6 +109,7 @@ def restore_tenant(
             lock_timeout=lock_timeout,
             work_mem=work_mem,
             before_commit=before_commit,
+            cascade=cascade,
         )
     except pg_errors.LockNotAvailable as exc:
         raise TenantBusyError(
@@ -161,6 +163,7 @@ def _in_one_transaction(
     lock_timeout: str,
     work_mem: str,
     before_commit: Callable[[psycopg.Connection, RestorePlan], None] | None,
+    cascade: bool,
 ) -> RestorePlan:
     manifest = artifact.manifest
     profile = stored_profile(manifest.profile_doc, manifest.tenant_column, manifest.db_schema)
@@ -247,6 +250,17 @@ def _in_one_transaction(
                 + "; restore those tables too, or merge instead (--mode merge; mode: merge through the API)",
                 tenant_id=target_tenant,
                 backup_id=backup_id,
+            )
+        if outside and not cascade:
+            raise RestoreRefusedError(
+                "the restore would delete or change rows of tables outside it (their foreign keys reference rows "
+                "the backup does not have): "
+                + "; ".join(f"{o.rows} row(s) of {o.table} ({o.action}, {o.via or o.foreign_key})" for o in outside)
+                + "; restore those tables too, merge instead (--mode merge), or let their ON DELETE rules act "
+                "(--cascade; cascade: true through the API); nothing was written",
+                tenant_id=target_tenant,
+                backup_id=backup_id,
+                table=outside[0].table,
             )
         if replica and any(o.rows for o in outside):
             # Replica mode skips the cascades these rows need: let the database do them.

@@ -18,8 +18,8 @@ from pydantic import BaseModel
 from tenant_backup.artifact.reader import Artifact
 from tenant_backup.errors import RestoreRefusedError
 from tenant_backup.progress import Progress, publish
-from tenant_backup.tenancy.catalog import Catalog
-from tenant_backup.tenancy.diff import RestoreTable, dangling, doomed_references
+from tenant_backup.tenancy.catalog import Catalog, ForeignKey
+from tenant_backup.tenancy.diff import RestoreTable, dangling, doomed_keys, referencing
 
 __all__ = [
     "ACTIONS",
@@ -55,6 +55,7 @@ class OutsideEffect(BaseModel):
     references: str
     rows: int
     action: Literal["cascade", "set null", "set default", "block"]
+    via: str = ""  # the chain of tables, from the restored one: "projects -> billing.invoices"
 
 
 class MissingReference(BaseModel):
@@ -155,25 +156,37 @@ ACTIONS: dict[str, Literal["cascade", "set null", "set default", "block"]] = {
 def outside_effects(
     conn: psycopg.Connection, catalog: Catalog, work: list[RestoreTable], tenant: str
 ) -> list[OutsideEffect]:
-    """Rows of tables outside the restore that reference rows a replace would delete."""
+    """Rows of tables outside the restore that the deletes of a replace reach: the rows that
+    reference deleted rows, and, through ON DELETE CASCADE, the rows that reference those in turn."""
     names = {t.name: t for t in work}
     effects: list[OutsideEffect] = []
+
+    def reach(fk: ForeignKey, keys: sql.Composable, path: tuple[str, ...]) -> None:
+        rows = count_rows(conn, referencing(fk, keys, sql.SQL("count(*)")), tenant)
+        if not rows:
+            return
+        action = ACTIONS[fk.on_delete]
+        via = " -> ".join((*path, fk.table))
+        effects.append(
+            OutsideEffect(
+                table=fk.table, foreign_key=fk.name, references=fk.ref_table, rows=rows, action=action, via=via
+            )
+        )
+        if action != "cascade" or len(path) > 8:
+            return
+        for deeper in catalog.fks_to(fk.table):  # the cascade deletes these rows: what references them?
+            if deeper.table not in names and deeper.table not in path:
+                reach(deeper, referencing(fk, keys, deeper_columns(deeper)), (*path, fk.table))
+
     for fk in catalog.foreign_keys:
         parent = names.get(fk.ref_table)
-        if parent is None or fk.table in names:
-            continue
-        rows = count_rows(conn, doomed_references(fk, parent), tenant)
-        if rows:
-            effects.append(
-                OutsideEffect(
-                    table=fk.table,
-                    foreign_key=fk.name,
-                    references=fk.ref_table,
-                    rows=rows,
-                    action=ACTIONS[fk.on_delete],
-                )
-            )
+        if parent is not None and fk.table not in names:
+            reach(fk, doomed_keys(fk, parent), (fk.ref_table,))
     return effects
+
+
+def deeper_columns(fk: ForeignKey) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(c) for c in fk.ref_columns)
 
 
 def missing_references(

@@ -66,6 +66,7 @@ class RestoreRequest(BaseModel):
     tables: list[str] | None = None
     target_tenant: str | None = None
     file: str | None = None  # an artifact that is not in this ledger: a local path or a storage URL
+    cascade: bool = False  # let ON DELETE rules change rows of tables outside the restore
 
     @field_validator("requested_by", "backup_id", mode="before")
     @classmethod
@@ -307,6 +308,7 @@ def _restore(
         lock_timeout=settings.lock_timeout,
         work_mem=settings.work_mem,
         before_commit=before_commit,
+        cascade=req.cascade,
     )
 
 

@@ -30,8 +30,10 @@ __all__ = [
     "RestoreTable",
     "dangling",
     "delete_surplus",
+    "doomed_keys",
     "doomed_references",
     "insert_missing",
+    "referencing",
     "stage_name",
     "update_changed",
 ]
@@ -236,12 +238,22 @@ def dangling(fk: ForeignKey, rows: sql.Composable, select: sql.Composable) -> sq
     )
 
 
-def doomed_references(fk: ForeignKey, parent: RestoreTable) -> sql.Composed:
-    """``SELECT count(*)`` of the rows of ``fk``'s table that reference rows of ``parent`` that a
-    replace would delete (the tenant's rows the backup does not have)."""
+def doomed_keys(fk: ForeignKey, parent: RestoreTable) -> sql.Composed:
+    """``SELECT <fk's referenced columns>`` of the rows of ``parent`` that a replace would delete
+    (the tenant's rows the backup does not have)."""
     columns = sorted(set(parent.identity()) | set(fk.ref_columns))
-    doomed = sql.SQL("SELECT {} FROM ({}) c WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(
+    return sql.SQL("SELECT {} FROM ({}) c WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(
         parent.cols(list(fk.ref_columns), "c"), parent.current(columns), parent.stage_ident(), parent.same_row("s", "c")
     )
+
+
+def referencing(fk: ForeignKey, keys: sql.Composable, select: sql.Composable) -> sql.Composed:
+    """``SELECT <select>`` of the rows of ``fk``'s table whose foreign key is among ``keys``."""
     child = sql.SQL(", ").join(sql.Identifier(c) for c in fk.columns)
-    return sql.SQL("SELECT count(*) FROM {} WHERE ({}) IN ({})").format(fk.child(), child, doomed)
+    return sql.SQL("SELECT {} FROM {} WHERE ({}) IN ({})").format(select, fk.child(), child, keys)
+
+
+def doomed_references(fk: ForeignKey, parent: RestoreTable) -> sql.Composed:
+    """``SELECT count(*)`` of the rows of ``fk``'s table that reference rows of ``parent`` that a
+    replace would delete."""
+    return referencing(fk, doomed_keys(fk, parent), sql.SQL("count(*)"))
