@@ -79,10 +79,23 @@ def test_the_newest_completed_backup_is_never_deleted() -> None:
     failed = history("t1", [0.5, 1], status="failed")
     other = history("t2", [100])
     decisions = {d.backup_id: d for d in decide(old + failed + other, RetentionPolicy(max_age_days=7), {}, NOW)}
-    assert decisions[old[0].id].keep and decisions[old[0].id].reason == "newest completed backup of the tenant"
+    assert decisions[old[0].id].keep and decisions[old[0].id].reason == "newest full backup of the tenant"
     assert not decisions[old[1].id].keep
     assert decisions[other[0].id].keep
     assert all(decisions[r.id].keep for r in failed)  # within the age limit
+
+
+def test_the_guard_keeps_the_newest_full_backup_not_a_newer_partial_one() -> None:
+    full = history("t1", [20, 21])
+    partial = [r.model_copy(update={"type": "partial"}) for r in history("t1", [0.5, 10])]
+    only_partial = [r.model_copy(update={"type": "partial"}) for r in history("t2", [30, 40])]
+    decisions = {
+        d.backup_id: d for d in decide(full + partial + only_partial, RetentionPolicy(max_age_days=7), {}, NOW)
+    }
+    assert decisions[full[0].id].keep and decisions[full[0].id].reason == "newest full backup of the tenant"
+    assert not decisions[full[1].id].keep and not decisions[partial[1].id].keep
+    assert decisions[partial[0].id].keep  # within the age limit
+    assert decisions[only_partial[0].id].keep and "it has no full one" in decisions[only_partial[0].id].reason
 
 
 def test_a_schedules_retention_days_replace_the_default_age_limit() -> None:
@@ -164,13 +177,13 @@ def test_prune_deletes_the_object_then_the_row_and_keeps_what_the_rules_say(data
     policy = RetentionPolicy(max_backups=50, max_age_days=7)
 
     dry = maintenance.prune(database.url, settings, storage, policy, dry_run=True)
-    expected_gone = {t1[3][0], t1[4][0], t1_sched[1][0], t2[1][0], outside}
-    assert {d.backup_id for d in dry.to_delete} == expected_gone
+    expected_gone = {t1[3][0], t1[4][0], t1_sched[1][0], t2[1][0]}
+    assert {d.backup_id for d in dry.to_delete} == expected_gone  # the other storage's backup: not decided here
+    assert outside not in {d.backup_id for d in dry.decisions}
     assert len(_ids(database)) == 10 and all(storage.exists(k) for _, k in t1 + t1_sched + t2)
 
     report = maintenance.prune(database.url, settings, storage, policy)
-    assert set(report.deleted) == expected_gone - {outside}
-    assert "outside the storage" in report.errors[outside]  # its row stays for the next run
+    assert set(report.deleted) == expected_gone and not report.errors
     assert _ids(database) == {t1[0][0], t1[1][0], t1[2][0], t1_sched[0][0], t2[0][0], outside}
     for backup_id, key in t1 + t1_sched + t2:
         assert storage.exists(key) == (backup_id in _ids(database))

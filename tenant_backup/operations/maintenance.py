@@ -82,11 +82,14 @@ def prune(
     dry_run: bool = False,
     now: datetime | None = None,
 ) -> PruneReport:
-    """Apply ``policy`` (and each schedule's ``retention_jours``) to one tenant or all."""
+    """Apply ``policy`` (and each schedule's ``retention_jours``) to one tenant or all, over the
+    backups of this storage: a backup written to another storage root is neither deleted nor counted
+    (prune that storage to apply the rules there)."""
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
         ledger.migrate(conn, settings.ledger_schema)
         owner = read_owner(conn)
-        rows = ledger.list_backups(conn, settings.ledger_schema, limit=None, where=BackupFilter(tenant_id=tenant_id))
+        listed = ledger.list_backups(conn, settings.ledger_schema, limit=None, where=BackupFilter(tenant_id=tenant_id))
+        rows = [r for r in listed if r.storage_path is None or storage.key_in(r.storage_path) is not None]
         valid, _ = schedules.read_schedules(conn, settings.ledger_schema)
     days = {s.id: s.retention_jours for s in valid}
     decisions = decide(rows, policy, days, now or datetime.now(UTC))

@@ -8,7 +8,8 @@ Per tenant, over its completed and failed backups, newest first:
   ``max_age_days``;
 - **keep rules** (restic's ``--keep-daily/-weekly/-monthly N``): the newest completed backup of
   each of the last N days / ISO weeks / months that have one is kept whatever its age;
-- **guard**: the tenant's newest completed backup is always kept;
+- **guard**: the tenant's newest completed *full* backup is always kept (its newest backup when
+  it has no full one): a partial backup cannot bring the whole tenant back;
 - failed rows never count toward ``max_backups`` and are kept only within the age limit.
 
 Pending and running backups are never touched. Every decision says why.
@@ -94,8 +95,13 @@ def decide(
         ):
             if count:
                 kept.update(_buckets(completed, count, key))
-        if completed:
-            kept[completed[0].id] = "newest completed backup of the tenant"
+        # What can bring the whole tenant back always stays: its newest full backup (a partial one
+        # holds some categories only), or, when it has none, its newest backup.
+        newest_full = next((r for r in completed if r.type == "full"), None)
+        if newest_full is not None:
+            kept[newest_full.id] = "newest full backup of the tenant"
+        elif completed:
+            kept[completed[0].id] = "newest completed backup of the tenant (it has no full one)"
         rank = 0
         for row in tenant_rows:
             days = schedule_days.get(row.schedule_id or "", policy.max_age_days)
