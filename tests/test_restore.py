@@ -17,6 +17,7 @@ from flows.restore import answer_approval, restore_backup, verify_backup
 from tenant_backup import progress
 from tenant_backup.errors import (
     PermissionDeniedError,
+    RestoreCheckError,
     RestoreFailedError,
     RestoreRefusedError,
     VerificationError,
@@ -437,3 +438,27 @@ def test_rows_outside_the_restore_that_deletes_would_reach_are_counted_through_c
     finally:
         with pos_db.connect() as conn:
             conn.execute("DROP TABLE promo_uses, promos")
+
+
+def test_a_key_taken_by_another_tenant_since_the_backup_is_named_by_a_restore(
+    pos_db: DemoDatabase, env: dict[str, Any]
+) -> None:
+    env["use"](pos_db)
+    mine, theirs = pos_db.tenants[1].id, pos_db.tenants[2].id
+    backup = backup_tenant(tenant_id=mine, profile="pos", categories=["tables"], force=True)
+    with pos_db.connect() as conn:  # the app moved one of my zones' ids to another tenant
+        zone = conn.execute("SELECT min(id::text)::uuid FROM zones WHERE etablissement_id = %s", (mine,)).fetchone()
+        assert zone is not None
+        conn.execute("UPDATE tables SET zone_id = NULL WHERE zone_id = %s", (zone[0],))
+        conn.execute("DELETE FROM zones WHERE id = %s", (zone[0],))
+        conn.execute("INSERT INTO zones (id, etablissement_id, nom) VALUES (%s, %s, 'taken')", (zone[0], theirs))
+    changed = state_of(pos_db.url, "pos", mine)
+    try:
+        with pytest.raises(RestoreRefusedError, match="zones in the backup have the key .*of a row of another tenant"):
+            restore_backup(backup_id=uuid.UUID(backup.backup_id), dry_run=True)
+        with pytest.raises(RestoreCheckError, match="zones .*have the key \\(id\\) of a row of another tenant"):
+            restore_backup(backup_id=uuid.UUID(backup.backup_id), confirm="RESTORE")
+        assert state_of(pos_db.url, "pos", mine) == changed
+    finally:
+        with pos_db.connect() as conn:
+            conn.execute("UPDATE zones SET etablissement_id = %s, nom = 'back' WHERE id = %s", (mine, zone[0]))

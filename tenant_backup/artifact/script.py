@@ -115,6 +115,15 @@ def sql_footer(manifest: Manifest, scopes: list[TableScope], foreign_keys: Itera
                     f"lacks ({fk.name}). Nothing was changed; create those rows first",
                 )
             )
+    lines += [
+        _refuse(
+            t.count_foreign_keys(),
+            f"{{n}} backed-up row(s) of table {t.name} have the key ({', '.join(t.pk)}) of another tenant's row. "
+            "Nothing was changed",
+        )
+        for t in work
+        if t.keyed
+    ]
     lines += [_text(delete_surplus(t)) + ";" for t in reversed(work)]
     lines += [_text(insert_missing(t)) + ";" for t in work]
     lines += [_text(update) + ";" for t in work if (update := update_changed(t)) is not None]
@@ -125,8 +134,8 @@ def sql_footer(manifest: Manifest, scopes: list[TableScope], foreign_keys: Itera
         lines.append(
             _refuse(
                 differs,
-                f"after the replay, table {t.name} differs from the backup ({expected} row(s)): a trigger rewrote "
-                "rows, or another session wrote them meanwhile. Nothing was changed",
+                f"after the replay, table {t.name} differs from the backup (which has {expected} row(s)): a "
+                "trigger rewrote rows, or another session wrote them meanwhile. Nothing was changed",
             )
         )
     lines.append(f"-- end of backup {manifest.backup_id}")

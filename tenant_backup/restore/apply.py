@@ -147,6 +147,11 @@ def _why(conn: psycopg.Connection, t: RestoreTable, tenant: str) -> str:
         {"tenant": tenant},
     ).fetchone()
     ours, theirs = (int(row[0]), int(row[1])) if row else (0, 0)
+    if t.keyed and (held := count_rows(conn, t.count_foreign_keys(), tenant)):
+        return (
+            f"{held} row(s) of the backup have the key ({', '.join(t.pk)}) of a row of another tenant, so they "
+            "were not inserted"
+        )
     if theirs:
         return (
             f"{theirs} row(s) of the tenant in {t.name} were written by another session while the restore ran; "

@@ -101,24 +101,12 @@ def count_changes(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: 
             deleted = count_rows(conn, sql.SQL("SELECT count(*) FROM ({}) x").format(surplus), tenant)
         return TableChange(table=t.name, rows=rows, inserted=inserted, updated=0, deleted=deleted, matched_by="rows")
     stage = t.stage_ident()
-    conflicts = count_rows(
-        conn,
-        sql.SQL(
-            "SELECT count(*) FROM {stage} s WHERE EXISTS (SELECT 1 FROM {target} x WHERE {match_x}) "
-            "AND NOT EXISTS (SELECT 1 FROM ({current}) c WHERE {match_c})"
-        ).format(
-            stage=stage,
-            target=t.target(),
-            match_x=t.key_match("x", "s"),
-            current=t.current(t.pk),
-            match_c=t.key_match("c", "s"),
-        ),
-        tenant,
-    )
+    conflicts = count_rows(conn, t.count_foreign_keys(), tenant)
     if conflicts:
         raise RestoreRefusedError(
             f"{conflicts} row(s) of table {t.name} in the backup have the key ({', '.join(t.pk)}) of a row of "
-            "another tenant; nothing was written",
+            "another tenant; nothing was written (restoring into another tenant works only where keys are unique "
+            "per tenant: with ids unique over the whole table, restore into the tenant the backup is of)",
             table=t.name,
             tenant_id=tenant,
         )

@@ -172,6 +172,19 @@ class RestoreTable:
             self.stage_ident(), self.target(), self.key_match("x", "s")
         )
 
+    def count_foreign_keys(self) -> sql.Composed:
+        """Staged rows whose key is held by a row that is not the tenant's (another tenant's)."""
+        return sql.SQL(
+            "SELECT count(*) FROM {stage} s WHERE EXISTS (SELECT 1 FROM {target} x WHERE {match_x}) "
+            "AND NOT EXISTS (SELECT 1 FROM ({current}) c WHERE {match_c})"
+        ).format(
+            stage=self.stage_ident(),
+            target=self.target(),
+            match_x=self.key_match("x", "s"),
+            current=self.current(self.pk),
+            match_c=self.key_match("c", "s"),
+        )
+
     def count_missing(self) -> sql.Composed:
         """Staged rows that the tenant's rows lack (``EXCEPT ALL``: duplicates count)."""
         current = sql.SQL("SELECT {} FROM ({}) c").format(self.comparable_list("c"), self.current(self.common))
