@@ -52,6 +52,7 @@ def publish_backup_report(result: BackupResult) -> None:
         f"- artifact: `{result.storage_path}` ({result.file_size:,} bytes)",
         f"- checksum: `{result.checksum}`",
         f"- rows: {result.record_count:,} in {len(result.tables)} tables, {result.seconds:.2f} s",
+        *([f"- **left out** (they hold the tenant column): {', '.join(result.left_out)}"] if result.left_out else []),
         "",
         "| table | rows |",
         "|---|---:|",

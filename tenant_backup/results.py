@@ -24,6 +24,7 @@ class BackupResult(BaseModel):
     categories: list[str]
     tables: dict[str, int]
     seconds: float
+    left_out: list[str] = []  # tables holding the tenant column that the backup does not hold
 
 
 class TenantOutcome(BaseModel):

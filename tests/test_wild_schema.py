@@ -359,3 +359,19 @@ def test_a_column_added_not_null_without_default_is_named_before_anything_is_wri
         with wild.connect() as conn:
             conn.execute("ALTER TABLE settings DROP COLUMN prio")
             conn.execute("INSERT INTO settings VALUES (2, 'vat', 'vat-2')")
+
+
+def test_a_backup_names_the_tables_holding_the_tenant_column_that_it_leaves_out(
+    wild: Database, env: dict[str, Any], profile_file: str
+) -> None:
+    _use(env, wild)
+    with wild.connect() as conn:
+        conn.execute("CREATE TABLE secrets (shop_id integer REFERENCES shops, v text)")
+    try:
+        listed = backup_tenant(tenant_id="1", profile=profile_file, force=True)
+        assert listed.type == "full" and listed.left_out == ["secrets"]  # in no category of the profile
+        discovered = backup_tenant(tenant_id="1", profile=None, tenant_column="shop_id", force=True)
+        assert discovered.left_out == ["billing.invoices"]  # another schema: discovery looks in public only
+    finally:
+        with wild.connect() as conn:
+            conn.execute("DROP TABLE secrets")

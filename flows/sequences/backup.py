@@ -93,7 +93,13 @@ def backup_tenant(
         categories=plan.categories,
         tables={name: table.rows for name, table in manifest.tables.items()},
         seconds=round(time.perf_counter() - started, 3),
+        left_out=plan.left_out,
     )
+    if plan.left_out:
+        run.warn(
+            f"backup {backup_id} of tenant {tenant_id} leaves out tables that hold {plan.tenant_column}: "
+            f"{', '.join(plan.left_out)} (add them to a category of the profile, or to its other_schemas)"
+        )
     run.log(
         f"backup {backup_id} of tenant {tenant_id} completed: {result.record_count:,} rows in {len(result.tables)} "
         f"tables, {result.file_size:,} bytes, {result.seconds:.2f} s"

@@ -70,3 +70,6 @@ class Manifest(BaseModel):
     schema_fingerprint: str
     server_version: str
     tool_version: str
+    left_out: list[str] = Field(
+        default_factory=list, description="Tables holding the tenant column that this backup does not hold."
+    )

@@ -32,7 +32,7 @@ from tenant_backup.tenancy.catalog import Catalog, ForeignKey, TableScope, read_
 from tenant_backup.tenancy.fk_order import restore_order
 from tenant_backup.tenancy.profiles import Profile, discovered_profile, load_profile
 from tenant_backup.tenancy.scope import plan_scope, schema_fingerprint
-from tenant_backup.tenancy.tenants import check_tenant, tables_read
+from tenant_backup.tenancy.tenants import check_tenant, left_out, tables_read
 
 __all__ = [
     "BackupPlan",
@@ -115,6 +115,7 @@ class BackupPlan(BaseModel):
     name_key: str
     schema_fingerprint: str
     foreign_keys: list[ForeignKey] = []  # from or to a backed-up table (the SQL artifact checks them)
+    left_out: list[str] = []  # tables holding the tenant column that this backup does not hold
 
     @property
     def relations(self) -> list[tuple[str, str]]:
@@ -151,6 +152,7 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
         scopes = plan_scope(catalog, profile, tables)
         check_types(scopes)
         order = _stored_order(catalog, scopes, request.format)
+        skipped = left_out(conn, catalog, profile, scopes, settings.ledger_schema)
         read = tables_read(catalog, profile, scopes, request.requested_by)
         check_access(conn, {t: ["SELECT"] for t in read}, action="back up", tenant_id=request.tenant_id)
         if request.requested_by:
@@ -189,6 +191,7 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
         name_key=profile.name_key,
         schema_fingerprint=schema_fingerprint(scopes),
         foreign_keys=[fk for fk in catalog.foreign_keys if {fk.table, fk.ref_table} & {s.table for s in scopes}],
+        left_out=skipped,
     )
 
 
@@ -306,6 +309,7 @@ def build_manifest(plan: BackupPlan, backup_id: str, snapshot: Snapshot, parts: 
         schema_fingerprint=plan.schema_fingerprint,
         server_version=snapshot.server_version,
         tool_version=tool_version(),
+        left_out=plan.left_out,
     )
 
 

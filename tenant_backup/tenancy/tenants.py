@@ -13,7 +13,7 @@ from tenant_backup.tenancy.catalog import Catalog, TableInfo, TableScope
 from tenant_backup.tenancy.profiles import Profile
 from tenant_backup.tenancy.scope import find_tenant_table
 
-__all__ = ["Tenant", "check_tenant", "list_tenants", "tables_read"]
+__all__ = ["Tenant", "check_tenant", "left_out", "list_tenants", "tables_read"]
 
 
 def tables_read(
@@ -118,3 +118,24 @@ def list_tenants(conn: psycopg.Connection, catalog: Catalog, profile: Profile) -
             for t in _holders(catalog, profile)
         ) + sql.SQL(" ORDER BY 1")
     return [str(row[0]) for row in conn.execute(query)]
+
+
+_HOLDERS_ELSEWHERE = """
+SELECT DISTINCT n.nspname, c.relname FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE a.attname = %s AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname <> ALL(%s) AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'
+ORDER BY 1, 2
+"""
+
+
+def left_out(
+    conn: psycopg.Connection, catalog: Catalog, profile: Profile, scopes: list[TableScope], ledger_schema: str
+) -> list[str]:
+    """Tables that hold the tenant column and that this backup leaves out: in the profile's
+    schemas but in no category (or excluded), or in another schema. A backup says so, so that
+    "full" never silently means "full but for these"."""
+    backed_up = {s.table for s in scopes}
+    here = [t.name for t in catalog.tables.values() if t.has_column(profile.tenant_column) and t.name not in backed_up]
+    rows = conn.execute(_HOLDERS_ELSEWHERE, (profile.tenant_column, [*profile.schemas, ledger_schema])).fetchall()
+    return sorted(here) + [f"{nsp}.{rel}" for nsp, rel in rows]
