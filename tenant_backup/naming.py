@@ -1,11 +1,34 @@
-"""Names a person reads: a tenant as its slugged name and short id (``le-wouri-bonapriso-8b42958c``)."""
+"""Names a person reads: a tenant as its slugged name and short id (``le-wouri-bonapriso-8b42958c``),
+a backup as its id or a prefix of it (``298d7369``)."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
+import uuid
 
-__all__ = ["short_id", "slug", "tenant_label", "tenant_tags"]
+__all__ = ["backup_reference", "short_id", "slug", "tenant_label", "tenant_tags"]
+
+
+_PREFIX = re.compile(r"^[0-9a-fA-F-]{4,36}$")
+
+
+def backup_reference(text: str) -> str:
+    """A backup as typed: its canonical UUID, or a lower-case prefix of one (at least 4 characters,
+    as git and docker accept). Anything else is refused here, before any connection is made."""
+    from tenant_backup.errors import ConfigurationError
+
+    text = text.strip()
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        pass
+    if not _PREFIX.match(text):
+        raise ConfigurationError(
+            f"{text!r} is not a backup id: give its UUID, or the first characters of it (at least 4), as "
+            "`tenant-backup list` shows them"
+        )
+    return text.lower()
 
 
 def slug(text: str, limit: int = 40) -> str:

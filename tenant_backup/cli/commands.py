@@ -82,7 +82,7 @@ def cmd_backup(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_restore(args: argparse.Namespace) -> dict[str, Any]:
-    from tenant_backup.restore.steps import CONFIRMATION
+    from tenant_backup.restore import CONFIRMATION
 
     if args.confirm is not None and args.confirm != CONFIRMATION:
         raise ConfigurationError(f"--confirm takes the word {CONFIRMATION} (in capitals), not {args.confirm!r}")

@@ -40,6 +40,15 @@ def _user_id(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an app user id (a UUID)") from None
 
 
+def _backup_id(text: str) -> str:
+    from tenant_backup.naming import backup_reference
+
+    try:
+        return backup_reference(text)
+    except TenantBackupError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _database_url(text: str) -> str:
     from tenant_backup.db import check_session_capable
 
@@ -160,7 +169,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("restore", help="restore a backup (verified first, one transaction)")
     common(p, storage=True)
-    p.add_argument("backup_id", nargs="?", help="the backup to restore: its id or a unique prefix (tenant-backup list)")
+    p.add_argument(
+        "backup_id",
+        nargs="?",
+        type=_backup_id,
+        help="the backup to restore: its id or a unique prefix (tenant-backup list)",
+    )
     p.add_argument("--file", help="restore an artifact that is not in this ledger: a local path or a storage URL")
     p.add_argument("--confirm", help="type RESTORE to confirm (not needed with --dry-run)")
     p.add_argument("--requested-by", type=_user_id, help="app user id to check against the profile's admin rule")
@@ -185,12 +199,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="check a backup without restoring it")
     common(p, storage=True)
-    p.add_argument("backup_id", help="the backup to check: its id or a unique prefix")
+    p.add_argument("backup_id", type=_backup_id, help="the backup to check: its id or a unique prefix")
     p.set_defaults(func=commands.cmd_verify)
 
     p = sub.add_parser("show", help="print a backup's tables, or one table's rows (no database writes)")
     common(p, storage=True)
-    p.add_argument("backup_id", help="the backup to look into: its id or a unique prefix")
+    p.add_argument("backup_id", type=_backup_id, help="the backup to look into: its id or a unique prefix")
     p.add_argument("--table", help="the table to print (default: list the tables)")
     p.add_argument("--head", type=_positive, help="only the first N rows")
     p.set_defaults(func=commands.cmd_show)
@@ -216,13 +230,13 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("url", help="a download URL for a backup (S3: presigned, valid --expires seconds)")
     common(p, storage=True)
-    p.add_argument("backup_id", help="its id or a unique prefix")
+    p.add_argument("backup_id", type=_backup_id, help="its id or a unique prefix")
     p.add_argument("--expires", type=_positive, default=3600, help="seconds (default 3600)")
     p.set_defaults(func=operations.cmd_url)
 
     p = sub.add_parser("delete", help="delete a backup: its object, then its ledger row (admins only)")
     common(p, storage=True)
-    p.add_argument("backup_id", help="its id or a unique prefix")
+    p.add_argument("backup_id", type=_backup_id, help="its id or a unique prefix")
     p.add_argument("--confirm", help="type DELETE to confirm")
     p.add_argument("--requested-by", type=_user_id, help="app user id to check against the profile's admin rule")
     p.set_defaults(func=operations.cmd_delete)

@@ -3,17 +3,22 @@ git and docker accept), and a clear word when this database has no ledger yet.""
 
 from __future__ import annotations
 
-import re
 import uuid
 
 import psycopg
 from psycopg import sql
 
 from tenant_backup.errors import ConfigurationError, LedgerError
+from tenant_backup.naming import backup_reference
 
 __all__ = ["require_ledger", "resolve_backup_id"]
 
-_PREFIX = re.compile(r"^[0-9a-fA-F-]{4,36}$")
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
 
 
 def require_ledger(conn: psycopg.Connection, schema: str) -> None:
@@ -29,22 +34,15 @@ def require_ledger(conn: psycopg.Connection, schema: str) -> None:
 
 def resolve_backup_id(conn: psycopg.Connection, schema: str, text: str) -> str:
     """The full id of the backup that ``text`` names: a UUID, or a unique prefix of one."""
-    text = text.strip()
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        pass
-    if not _PREFIX.match(text):
-        raise ConfigurationError(
-            f"{text!r} is not a backup id: give its UUID, or the first characters of it (at least 4), as "
-            "`tenant-backup list` shows them"
-        )
+    text = backup_reference(text)
+    if _is_uuid(text):
+        return text
     require_ledger(conn, schema)
     rows = conn.execute(
         sql.SQL("SELECT id::text FROM {}.backups WHERE id::text LIKE %s ORDER BY created_at DESC LIMIT 6").format(
             sql.Identifier(schema)
         ),
-        (text.lower() + "%",),
+        (text + "%",),
     ).fetchall()
     if not rows:
         raise LedgerError(f"no backup id starts with {text!r}; `tenant-backup list` shows the backups")

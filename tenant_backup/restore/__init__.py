@@ -2,3 +2,5 @@
 transaction, and the SQL of staging, counting, applying and checking a table.
 May import: backup, ledger, artifact, tenancy and the plumbing.
 """
+
+CONFIRMATION = "RESTORE"  # the word a restore takes (here, so that the CLI checks it without importing the engine)

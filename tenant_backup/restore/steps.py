@@ -26,6 +26,7 @@ from tenant_backup.artifact.reader import Artifact, fetch_artifact, open_verifie
 from tenant_backup.backup.steps import error_text
 from tenant_backup.db import connect, tenant_lock
 from tenant_backup.errors import ConfigurationError, LedgerError, RestoreRefusedError, VerificationError
+from tenant_backup.restore import CONFIRMATION
 from tenant_backup.restore.engine import RestorePlan, restore_tenant
 from tenant_backup.results import Approval, RestoreResult, TableCounts
 from tenant_backup.settings import Settings
@@ -51,8 +52,6 @@ __all__ = [
     "result_of",
     "verify",
 ]
-
-CONFIRMATION = "RESTORE"
 
 
 class RestoreRequest(BaseModel):
