@@ -3,9 +3,10 @@
 Whole processes, median of BENCH_RUNS (3) runs, interleaved so that they share the machine's
 state: our CLI with PREFECT_API_URL pointing at a running Prefect server,
 ``pg_dump --data-only -Fc`` of the same tables, and ``pg_dump --data-only -Fd -j2 -Z0`` (the
-COPY floor); then the other formats and codecs (bench/formats.py); then our CLI once more with
-the ephemeral API. Exits non-zero when a goal is missed: backup <= 0.5x pg_dump -Fc, peak RSS
-<= 250 MB (CSV and JSON writers), full restore <= 1.0x pg_restore.
+COPY floor); then the other formats and codecs (bench/formats.py); then our CLI without a server,
+on the big tenant and on a small one (bench/first_contact.py). Exits non-zero when a goal is
+missed: backup <= 0.5x pg_dump -Fc, peak RSS <= 250 MB (CSV and JSON writers), full restore
+<= 1.0x pg_restore, a refusal <= 2 s and a small tenant's backup or restore <= 5 s without a server.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import RUNS, Timing, bench_database, peak_rss_of, prefect_server, report
+from bench.first_contact import GOAL_REFUSAL_S, GOAL_SMALL_S, first_contact_rounds
 from bench.formats import format_rounds
 from bench.restore import restore_rounds
 from tenant_backup.tenancy.profiles import load_profile
@@ -40,8 +42,7 @@ def main() -> int:
     ours = Timing("tenant-backup (CLI, running Prefect server)")
     fc = Timing("pg_dump --data-only -Fc")
     floor = Timing("pg_dump --data-only -Fd -j2 -Z0 (COPY floor)")
-    cold = Timing("tenant-backup (CLI, ephemeral API, first run)")
-    warm = Timing("tenant-backup (CLI, ephemeral API, next run)")
+    serverless = Timing("tenant-backup (CLI, no Prefect server)")
     result: dict[str, object] = {}
     try:
         with prefect_server() as env:
@@ -76,14 +77,17 @@ def main() -> int:
             print("other formats ...", flush=True)
             formats = format_rounds(url, tenant, env, work)
         env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-        env["PREFECT_HOME"] = f"{work}/prefect-home"  # a new home: the first run also sets up its database
-        for timing in (cold, warm):
-            timing.add(*peak_rss_of(cli, env)[:2])
+        for _ in range(RUNS):
+            shutil.rmtree(f"{work}/store", ignore_errors=True)
+            serverless.add(*peak_rss_of(cli, env)[:2])
+        print("first contact (CLI without a server, a small tenant) ...", flush=True)
+        contact, contact_met = first_contact_rounds(url, store)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     ours.note = f"{int(str(result['file_size'])) / 1e6:.0f} MB, {int(str(result['record_count'])):,} rows"
     report([ours, fc, floor], fc)
-    report([cold, warm], fc)
+    report([serverless], fc)
+    report(contact, contact[-2])
     full, theirs, changed = restores
     report(restores, theirs)
     report([ours, *formats], ours)
@@ -96,9 +100,13 @@ def main() -> int:
         f"restore of the emptied tenant / pg_restore = {full_ratio:.2f} (goal <= {GOAL_FULL_RESTORE}); "
         f"restore after 1 % changed / pg_restore = {changed_ratio:.2f} (goal <= {GOAL_CHANGED_RESTORE}"
         f"{'; not met yet, see the README' if changed_ratio > GOAL_CHANGED_RESTORE else ''})\n"
-        f"JSON writer peak RSS {json_rss:.0f} MB (goal <= {GOAL_RSS_MB:.0f})"
+        f"JSON writer peak RSS {json_rss:.0f} MB (goal <= {GOAL_RSS_MB:.0f})\n"
+        f"without a server: refusals {max(t.median for t in contact[:2]):.2f} s (goal <= {GOAL_REFUSAL_S:.0f}), "
+        f"small tenant backup {contact[2].median:.2f} s and restore {contact[3].median:.2f} s "
+        f"(goal <= {GOAL_SMALL_S:.0f}): {'met' if contact_met else 'NOT MET'}"
     )
     ok = ratio <= GOAL_RATIO and max(ours.peak, json_rss) <= GOAL_RSS_MB and full_ratio <= GOAL_FULL_RESTORE
+    ok = ok and contact_met
     print("goals met" if ok else "GOAL MISSED")
     return 0 if ok else 1
 

@@ -47,7 +47,9 @@ def prune_backups(
         keep_daily: Also keep the newest backup of each of the last N days.
         keep_weekly: … of each of the last N ISO weeks.
         keep_monthly: … of each of the last N months.
-    The newest completed backup of a tenant is always kept.
+        database_block: Advanced, usually empty: a tenant-backup-database block; else TENANT_BACKUP_DATABASE_URL.
+        storage_block: Advanced, usually empty: a tenant-backup-storage block; else TENANT_BACKUP_STORAGE_URL.
+    The tenant's newest completed full backup is always kept.
     """
     policy = RetentionPolicy.from_settings(
         get_settings(),
@@ -73,6 +75,8 @@ def reconcile_storage(
     Args:
         clean: Delete orphan objects (in this database's folder, of tenants no run holds), abort
             their incomplete uploads, and mark rows without an object failed.
+        database_block: Advanced, usually empty: a tenant-backup-database block; else TENANT_BACKUP_DATABASE_URL.
+        storage_block: Advanced, usually empty: a tenant-backup-storage block; else TENANT_BACKUP_STORAGE_URL.
     """
     return sequences.reconcile_storage(PrefectRunner(), clean, database_block, storage_block)
 
@@ -93,6 +97,7 @@ def sync_schedules(
         deployment: The deployment that carries the schedules.
         timezone: Time zone of heure_execution (default TENANT_BACKUP_TIMEZONE).
         profile: Profile of the scheduled backups (default: the deployment's).
+        database_block: Advanced, usually empty: a tenant-backup-database block; else TENANT_BACKUP_DATABASE_URL.
     """
     zone = timezone or get_settings().timezone
     return sequences.sync_schedules(PrefectRunner(), deployment, zone, profile, database_block)

@@ -53,13 +53,13 @@ def restore_backup(
         require_approval: Pause with the plan until someone approves it in the Prefect UI.
         target_tenant: Restore into another tenant (refused unless given).
         approval_timeout_seconds: How long to wait for approval before giving up (nothing changed).
-        approval_poll_seconds: How often the paused run checks for an answer.
+        approval_poll_seconds: Advanced: how often the paused run checks for an answer.
         file: Instead of a backup of this ledger, an artifact file (a path or a storage URL), verified
             by its manifest's checksums.
         cascade: Let the ON DELETE rules of tables outside the restore act on rows that reference
             deleted rows (else such a restore is refused; the plan lists those rows).
-        database_block: A tenant-backup-database block; else TENANT_BACKUP_DATABASE_URL.
-        storage_block: A tenant-backup-storage block; else TENANT_BACKUP_STORAGE_URL.
+        database_block: Advanced, usually empty: a tenant-backup-database block; else TENANT_BACKUP_DATABASE_URL.
+        storage_block: Advanced, usually empty: a tenant-backup-storage block; else TENANT_BACKUP_STORAGE_URL.
     """
     req = RestoreRequest(
         backup_id=backup_id,
