@@ -36,8 +36,9 @@ lint: install
 	$(RUN) mypy
 	$(RUN) lint-imports
 
-bench: install
+bench: install  # one 3 M-row tenant (bench/run.py), then many small tenants (bench/tenants.py)
 	$(RUN) python -m bench.run
+	$(RUN) python -m bench.tenants
 
 fmt: install
 	$(RUN) ruff format .

@@ -71,6 +71,21 @@ def bench_database() -> tuple[str, str]:
     return url, tenant
 
 
+def demo_database(name: str, tenants: int, rows: int) -> str:
+    """A database of ``tenants`` POS tenants of about ``rows`` rows each (loaded once, then reused)."""
+    base = server_url()
+    url = urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
+    with psycopg.connect(base, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return url
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    with psycopg.connect(url, autocommit=True) as conn:
+        print(f"loading {tenants:,} POS tenants of ~{rows:,} rows into {name} (once) ...", flush=True)
+        load_demo(conn, "pos", tenants, rows)
+        conn.execute("VACUUM ANALYZE")
+    return url
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,8 +93,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def prefect_server() -> Iterator[dict[str, str]]:
-    """``prefect server start`` on loopback with its own home; yields the environment to reach it."""
+def prefect_server(database_url: str | None = None) -> Iterator[dict[str, str]]:
+    """``prefect server start`` on loopback with its own home (its database SQLite there, or
+    ``database_url``: ``postgresql+asyncpg://…``); yields the environment to reach it, with the
+    server's pid as ``BENCH_SERVER_PID``."""
     home = Path(tempfile.mkdtemp(prefix="tb-bench-prefect-"))
     port = free_port()
     env = {
@@ -89,9 +106,12 @@ def prefect_server() -> Iterator[dict[str, str]]:
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
     }
+    server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+    if database_url:
+        server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env={k: v for k, v in env.items() if k != "PREFECT_API_URL"},
+        env=server_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -105,7 +125,7 @@ def prefect_server() -> Iterator[dict[str, str]]:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("prefect server did not start") from None
                 time.sleep(0.5)
-        yield env
+        yield {**env, "BENCH_SERVER_PID": str(proc.pid)}
     finally:
         proc.terminate()
         try:
@@ -148,6 +168,46 @@ def peak_rss_of(cmd: Sequence[str], env: dict[str, str] | None = None) -> tuple[
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:3])} failed ({proc.returncode}): {err.decode()[-2000:]}")
     return seconds, usage.ru_maxrss / 1024, out.decode()
+
+
+def tree_peak_rss_mb(pid: int) -> float:
+    """The largest peak RSS (VmHWM) of a process and its children, in MB (Linux /proc)."""
+    peak = 0.0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        if status.parent.name == str(pid) or fields.get("PPid", "").strip() == str(pid):
+            peak = max(peak, int(fields.get("VmHWM", "0 kB").split()[0]) / 1024)
+    return peak
+
+
+@dataclass
+class Goal:
+    """One goal of an issue: a measured value against its limit. ``established`` goals were met
+    before, so missing one is a regression and fails ``make bench``; the others are reported."""
+
+    name: str
+    value: float
+    limit: float
+    unit: str = ""
+    established: bool = True
+
+    @property
+    def met(self) -> bool:
+        return self.value <= self.limit
+
+
+def report_goals(goals: list[Goal]) -> bool:
+    """Print every goal, met or not; False when an established goal was missed."""
+    print(f"\n{'goal':<62}{'measured':>10}{'limit':>9}")
+    for g in goals:
+        verdict = "met" if g.met else ("NOT MET (regression)" if g.established else "not met yet")
+        print(f"{g.name:<62}{g.value:>9.2f}{g.unit:<1}{g.limit:>8.2f}{g.unit:<1}  {verdict}")
+    regressions = [g.name for g in goals if g.established and not g.met]
+    print("goals met" if not regressions else f"REGRESSION: {', '.join(regressions)}")
+    return not regressions
 
 
 def report(rows: list[Timing], baseline: Timing) -> None:

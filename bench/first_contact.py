@@ -1,5 +1,5 @@
-"""First contact in ``make bench``: the CLI without a Prefect server, whole processes, on one of the
-bench database's small tenants (~10 k rows). Goals (issue 11): a refusal of bad input in <= 2 s,
+"""First contact in ``make bench``: the CLI without a Prefect server, whole processes, on a tenant of
+~10 k rows (a database of its own). Goals (issue 11): a refusal of bad input in <= 2 s,
 a backup or a restore of a 10 k-row tenant in <= 5 s wall.
 """
 
@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from bench.common import RUNS, Timing, peak_rss_of
+from bench.common import RUNS, Timing, demo_database, peak_rss_of
 from tenant_backup.demo.generate import tenant_uuid
 
 GOAL_REFUSAL_S = 2.0
@@ -28,15 +28,16 @@ def _refused(cmd: list[str], env: dict[str, str]) -> float:
     return seconds
 
 
-def first_contact_rounds(url: str, store: str) -> tuple[list[Timing], bool]:
-    """Median of RUNS of each: two refusals, a backup and a restore of a small tenant."""
+def first_contact_rounds(store: str) -> list[Timing]:
+    """Median of RUNS of each: two refusals, a backup and a restore of a 10 k-row tenant."""
+    url = demo_database("tenant_backup_bench_10k", 1, 10_000)
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     cli = [sys.executable, "-m", "tenant_backup.cli"]
     where = ["--db", url, "--storage", store]
-    small = tenant_uuid("pos", 1)
+    small = tenant_uuid("pos", 0)
     bad_id = Timing("refusal: restore not-a-uuid")
     bad_category = Timing("refusal: backup --category nope (checked in the db)")
-    backup = Timing("backup of a small tenant (CLI, no server)")
+    backup = Timing("backup of a 10 k-row tenant (CLI, no server)")
     restore = Timing("restore of it, replace (CLI, no server)")
     for _ in range(RUNS):
         bad_id.add(_refused([*cli, "restore", "not-a-uuid", *where, "--confirm", "RESTORE"], env), 0.0)
@@ -49,7 +50,4 @@ def first_contact_rounds(url: str, store: str) -> tuple[list[Timing], bool]:
             [*cli, "restore", result["backup_id"], *where, "--confirm", "RESTORE", "--json"], env
         )
         restore.add(seconds, rss)
-    met = (
-        max(bad_id.median, bad_category.median) <= GOAL_REFUSAL_S and max(backup.median, restore.median) <= GOAL_SMALL_S
-    )
-    return [bad_id, bad_category, backup, restore], met
+    return [bad_id, bad_category, backup, restore]

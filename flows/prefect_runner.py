@@ -4,6 +4,12 @@ Each step becomes a Prefect task once (its name, run name and retries from the s
 is a task map on the flow's task runner; the log is the run's logger, one line per step; reports
 and progress are artifacts; an approval pauses the flow run; the flow runs of dead runs that a
 step reaped are marked Crashed.
+
+Many units (``each``: a run of many tenants) are one task run per unit, its steps plain calls
+inside it (:class:`InlineRunner`): a unit then costs three calls to the Prefect API, not one task
+run per step and table. A unit whose task run the API could not create or start (a busy server's
+``503`` past the client's retries) runs anyway, without a task run, and says so in the flow's log:
+the orchestrator being slow never fails a tenant.
 """
 
 from __future__ import annotations
@@ -11,25 +17,27 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
 from prefect import Task, get_run_logger, task, unmapped
+from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.futures import wait
 from prefect.runtime import flow_run
 
 from flows.approval import ask_approval
-from flows.runner import arguments, summarize
+from flows.runner import LocalRunner, Runner, arguments, submit_in_context, summarize
 from tasks.report import ProgressArtifact
 from tasks.runs import mark_crashed
 from tasks.step import Step
 from tenant_backup.restore.engine import RestorePlan
 from tenant_backup.results import Approval
 
-__all__ = ["PrefectRunner"]
+__all__ = ["InlineRunner", "PrefectRunner"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -88,6 +96,47 @@ class PrefectRunner:
         wait(futures)
         return [f.result() for f in futures]
 
+    def each(
+        self,
+        kind: str,
+        items: Sequence[T],
+        label: Callable[[T], str],
+        body: Callable[[Runner, T], R],
+        concurrency: int,
+    ) -> list[R]:
+        done: dict[int, R] = {}
+        raised: dict[int, BaseException] = {}
+
+        def unit(item: T, index: int) -> None:
+            try:
+                done[index] = body(InlineRunner(), item)
+            except BaseException as exc:
+                raised[index] = exc
+                raise
+
+        unit_task = task(name=kind, cache_policy=NO_CACHE)(unit)
+        flow_logger = get_run_logger()
+
+        def one(index: int) -> None:
+            try:
+                unit_task.with_options(task_run_name=label(items[index]))(items[index], index)
+            except Exception as exc:  # noqa: BLE001 - whether the unit ran decides, below
+                if index in done or index in raised:
+                    return  # the unit ran: its result (or its error) stands, whatever the API said after
+                flow_logger.warning(
+                    f"{label(items[index])}: the Prefect API did not take its task run ({type(exc).__name__}: "
+                    f"{exc}); running it without one"
+                )
+                done[index] = body(InlineRunner(flow_logger), items[index])
+
+        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(items) or 1))) as pool:
+            futures = [submit_in_context(pool, one, i) for i in range(len(items))]
+        for future in futures:
+            future.result()
+        if raised:
+            raise raised[min(raised)]
+        return [done[i] for i in range(len(items))]
+
     def log(self, message: str) -> None:
         get_run_logger().info(message)
 
@@ -117,3 +166,25 @@ class PrefectRunner:
                 client.update_flow_run(UUID(self.flow_run_id), name=name, tags=sorted({*current.tags, *tags}))
         except Exception as exc:  # noqa: BLE001
             self.warn(f"could not name the flow run {name!r}: {exc}")
+
+
+class InlineRunner(LocalRunner):
+    """One unit's steps inside its task run (see the module docstring): plain calls with the
+    steps' retries, a fan-out a thread pool, the log that task run's (or ``logger``'s); reports
+    are left to the caller's one summary; dead runs reaped are marked Crashed as usual."""
+
+    def __init__(self, logger: Any = None) -> None:
+        from tenant_backup.settings import get_settings
+
+        super().__init__(max_workers=get_settings().max_workers)
+        self._logger = logger or get_run_logger()
+        self.flow_run_id = flow_run.get_id() or None
+
+    def log(self, message: str) -> None:
+        self._logger.info(message)
+
+    def warn(self, message: str) -> None:
+        self._logger.warning(message)
+
+    def crashed(self, flow_run_ids: list[str], tenant_id: str, reaper: str) -> None:
+        mark_crashed(flow_run_ids, tenant_id, reaper)

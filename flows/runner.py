@@ -12,11 +12,12 @@ Prefect server.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ParamSpec, Protocol, TypeVar
 
@@ -25,7 +26,7 @@ from tenant_backup.errors import ConfigurationError
 from tenant_backup.restore.engine import RestorePlan
 from tenant_backup.results import Approval
 
-__all__ = ["LocalRunner", "Runner"]
+__all__ = ["LocalRunner", "Runner", "submit_in_context"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -46,6 +47,20 @@ class Runner(Protocol):
     def map(self, step: Step[..., R], items: Sequence[Any], *args: Any) -> list[R]:
         """Run ``step(item, *args)`` for every item at once; wait for all of them, then raise the
         first failure (so that no step is still running when the caller cleans up)."""
+        ...
+
+    def each(
+        self,
+        kind: str,
+        items: Sequence[T],
+        label: Callable[[T], str],
+        body: Callable[[Runner, T], R],
+        concurrency: int,
+    ) -> list[R]:
+        """Run ``body(runner, item)`` for every item, ``concurrency`` at once, each as one unit that a
+        person finds by its ``label`` (in Prefect, one task run of kind ``kind`` with the item's
+        steps inside it); the results in the items' order. ``body`` reports an item's failure in
+        its result; should it raise, the first error is raised once every item is done."""
         ...
 
     def log(self, message: str) -> None: ...
@@ -71,6 +86,13 @@ class Runner(Protocol):
     def label(self, name: str, tags: list[str]) -> None:
         """Name the run for a person (``backup-le-wouri-8b42958c``) and tag it (tenant, format…)."""
         ...
+
+
+def submit_in_context(pool: Executor, fn: Callable[..., R], *args: Any) -> Future[R]:
+    """``pool.submit(fn, *args)`` in a copy of the caller's context, as Prefect's task runner does:
+    the call sees the caller's context variables (lent sessions, the Prefect run)."""
+    context = contextvars.copy_context()
+    return pool.submit(context.run, fn, *args)
 
 
 def arguments(step: Step[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -109,15 +131,29 @@ class LocalRunner:
                 self.warn(f"{label} failed ({exc}); retry {attempt} of {step.retries} in {step.retry_delay_seconds} s")
                 time.sleep(step.retry_delay_seconds)
                 continue
-            logger.info(summarize(step, label, result, time.perf_counter() - started))
+            self.log(summarize(step, label, result, time.perf_counter() - started))
             return result
 
     def map(self, step: Step[..., R], items: Sequence[Any], *args: Any) -> list[R]:
         if not items:
             return []
         with ThreadPoolExecutor(max_workers=min(self.max_workers, len(items))) as pool:
-            futures = [pool.submit(self, step, item, *args) for item in items]
+            futures = [submit_in_context(pool, self, step, item, *args) for item in items]
         return [f.result() for f in futures]  # the pool has waited for all of them
+
+    def each(
+        self,
+        kind: str,
+        items: Sequence[T],
+        label: Callable[[T], str],
+        body: Callable[[Runner, T], R],
+        concurrency: int,
+    ) -> list[R]:
+        if not items:
+            return []
+        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(items)))) as pool:
+            futures = [submit_in_context(pool, body, self, item) for item in items]
+        return [f.result() for f in futures]
 
     def log(self, message: str) -> None:
         logger.info(message)

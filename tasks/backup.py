@@ -15,6 +15,7 @@ from tenant_backup.backup.steps import BackupPlan, BackupRequest, LedgerEntry
 from tenant_backup.db import Snapshot
 from tenant_backup.settings import get_settings
 from tenant_backup.tenancy.catalog import TableScope
+from tenant_backup.tenancy.tenants import Tenant
 
 __all__ = [
     "check_storage",
@@ -104,5 +105,5 @@ def fail_entry(backup_id: str, tenant_id: str, error: str, database_block: str |
 
 
 @step("list-tenants", summary=lambda tenants: f"{len(tenants)} tenant(s)")
-def list_tenants(profile: str | None, tenant_column: str | None, database_block: str | None) -> list[str]:
+def list_tenants(profile: str | None, tenant_column: str | None, database_block: str | None) -> list[Tenant]:
     return steps.list_tenants(database_url(database_block), get_settings(), profile, tenant_column)

@@ -14,7 +14,7 @@ from tenant_backup.operations.maintenance import PruneReport
 from tenant_backup.operations.reconcile import ReconcileReport
 from tenant_backup.operations.schedules import SyncReport
 from tenant_backup.restore.engine import RestorePlan
-from tenant_backup.results import BackupResult, RestoreResult
+from tenant_backup.results import BackupResult, RestoreResult, TenantOutcome
 
 __all__ = [
     "ProgressArtifact",
@@ -26,6 +26,7 @@ __all__ = [
     "publish_restore_plan",
     "publish_restore_report",
     "publish_sync_report",
+    "publish_tenants_report",
 ]
 
 
@@ -40,6 +41,34 @@ def artifact_key(prefix: str, tenant_id: str, tenant_name: str | None = None) ->
     """A valid artifact key (``^[a-z0-9-]*$``) for one tenant, stable across runs (so versions pile
     up), readable: ``backup-le-wouri-bonapriso-8b42958c``."""
     return re.sub(r"[^a-z0-9-]+", "-", f"{prefix}-{tenant_label(tenant_id, tenant_name)}".lower()).strip("-")[:100]
+
+
+def publish_tenants_report(outcomes: list[TenantOutcome], seconds: float) -> None:
+    """One markdown artifact for a run of many tenants: a line per tenant, failures first."""
+    order = {"failed": 0, "skipped": 1, "completed": 2}
+    counts = {s: sum(o.status == s for o in outcomes) for s in order}
+    rows = sum(o.record_count or 0 for o in outcomes)
+    size = sum(o.file_size or 0 for o in outcomes)
+    lines = [
+        f"# Backup of {len(outcomes):,} tenants",
+        "",
+        f"- {counts['completed']:,} completed, {counts['skipped']:,} skipped (throttled), "
+        f"{counts['failed']:,} failed; {rows:,} rows, {size:,} bytes, {seconds:.1f} s",
+        "",
+        "| tenant | status | backup | rows | bytes | s | error |",
+        "|---|---|---|---:|---:|---:|---|",
+        *(
+            f"| {o.tenant_name or o.tenant_id} (`{o.tenant_id}`) | {o.status} | `{o.backup_id or '-'}` | "
+            f"{o.record_count or 0:,} | {o.file_size or 0:,} | {o.seconds or 0:.2f} | "
+            f"{(o.error or '').replace('|', '/')[:300]} |"
+            for o in sorted(outcomes, key=lambda o: (order[o.status], o.tenant_name or o.tenant_id))
+        ),
+    ]
+    artifacts().create_markdown_artifact(
+        markdown="\n".join(lines),
+        key="backup-all-tenants",
+        description=f"{counts['completed']:,} of {len(outcomes):,} tenants backed up",
+    )
 
 
 def publish_backup_report(result: BackupResult) -> None:

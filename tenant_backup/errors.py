@@ -53,6 +53,7 @@ __all__ = [
     "StorageError",
     "TenantBackupError",
     "TenantBusyError",
+    "TenantsFailedError",
     "ThrottledError",
     "UnknownCategoryError",
     "UnsupportedTypeError",
@@ -132,6 +133,17 @@ class PermissionDeniedError(TenantBackupError):
 
 class ThrottledError(TenantBackupError):
     """Raised when the tenant was backed up less than the throttle window ago."""
+
+
+class TenantsFailedError(TenantBackupError):
+    """A run of many tenants in which some failed (each one's reason is in its outcome); the
+    others' backups stand. ``output`` is what ``--json`` prints all the same."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, output: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.output = output
 
 
 class TenantBusyError(TenantBackupError):

@@ -28,9 +28,15 @@ class BackupResult(BaseModel):
 
 
 class TenantOutcome(BaseModel):
+    """One tenant of a run of many: completed (its backup), skipped (throttled) or failed (why)."""
+
     tenant_id: str
+    tenant_name: str | None = None
     status: Literal["completed", "failed", "skipped"]
     backup_id: str | None = None
+    record_count: int | None = None
+    file_size: int | None = None
+    seconds: float | None = None
     error: str | None = None
     flow_run: str | None = None  # when the tenant ran as a deployment run (on a work pool)
 

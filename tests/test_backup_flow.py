@@ -22,6 +22,7 @@ from tenant_backup.errors import (
     ThrottledError,
     UnknownCategoryError,
 )
+from tenant_backup.naming import slug
 from tenant_backup.storage import Storage
 from tenant_backup.tenancy.catalog import read_catalog
 from tests.conftest import DemoDatabase, free_port, s3_options
@@ -114,6 +115,27 @@ def test_ledger_row_records_the_artifact_and_its_checksum(pos_db: DemoDatabase, 
     assert row["backup_type"] == "manual"
     assert row["storage_path"].startswith(f"{env['store']}/{tenant_folder(pos_db.url, tenant.id)}/")
     assert [(log["action"], log["result"]) for log in _logs(pos_db, tenant.id)][-1] == ("backup", "success")
+
+
+def test_flow_run_and_artifacts_are_named_for_the_tenant_in_the_prefect_ui(
+    pos_db: DemoDatabase, env: dict[str, Any]
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    env["use"](pos_db)
+    tenant = pos_db.tenants[1]
+    result = backup_tenant(tenant_id=tenant.id, profile="pos", categories=["clients"], force=True)
+    run_id = _ledger(pos_db, result.backup_id)["metadata"]["flow_run_id"]
+    label = f"{slug(tenant.name)}-{tenant.id[:8]}"
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(uuid.UUID(run_id))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(run_id)]))
+        )
+    assert run.name == f"backup-{label}"
+    assert {f"tenant:{tenant.id[:8]}", f"tenant-name:{slug(tenant.name)}"} <= set(run.tags)
+    assert f"backup-{label}" in {a.key for a in artifacts}
 
 
 def test_rows_committed_during_the_backup_are_absent_and_foreign_keys_close(
@@ -294,13 +316,38 @@ def test_unreachable_storage_fails_clearly_with_ledger_row_failed(
     assert row["storage_path"] is None
 
 
-def test_backup_all_tenants_backs_up_each_tenant(crm_db: DemoDatabase, env: dict[str, Any]) -> None:
+def test_backup_all_tenants_is_one_task_run_per_tenant_and_one_summary(
+    crm_db: DemoDatabase, env: dict[str, Any]
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
     env["use"](crm_db)
-    outcomes = backup_all_tenants(profile="crm", categories=["projects"], force=True)
+    state = backup_all_tenants(profile="crm", categories=["projects"], force=True, return_state=True)
+    outcomes = state.result()
     assert sorted(o.tenant_id for o in outcomes) == sorted(t.id for t in crm_db.tenants)
     assert {o.status for o in outcomes} == {"completed"}
     for o in outcomes:
-        assert _ledger(crm_db, str(o.backup_id))["backup_type"] == "scheduled"
+        row = _ledger(crm_db, str(o.backup_id))
+        assert row["backup_type"] == "scheduled" and row["record_count"] == o.record_count
+        assert row["metadata"]["flow_run_id"] == str(state.state_details.flow_run_id)
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    assert run.name == "backup-all-tenants-crm"
+    tenant_runs = sorted(t.name for t in tasks if t.name.startswith("backup-"))
+    assert tenant_runs == sorted(f"backup-{slug(t.name)}-{t.id[:8]}" for t in crm_db.tenants)
+    assert len(tasks) == len(crm_db.tenants) + 1  # and the list of tenants: no task run per table
+    assert [a.key for a in artifacts if a.type == "markdown"] == ["backup-all-tenants"]
 
 
 def test_blocks_name_where_things_live_and_keep_the_url_secret(

@@ -31,10 +31,12 @@ _NO_PREFECT = (
 )
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI in a fresh process with no Prefect API anywhere (no variable, an empty home)."""
+def cli(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a fresh process with no Prefect API anywhere (no variable, an empty home), and
+    ``settings`` as TENANT_BACKUP_<NAME> variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TENANT_BACKUP_"))}
     env["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tb-no-prefect-")
+    env.update({f"TENANT_BACKUP_{name.upper()}": value for name, value in settings.items()})
     return subprocess.run(
         [sys.executable, "-c", _NO_PREFECT, *args], capture_output=True, text=True, env=env, timeout=120
     )
@@ -175,3 +177,49 @@ def test_one_tenant_spelled_two_ways_is_one_tenant(pos_db: DemoDatabase, tmp_pat
     assert again.returncode == 2 and "was backed up at" in again.stderr  # the same tenant: throttled
     listed = _json(cli("list", "--db", pos_db.url, "--tenant", tenant.upper(), "--json"))
     assert first["backup_id"] in {b["id"] for b in listed["backups"]}
+
+
+def _sessions_opened(db: DemoDatabase) -> int:
+    with db.connect() as conn:
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        row = conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_all_tenants_backs_up_each_one_and_a_busy_tenant_fails_alone_with_exit_status_3(
+    pos_db: DemoDatabase, tmp_path: Path
+) -> None:
+    where = ["--db", pos_db.url, "--storage", f"file://{tmp_path}/store", "--json"]
+    busy = pos_db.tenants[1]
+    with pos_db.connect() as holder:  # another run of that tenant holds its lock
+        holder.execute("SELECT pg_advisory_lock(hashtext('tenant-backup'), hashtext(%s))", (busy.id,))
+        done = cli("backup", "--all-tenants", "--force", *where, lock_timeout="1s")
+    last = done.stderr.strip().splitlines()[-1]  # after the lock's wait notice and the tenant's failure
+    assert done.returncode == 3 and last.startswith("error: 1 of 3 tenant backups failed"), done.stderr
+    out = json.loads(done.stdout)
+    by_tenant = {o["tenant_id"]: o for o in out["tenants"]}
+    assert (out["completed"], out["failed"], out["skipped"]) == (2, 1, 0)
+    assert by_tenant[busy.id]["status"] == "failed" and "its lock is held by" in by_tenant[busy.id]["error"]
+    for tenant in pos_db.tenants:
+        if tenant.id != busy.id:
+            outcome = by_tenant[tenant.id]
+            assert outcome["status"] == "completed" and outcome["tenant_name"] == tenant.name
+            assert outcome["record_count"] > 0 and outcome["backup_id"]
+    again = cli("backup", "--all-tenants", *where)  # within 5 minutes: the two backed up are skipped
+    out = _json(again)
+    assert (out["completed"], out["skipped"]) == (1, 2), out
+
+
+def test_a_run_of_many_tenants_opens_a_session_per_worker_not_one_per_table(
+    pos_db: DemoDatabase, tmp_path: Path
+) -> None:
+    before = _sessions_opened(pos_db)
+    out = _json(
+        cli("backup", "--all-tenants", "--force", "--db", pos_db.url, "--storage", f"file://{tmp_path}/s", "--json")
+    )
+    opened = _sessions_opened(pos_db) - before - 1  # less the one that counts
+    assert out["completed"] == 3
+    # A session per table and step would be 3 tenants x (15 tables + 7 steps) = 66. Lent, they are:
+    # 2 checks before the work, a lock holder per tenant, and per tenant at once (2) its workers (<= 4) and itself.
+    assert opened <= 2 + 3 + 2 * (4 + 1), opened

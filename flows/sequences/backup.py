@@ -1,8 +1,11 @@
-"""The backup of one tenant, as one sequence of steps (run by a runner: see flows/runner.py)."""
+"""The backup of one tenant, as one sequence of steps, and of many tenants, each one that sequence
+(run by a runner: see flows/runner.py)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from blocks import database_url
 from flows.runner import Runner
@@ -11,14 +14,17 @@ from tasks.maintenance import prune, stamp_schedule
 from tasks.report import publish_backup_report
 from tenant_backup.backup.steps import BackupPlan, BackupRequest, build_manifest, error_text
 from tenant_backup.db import tenant_lock
+from tenant_backup.errors import ThrottledError
 from tenant_backup.naming import tenant_label, tenant_tags
 from tenant_backup.operations.retention import RetentionPolicy
 from tenant_backup.progress import Progress, publish
-from tenant_backup.results import BackupResult
+from tenant_backup.results import BackupResult, TenantOutcome
+from tenant_backup.sessions import reuse_sessions
 from tenant_backup.settings import get_settings
 from tenant_backup.spool import spool_dir
+from tenant_backup.tenancy.tenants import Tenant
 
-__all__ = ["backup_tenant"]
+__all__ = ["backup_tenant", "backup_tenants"]
 
 
 def backup_tenant(
@@ -70,7 +76,7 @@ def backup_tenant(
             for key in run(t.check_storage, plan, storage_block):
                 run.log(f"removed {key}, left by a run of tenant {tenant_id} that was killed")
             with spool_dir("backup", settings.spool_dir) as spool:
-                with lock.snapshot(plan.relations) as snapshot:
+                with lock.snapshot(plan.relations) as snapshot, reuse_sessions():
                     run(t.mark_started, backup_id, snapshot, database_block)
                     parts = run.map(
                         t.extract_table, plan.tables, request, snapshot.snapshot_id, str(spool), database_block
@@ -108,6 +114,42 @@ def backup_tenant(
     if request.backup_type == "scheduled":
         _retention_after(run, tenant_id, database_block, storage_block)
     return result
+
+
+def backup_tenants(
+    run: Runner,
+    tenants: Sequence[Tenant],
+    parameters: dict[str, Any],
+    database_block: str | None,
+    storage_block: str | None,
+    concurrency: int,
+) -> list[TenantOutcome]:
+    """Back up every tenant with ``parameters`` (a :class:`BackupRequest`'s fields but the tenant),
+    ``concurrency`` at once, each as one unit (``backup-<tenant>``) whose tables fan out inside it;
+    the database sessions are lent from tenant to tenant. A tenant's failure is its outcome and
+    never stops the others; a throttled tenant is skipped."""
+
+    def one(sub: Runner, tenant: Tenant) -> TenantOutcome:
+        outcome = TenantOutcome(tenant_id=tenant.id, tenant_name=tenant.name, status="failed")
+        try:
+            result = backup_tenant(sub, BackupRequest(tenant_id=tenant.id, **parameters), database_block, storage_block)
+        except ThrottledError as exc:
+            return outcome.model_copy(update={"status": "skipped", "error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - reported per tenant; the run fails at the end
+            sub.warn(f"backup of tenant {tenant.id} failed: {error_text(exc)}")
+            return outcome.model_copy(update={"error": error_text(exc)})
+        return outcome.model_copy(
+            update={
+                "status": "completed",
+                "backup_id": result.backup_id,
+                "record_count": result.record_count,
+                "file_size": result.file_size,
+                "seconds": result.seconds,
+            }
+        )
+
+    with reuse_sessions():
+        return run.each("backup-tenant", tenants, lambda t: f"backup-{tenant_label(t.id, t.name)}", one, concurrency)
 
 
 def _retention_after(run: Runner, tenant_id: str, database_block: str | None, storage_block: str | None) -> None:

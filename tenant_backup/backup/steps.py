@@ -20,9 +20,10 @@ from tenant_backup.artifact.manifest import Manifest, TableManifest
 from tenant_backup.backup import assemble as artifact
 from tenant_backup.backup.assemble import ArtifactInfo
 from tenant_backup.backup.extract import TablePart, extract_table
-from tenant_backup.db import DatabaseOwner, Snapshot, connect, import_snapshot, read_owner
+from tenant_backup.db import DatabaseOwner, Snapshot, import_snapshot, read_owner
 from tenant_backup.errors import ConfigurationError, PermissionDeniedError, TenantBackupError
 from tenant_backup.segments import encode_segment, entry_name
+from tenant_backup.sessions import session
 from tenant_backup.settings import Settings
 from tenant_backup.storage import Storage
 from tenant_backup.tenancy import tenants
@@ -142,7 +143,7 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
     profile = resolve_profile(request.profile, request.tenant_column)
     check_compression(request.compression, request.level, request.format)
     encode_segment(request.tenant_id)  # an id that cannot be stored is refused before anything is written
-    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
+    with session(db_url, lock_timeout=settings.lock_timeout) as conn:
         ledger.migrate(conn, settings.ledger_schema)
         database = read_owner(conn)
         catalog = read_catalog(conn, profile.db_schema, profile.schemas)
@@ -224,7 +225,7 @@ def open_entry(db_url: str, settings: Settings, plan: BackupPlan, flow_run_id: s
     """Reap the tenant's stale rows, then create the ledger row (pending), recording the Prefect
     flow run when there is one; the caller holds the tenant lock."""
     req = plan.request
-    with connect(db_url, lock_timeout=settings.lock_timeout) as conn, conn.transaction():
+    with session(db_url, lock_timeout=settings.lock_timeout) as conn, conn.transaction():
         reaped = ledger.reap_stale(conn, settings.ledger_schema, req.tenant_id, reaper="backup")
         backup_id = ledger.create_backup(
             conn,
@@ -255,7 +256,7 @@ def extract_part(
     """Extract one table inside the shared snapshot into ``spool``, in the requested format."""
     fmt, compression, level = request.format, request.compression, request.level
     tenant_id = request.tenant_id
-    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
+    with session(db_url, lock_timeout=settings.lock_timeout) as conn:
         import_snapshot(conn, snapshot_id, tenant_id)
         try:
             return extract_table(
@@ -325,16 +326,18 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def list_tenants(db_url: str, settings: Settings, profile_name: str | None, tenant_column: str | None) -> list[str]:
-    """Every tenant id: the tenant table's keys, else the distinct values of the tenant column."""
+def list_tenants(
+    db_url: str, settings: Settings, profile_name: str | None, tenant_column: str | None
+) -> list[tenants.Tenant]:
+    """Every tenant and its name: the tenant table's rows, else the distinct values of the tenant column."""
     profile = resolve_profile(profile_name, tenant_column)
-    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
+    with session(db_url, lock_timeout=settings.lock_timeout) as conn:
         return tenants.list_tenants(conn, read_catalog(conn, profile.db_schema, profile.schemas), profile)
 
 
 def finish_entry(db_url: str, settings: Settings, backup_id: str, manifest: Manifest, artifact: ArtifactInfo) -> None:
     """Mark the row completed with the artifact's path, size and checksum, and log the action."""
-    with connect(db_url, lock_timeout=settings.lock_timeout) as conn, conn.transaction():
+    with session(db_url, lock_timeout=settings.lock_timeout) as conn, conn.transaction():
         ledger.complete_backup(
             conn,
             settings.ledger_schema,
@@ -370,7 +373,7 @@ def finish_entry(db_url: str, settings: Settings, backup_id: str, manifest: Mani
 
 def fail_entry(db_url: str, settings: Settings, backup_id: str, tenant_id: str, error: str) -> None:
     """Mark the row failed with the error, and log the action."""
-    with connect(db_url, lock_timeout=settings.lock_timeout) as conn, conn.transaction():
+    with session(db_url, lock_timeout=settings.lock_timeout) as conn, conn.transaction():
         ledger.fail_backup(conn, settings.ledger_schema, backup_id, error)
         ledger.log_action(
             conn,
@@ -384,7 +387,7 @@ def fail_entry(db_url: str, settings: Settings, backup_id: str, tenant_id: str, 
 
 
 def mark_started(db_url: str, settings: Settings, backup_id: str, snapshot: Snapshot) -> None:
-    with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
+    with session(db_url, lock_timeout=settings.lock_timeout) as conn:
         ledger.mark_in_progress(
             conn,
             settings.ledger_schema,

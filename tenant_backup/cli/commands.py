@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from tenant_backup.cli.execute import local_runner, prefect_api, require_prefect_api, run_flow
 from tenant_backup.cli.output import count, human_size, progress_bar
-from tenant_backup.errors import ConfigurationError, LedgerError
+from tenant_backup.errors import ConfigurationError, LedgerError, TenantsFailedError
 
 __all__ = ["cmd_backup", "cmd_restore", "cmd_show", "cmd_verify", "resolve_id"]
 
@@ -43,6 +43,8 @@ def resolve_id(text: str) -> str:
 
 
 def cmd_backup(args: argparse.Namespace) -> dict[str, Any]:
+    if args.all_tenants:
+        return cmd_backup_all(args)
     from blocks import database_url
     from tenant_backup.backup import steps
     from tenant_backup.backup.steps import BackupRequest
@@ -77,6 +79,66 @@ def cmd_backup(args: argparse.Namespace) -> dict[str, Any]:
             f"{count(out['record_count'], 'row')} in {count(len(out['tables']), 'table')}, "
             f"{human_size(out['file_size'])}, {out['seconds']:.2f} s\n"
             f"  artifact: {out['storage_path']}\n  checksum: {out['checksum']}"
+        )
+    return out
+
+
+def cmd_backup_all(args: argparse.Namespace) -> dict[str, Any]:
+    """``backup --all-tenants``: the flow backup-all-tenants (its sequence without a server)."""
+    from blocks import database_url
+    from tenant_backup.backup import steps
+    from tenant_backup.backup.steps import BackupRequest
+    from tenant_backup.settings import get_settings
+
+    for flag, given in (
+        ("--requested-by", args.requested_by),
+        ("--name", args.name),
+        ("--allow-empty", args.allow_empty),
+    ):
+        if given:
+            raise ConfigurationError(f"{flag} is for one tenant (--tenant ID), not with --all-tenants")
+    parameters: dict[str, Any] = {
+        "categories": args.category,
+        "profile": None if args.tenant_column else args.profile or "pos",
+        "tenant_column": args.tenant_column,
+        "backup_type": "manual",
+        "force": args.force,
+        "format": args.format,
+        "compression": args.compression,
+        "compression_level": args.compression_level,
+    }
+    settings = get_settings()
+    tenants = steps.list_tenants(database_url(), settings, parameters["profile"], args.tenant_column)
+    if tenants:  # the profile, categories, codec and the role's access, checked once before any work
+        first = _checked(BackupRequest, tenant_id=tenants[0].id, **{**parameters, "force": True})
+        steps.plan_backup(database_url(), settings, first)
+    with progress_bar("backing up", not args.json):
+        if prefect_api():
+            outcomes = run_flow("flows.backup:backup_all_tenants", failed_result=True, **parameters)
+            if isinstance(outcomes, BaseException):  # failed before it had outcomes
+                raise outcomes
+        else:
+            from flows.sequences.backup import backup_tenants
+
+            outcomes = backup_tenants(local_runner(), tenants, parameters, None, None, settings.tenant_concurrency)
+    out: dict[str, Any] = {
+        "tenants": [o.model_dump(mode="json") for o in outcomes],
+        **{status: sum(o.status == status for o in outcomes) for status in ("completed", "skipped", "failed")},
+    }
+    if not args.json:
+        rows = sum(o.record_count or 0 for o in outcomes)
+        print(
+            f"{count(len(outcomes), 'tenant')}: {out['completed']:,} backed up ({count(rows, 'row')}), "
+            f"{out['skipped']:,} skipped (backed up less than the throttle ago: --force), {out['failed']:,} failed"
+        )
+        for o in outcomes:
+            if o.status != "completed":
+                print(f"  {o.status:<8} {o.tenant_id}  {o.tenant_name or '-'}: {o.error}")
+    if out["failed"]:
+        raise TenantsFailedError(
+            f"{out['failed']} of {len(outcomes)} tenant backups failed (each one's reason is listed); the others' "
+            "backups are complete",
+            output=out,
         )
     return out
 

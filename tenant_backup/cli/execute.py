@@ -53,9 +53,10 @@ def local_runner() -> Any:
     return LocalRunner(max_workers=get_settings().max_workers)
 
 
-def run_flow(entrypoint: str, **parameters: Any) -> Any:
+def run_flow(entrypoint: str, *, failed_result: bool = False, **parameters: Any) -> Any:
     """Run the Prefect flow ``module:name`` in this process, tracked by the Prefect API, with the
-    run heartbeat off (it costs ~1 s at exit)."""
+    run heartbeat off (it costs ~1 s at exit). With ``failed_result``, a run that ends Failed
+    with a result (a run of many tenants, some failed) returns that result instead of raising."""
     module, name = entrypoint.split(":")
     flow: Callable[..., Any] = getattr(importlib.import_module(module), name)
     # Prefect's import leaves a large heap; move it out of the cyclic GC's sight so that
@@ -66,6 +67,8 @@ def run_flow(entrypoint: str, **parameters: Any) -> Any:
     gc.freeze()
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         try:
+            if failed_result:
+                return flow(**parameters, return_state=True).result(raise_on_failure=False)
             return flow(**parameters)
         except CancelledRun as exc:  # a restore whose approval was refused ends Cancelled
             raise ApprovalRejectedError(str(exc)) from exc

@@ -144,9 +144,13 @@ def _parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=operations.cmd_migrate)
 
-    p = sub.add_parser("backup", help="back up one tenant")
+    p = sub.add_parser("backup", help="back up one tenant, or every tenant (--all-tenants)")
     common(p, storage=True)
-    p.add_argument("--tenant", required=True, help="tenant id")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--tenant", help="tenant id")
+    which.add_argument(
+        "--all-tenants", action="store_true", help="every tenant of the profile (the flow backup-all-tenants)"
+    )
     scope = p.add_mutually_exclusive_group()
     scope.add_argument("--tenant-column", help="discover the tables holding this column (your own schema)")
     scope.add_argument("--profile", help="shipped profile (pos, crm) or a .toml / .yaml file (default: pos)")
@@ -275,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         out = args.func(args)
     except TenantBackupError as exc:
+        output = getattr(exc, "output", None)
+        if args.json and output is not None:  # a run of many tenants: the outcomes, then the error
+            print(json.dumps(output, default=str))
         print("error: " + str(exc).replace("\r", " ").replace("\n", " "), file=sys.stderr)  # one line, always
         return exc.exit_code
     except BrokenPipeError:  # the reader went away (`… | head`): nothing more to say

@@ -128,7 +128,7 @@ def back_up_every_tenant(url: str, storage: str) -> list[Any]:
     results = []
     print("backing up every tenant ...", flush=True)
     for tenant in list_tenants(url, settings, "pos", None):
-        result = backup_tenant(runner, BackupRequest(tenant_id=tenant, profile="pos", force=True), None, None)
+        result = backup_tenant(runner, BackupRequest(tenant_id=tenant.id, profile="pos", force=True), None, None)
         print(
             f"  {result.tenant_name}: {result.record_count:,} rows in {len(result.tables)} tables, "
             f"{result.file_size:,} bytes, {result.seconds:.1f} s\n    {result.storage_path}"

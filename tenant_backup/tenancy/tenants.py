@@ -103,21 +103,23 @@ def check_tenant(
         ) from exc
 
 
-def list_tenants(conn: psycopg.Connection, catalog: Catalog, profile: Profile) -> list[str]:
-    """Every tenant id: the tenant table's keys, else the distinct values of the tenant column."""
+def list_tenants(conn: psycopg.Connection, catalog: Catalog, profile: Profile) -> list[Tenant]:
+    """Every tenant, with its name: the tenant table's rows, else the distinct values of the tenant
+    column (no names then)."""
     table = find_tenant_table(catalog, profile)
     if table is not None and table.name in catalog.tables:
-        query = sql.SQL("SELECT {}::text FROM {} ORDER BY 1").format(
-            sql.Identifier(table.key), catalog.tables[table.name].ident()
+        name = sql.Identifier(table.display_name) if table.display_name else sql.SQL("NULL")
+        query = sql.SQL("SELECT {}::text, {}::text FROM {} ORDER BY 1").format(
+            sql.Identifier(table.key), name, catalog.tables[table.name].ident()
         )
     else:
         query = sql.SQL(" UNION ").join(
-            sql.SQL("SELECT {}::text FROM {} WHERE {} IS NOT NULL").format(
+            sql.SQL("SELECT {}::text, NULL::text FROM {} WHERE {} IS NOT NULL").format(
                 sql.Identifier(profile.tenant_column), t.ident(), sql.Identifier(profile.tenant_column)
             )
             for t in _holders(catalog, profile)
         ) + sql.SQL(" ORDER BY 1")
-    return [str(row[0]) for row in conn.execute(query)]
+    return [Tenant(str(row[0]), row[1]) for row in conn.execute(query)]
 
 
 _HOLDERS_ELSEWHERE = """
