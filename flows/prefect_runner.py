@@ -6,10 +6,11 @@ and progress are artifacts; an approval pauses the flow run; the flow runs of de
 step reaped are marked Crashed.
 
 Many units (``each``: a run of many tenants) are one task run per unit, its steps plain calls
-inside it (:class:`InlineRunner`): a unit then costs three calls to the Prefect API, not one task
-run per step and table. A unit whose task run the API could not create or start (a busy server's
-``503`` past the client's retries) runs anyway, without a task run, and says so in the flow's log:
-the orchestrator being slow never fails a tenant.
+inside it (:class:`InlineRunner`), not one task run per step and table. (Prefect 3.8 creates a
+synchronous task run in the process and reports its states as events, sent in the background:
+a unit waits for no call to the API, so a busy server's ``503`` cannot fail it.) Should the task
+engine itself fail before the unit's body ran, the unit runs anyway, without a task run, and the
+flow's log says so: the orchestrator never decides whether a tenant is backed up.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ valid stream (RFC 1952 §2.2; the zstd frame format), and ``none`` is plain byte
 from __future__ import annotations
 
 import io
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO, Literal, Protocol, cast
@@ -24,7 +25,26 @@ from isal import igzip, isal_zlib
 
 from tenant_backup.errors import ConfigurationError
 
-__all__ = ["Compression", "Compressor", "check_compression", "compressor", "decompressed", "default_level", "suffix"]
+# What reading damaged compressed bytes raises, whichever codec (zipfile's zlib, ISA-L's gzip, zstd).
+DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    EOFError,
+    ValueError,
+    zlib.error,
+    cast(type[Exception], isal_zlib.error),  # typed as an instance in isal's stubs
+    zstandard.ZstdError,
+)
+
+__all__ = [
+    "DECODE_ERRORS",
+    "Compression",
+    "Compressor",
+    "check_compression",
+    "compressor",
+    "decompressed",
+    "default_level",
+    "suffix",
+]
 
 Compression = Literal["deflate", "zstd", "none"]
 Container = Literal["zip", "stream"]

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, Literal
 
 from pydantic import ValidationError
 
-from tenant_backup.artifact.codecs import Compression, decompressed
+from tenant_backup.artifact.codecs import DECODE_ERRORS, Compression, decompressed
 from tenant_backup.artifact.documents import document_checksum
 from tenant_backup.artifact.formats import copy_in_line, legacy_copy_in_line
 from tenant_backup.artifact.manifest import ARTIFACT_VERSION, Manifest
@@ -100,6 +100,10 @@ def fetch_artifact(
     return open_verified(dest, backup_id=backup_id)
 
 
+_UNREADABLE: tuple[type[BaseException], ...] = (*DECODE_ERRORS, UnicodeDecodeError)
+_ZIP_UNREADABLE: tuple[type[BaseException], ...] = (KeyError, zipfile.BadZipFile, *DECODE_ERRORS)
+
+
 def open_verified(path: Path, *, backup_id: str = "?", tables_dir: Path | None = None) -> Artifact:
     """Check the manifest's format and version and every table's sha256 and row count.
 
@@ -114,7 +118,7 @@ def open_verified(path: Path, *, backup_id: str = "?", tables_dir: Path | None =
     try:
         with path.open("rb") as raw, decompressed(raw, method) as lines:
             manifest = _verify_document(lines, tables_dir, backup_id)
-    except (OSError, EOFError, ValueError, UnicodeDecodeError) as exc:
+    except _UNREADABLE as exc:
         raise VerificationError(
             f"backup {backup_id} cannot be read: {exc}; it is damaged", backup_id=backup_id
         ) from exc
@@ -155,9 +159,11 @@ def _verify_zip(path: Path, backup_id: str) -> Manifest:
     with archive:
         try:
             raw = json.loads(archive.read("manifest.json"))
-        except (KeyError, ValueError, zipfile.BadZipFile) as exc:
+        except _ZIP_UNREADABLE as exc:
             raise VerificationError(
-                f"backup {backup_id} has no readable manifest.json ({exc})", backup_id=backup_id
+                f"backup {backup_id} has no readable manifest.json ({exc}): it is damaged, or not a tenant-backup "
+                "artifact",
+                backup_id=backup_id,
             ) from exc
         manifest = _manifest(raw, backup_id)
         for table, entry in manifest.tables.items():
@@ -166,9 +172,11 @@ def _verify_zip(path: Path, backup_id: str) -> Manifest:
                 with archive.open(entry.file or f"{entry_name(table)}.csv") as fh:
                     while chunk := fh.read(_CHUNK):
                         digest.update(chunk)
-            except (KeyError, zipfile.BadZipFile, OSError) as exc:
+            except _ZIP_UNREADABLE as exc:
                 raise VerificationError(
-                    f"table {table} of backup {backup_id} cannot be read ({exc})", backup_id=backup_id, table=table
+                    f"table {table} of backup {backup_id} cannot be read ({exc}); it is damaged",
+                    backup_id=backup_id,
+                    table=table,
                 ) from exc
             _check_table(manifest, table, digest.hexdigest(), None, backup_id)
     return manifest
