@@ -125,8 +125,8 @@ class PrefectRunner:
                 if index in done or index in raised:
                     return  # the unit ran: its result (or its error) stands, whatever the API said after
                 flow_logger.warning(
-                    f"{label(items[index])}: the Prefect API did not take its task run ({type(exc).__name__}: "
-                    f"{exc}); running it without one"
+                    f"{label(items[index])}: Prefect's task engine failed before it ran ({type(exc).__name__}: "
+                    f"{exc}); running it without a task run"
                 )
                 done[index] = body(InlineRunner(flow_logger), items[index])
 
