@@ -11,6 +11,7 @@ from tasks.report import publish_restore_plan, publish_restore_report
 from tenant_backup.backup.steps import error_text
 from tenant_backup.errors import ApprovalRejectedError
 from tenant_backup.naming import tenant_label, tenant_tags
+from tenant_backup.progress import Progress, publish
 from tenant_backup.restore import steps
 from tenant_backup.restore.engine import RestorePlan
 from tenant_backup.restore.steps import RestoreRequest, RunLog
@@ -54,6 +55,8 @@ def restore_backup(
             name = artifact.manifest.tenant_name if target.tenant_id == artifact.manifest.tenant_id else None
             kind = "dry-run" if req.dry_run else "restore"
             run.label(f"{kind}-{tenant_label(target.tenant_id, name)}", [*tenant_tags(target.tenant_id, name), kind])
+            # the rows to stage, for a progress bar (the run's progress artifact is given them below)
+            publish(Progress(target.tenant_id, "", 0, 0, expected_rows=artifact.manifest.total_records))
             if req.dry_run or approval.required:
                 plan = run(t.plan_restore, req, target, artifact, database_block)
                 run.report(publish_restore_plan, plan)

@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.artifact.reader import Artifact
 from tenant_backup.errors import RestoreFailedError, RestoreRefusedError, TenantBusyError
+from tenant_backup.progress import Progress, publish
 from tenant_backup.restore.apply import apply_changes, check_restored, move_sequences
 from tenant_backup.restore.staging import (
     MissingReference,
@@ -267,8 +268,10 @@ def _in_one_transaction(
             conn.execute("SET LOCAL session_replication_role = origin")
             replica = False
             plan = plan.model_copy(update={"triggers": "fired"})
+        publish(Progress(target_tenant, "(applying the changes)", 0, 0))
         done = apply_changes(conn, ordered, order, target_tenant, mode, broken=not replica)
         move_sequences(conn, ordered)
+        publish(Progress(target_tenant, "(checking before commit)", 0, 0))
         check_restored(conn, catalog, ordered, target_tenant, mode, manifest.tables, fk_check=replica)
         counted = [done[c.table].model_copy(update={"rows": c.rows}) for c in changes]
         plan = plan.model_copy(update={"applied": True, "tables": counted})
