@@ -29,6 +29,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.futures import wait
 from prefect.runtime import flow_run
+from prefect.states import Failed
 
 from flows.approval import ask_approval
 from flows.runner import LocalRunner, Runner, arguments, submit_in_context, summarize
@@ -104,16 +105,19 @@ class PrefectRunner:
         label: Callable[[T], str],
         body: Callable[[Runner, T], R],
         concurrency: int,
+        failure: Callable[[R], str | None] = lambda result: None,
     ) -> list[R]:
         done: dict[int, R] = {}
         raised: dict[int, BaseException] = {}
 
-        def unit(item: T, index: int) -> None:
+        def unit(item: T, index: int) -> State[Any] | None:
             try:
                 done[index] = body(InlineRunner(), item)
             except BaseException as exc:
                 raised[index] = exc
                 raise
+            why = failure(done[index])
+            return Failed(message=why) if why else None  # a failed item shows failed in the UI
 
         unit_task = task(name=kind, cache_policy=NO_CACHE)(unit)
         flow_logger = get_run_logger()

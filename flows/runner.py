@@ -56,11 +56,13 @@ class Runner(Protocol):
         label: Callable[[T], str],
         body: Callable[[Runner, T], R],
         concurrency: int,
+        failure: Callable[[R], str | None] = lambda result: None,
     ) -> list[R]:
         """Run ``body(runner, item)`` for every item, ``concurrency`` at once, each as one unit that a
         person finds by its ``label`` (in Prefect, one task run of kind ``kind`` with the item's
         steps inside it); the results in the items' order. ``body`` reports an item's failure in
-        its result; should it raise, the first error is raised once every item is done."""
+        its result (``failure`` says whether a result is one, and why: a Prefect task run then ends
+        Failed); should it raise, the first error is raised once every item is done."""
         ...
 
     def log(self, message: str) -> None: ...
@@ -148,6 +150,7 @@ class LocalRunner:
         label: Callable[[T], str],
         body: Callable[[Runner, T], R],
         concurrency: int,
+        failure: Callable[[R], str | None] = lambda result: None,
     ) -> list[R]:
         if not items:
             return []

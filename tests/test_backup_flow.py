@@ -350,6 +350,30 @@ def test_backup_all_tenants_is_one_task_run_per_tenant_and_one_summary(
     assert [a.key for a in artifacts if a.type == "markdown"] == ["backup-all-tenants"]
 
 
+def test_a_tenant_that_fails_is_a_failed_task_run_and_the_run_fails_listing_every_tenant(
+    crm_db: DemoDatabase, env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    env["use"](crm_db)
+    monkeypatch.setenv("TENANT_BACKUP_LOCK_TIMEOUT", "1s")
+    busy = crm_db.tenants[0]
+    with crm_db.connect() as holder:  # another run of that tenant holds its lock
+        holder.execute("SELECT pg_advisory_lock(hashtext('tenant-backup'), hashtext(%s))", (busy.id,))
+        state = backup_all_tenants(profile="crm", categories=["projects"], force=True, return_state=True)
+    assert state.is_failed() and "1 of 3 tenant backups failed" in str(state.message)
+    outcomes = {o.tenant_id: o for o in state.result(raise_on_failure=False)}
+    assert outcomes[busy.id].status == "failed" and "its lock is held by" in str(outcomes[busy.id].error)
+    assert [o.status for t, o in outcomes.items() if t != busy.id] == ["completed", "completed"]
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    by_name = {t.name: t.state_type.value if t.state_type else None for t in tasks}
+    assert by_name[f"backup-{slug(busy.name)}-{busy.id[:8]}"] == "FAILED"
+    assert sorted(by_name.values()) == ["COMPLETED", "COMPLETED", "COMPLETED", "FAILED"]  # and list-tenants
+
+
 def test_blocks_name_where_things_live_and_keep_the_url_secret(
     pos_db: DemoDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

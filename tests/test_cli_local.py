@@ -236,3 +236,25 @@ def test_a_run_of_many_tenants_opens_a_session_per_worker_not_one_per_table(
     # A session per table and step would be 3 tenants x (15 tables + 7 steps) = 66. Lent, they are:
     # 2 checks before the work, a lock holder per tenant, and per tenant at once (2) its workers (<= 4) and itself.
     assert opened <= 2 + 3 + 2 * (4 + 1), opened
+
+
+def test_a_role_without_privileges_is_refused_with_exit_status_2_not_reported_as_a_bug(
+    pos_db: DemoDatabase, tmp_path: Path
+) -> None:
+    from urllib.parse import urlsplit, urlunsplit
+
+    role = f"tb_np_{os.urandom(4).hex()}"
+    assert cli("migrate", "--db", pos_db.url).returncode == 0  # the ledger exists; the role may not read it
+    with pos_db.connect() as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+    parts = urlsplit(pos_db.url)
+    url = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
+    try:
+        for args in (["backup", "--all-tenants", "--storage", f"file://{tmp_path}/store"], ["list"]):
+            done = cli(*args, "--db", url)
+            assert done.returncode == 2, done.stderr
+            assert done.stderr.startswith("error: ") and "may not do what this needs" in done.stderr
+            assert "a bug" not in done.stderr
+    finally:
+        with pos_db.connect() as conn:
+            conn.execute(f"DROP ROLE {role}")

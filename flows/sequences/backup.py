@@ -104,7 +104,8 @@ def backup_tenant(
     if plan.left_out:
         run.warn(
             f"backup {backup_id} of tenant {tenant_id} leaves out tables that hold {plan.tenant_column}: "
-            f"{', '.join(plan.left_out)} (add them to a category of the profile, or to its other_schemas)"
+            f"{', '.join(plan.left_out)} (add them to a category of the profile, and their schema to its "
+            "other_schemas; with --tenant-column, write a profile file for them: --profile app.toml)"
         )
     run.log(
         f"backup {backup_id} of tenant {tenant_id} completed: {result.record_count:,} rows in {len(result.tables)} "
@@ -149,7 +150,14 @@ def backup_tenants(
         )
 
     with reuse_sessions():
-        return run.each("backup-tenant", tenants, lambda t: f"backup-{tenant_label(t.id, t.name)}", one, concurrency)
+        return run.each(
+            "backup-tenant",
+            tenants,
+            lambda t: f"backup-{tenant_label(t.id, t.name)}",
+            one,
+            concurrency,
+            failure=lambda outcome: outcome.error if outcome.status == "failed" else None,
+        )
 
 
 def _retention_after(run: Runner, tenant_id: str, database_block: str | None, storage_block: str | None) -> None:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -292,8 +293,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
         first = (str(exc).strip().splitlines() or [""])[0]
+        if type(exc).__name__ == "InsufficientPrivilege":  # a query no up-front check covered
+            print(
+                f"error: the database role may not do what this needs ({first}); connect as a role that may "
+                "(on Supabase the postgres role; see the README, 'Which database role'), or GRANT it",
+                file=sys.stderr,
+            )
+            return 2
+        if args.verbose:
+            traceback.print_exc()
         print(
-            f"error: unexpected {type(exc).__name__}: {first} (a bug in tenant-backup: please report it)",
+            f"error: unexpected {type(exc).__name__}: {first} (a bug in tenant-backup: please report it, with "
+            "the output of tenant-backup -v …)",
             file=sys.stderr,
         )
         return 1
