@@ -134,7 +134,7 @@ class PrefectRunner:
                 )
                 done[index] = body(InlineRunner(flow_logger), items[index])
 
-        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(items) or 1))) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(items)))) as pool:
             futures = [submit_in_context(pool, one, i) for i in range(len(items))]
         for future in futures:
             future.result()

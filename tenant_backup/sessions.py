@@ -54,8 +54,10 @@ class _Lent:
         with self._lock:
             self._opened.append(conn)
 
-    def give_back(self, key: tuple[str, str], conn: psycopg.Connection) -> None:
-        healthy = not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE
+    def give_back(self, key: tuple[str, str], conn: psycopg.Connection, *, step_failed: bool) -> None:
+        """Keep the session for the next step, or close it: after a failed step, or when it broke
+        or is still inside a transaction."""
+        healthy = not step_failed and not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE
         with self._lock:
             if healthy:
                 self._idle.setdefault(key, []).append((time.monotonic(), conn))
@@ -107,11 +109,9 @@ def session(url: str, *, lock_timeout: str) -> Iterator[psycopg.Connection]:
         lent.opened(conn)
     else:
         conn = idle
+    step_failed = True
     try:
         yield conn
-    except BaseException:
-        with suppress(psycopg.Error):  # a failed step's session is not lent again
-            conn.close()
-        raise
+        step_failed = False
     finally:
-        lent.give_back(key, conn)
+        lent.give_back(key, conn, step_failed=step_failed)

@@ -293,8 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
         first = (str(exc).strip().splitlines() or [""])[0]
-        if type(exc).__name__ == "InsufficientPrivilege":  # a query no up-front check covered
-            print(
+        psycopg = sys.modules.get("psycopg")  # loaded, since the error came from it
+        if psycopg is not None and isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            print(  # a query that no up-front access check covered
                 f"error: the database role may not do what this needs ({first}); connect as a role that may "
                 "(on Supabase the postgres role; see the README, 'Which database role'), or GRANT it",
                 file=sys.stderr,
