@@ -158,7 +158,7 @@ def backup_all_tenants(
     """
     started = time.perf_counter()
     profile = profile if not tenant_column else None
-    tenants = as_task(t.list_tenants)(profile, tenant_column, database_block)
+    found = as_task(t.list_tenants)(profile, tenant_column, database_block)
     parameters: dict[str, Any] = {
         "categories": categories,
         "profile": profile,
@@ -172,13 +172,13 @@ def backup_all_tenants(
     if tenant_deployment:
         blocks = {"database_block": database_block, "storage_block": storage_block}
         futures = _backup_on_pool.map(
-            [tenant.id for tenant in tenants], unmapped({**parameters, **blocks}), unmapped(tenant_deployment)
+            [tenant.id for tenant in found.tenants], unmapped({**parameters, **blocks}), unmapped(tenant_deployment)
         )
         wait(futures)
-        outcomes = [f.result() for f in futures]
+        outcomes = [f.result() for f in futures] + sequences.unlisted_outcomes(PrefectRunner(), found.unlisted)
     else:
         outcomes = sequences.backup_tenants(
-            PrefectRunner(), tenants, parameters, database_block, storage_block, _settings.tenant_concurrency
+            PrefectRunner(), found, parameters, database_block, storage_block, _settings.tenant_concurrency
         )
     publish_tenants_report(outcomes, time.perf_counter() - started)
     failed = [o for o in outcomes if o.status == "failed"]

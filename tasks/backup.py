@@ -15,7 +15,7 @@ from tenant_backup.backup.steps import BackupPlan, BackupRequest, LedgerEntry
 from tenant_backup.db import Snapshot
 from tenant_backup.settings import get_settings
 from tenant_backup.tenancy.catalog import TableScope
-from tenant_backup.tenancy.tenants import Tenant
+from tenant_backup.tenancy.tenants import TenantList
 
 __all__ = [
     "check_storage",
@@ -104,6 +104,12 @@ def fail_entry(backup_id: str, tenant_id: str, error: str, database_block: str |
     steps.fail_entry(database_url(database_block), get_settings(), backup_id, tenant_id, error)
 
 
-@step("list-tenants", summary=lambda tenants: f"{len(tenants)} tenant(s)")
-def list_tenants(profile: str | None, tenant_column: str | None, database_block: str | None) -> list[Tenant]:
+@step(
+    "list-tenants",
+    summary=lambda found: (
+        f"{len(found.tenants)} tenant(s)"
+        + (f", {len(found.unlisted)} id(s) that rows hold but no tenant row lists" if found.unlisted else "")
+    ),
+)
+def list_tenants(profile: str | None, tenant_column: str | None, database_block: str | None) -> TenantList:
     return steps.list_tenants(database_url(database_block), get_settings(), profile, tenant_column)

@@ -258,3 +258,40 @@ def test_a_role_without_privileges_is_refused_with_exit_status_2_not_reported_as
     finally:
         with pos_db.connect() as conn:
             conn.execute(f"DROP ROLE {role}")
+
+
+def test_rows_whose_tenant_id_the_tenant_table_lacks_fail_a_run_of_every_tenant_instead_of_going_unsaved(
+    pg_server: str, tmp_path: Path
+) -> None:
+    db = make_database(pg_server)
+    known, stray, older = (f"{n:08d}-0000-4000-8000-000000000000" for n in (1, 2, 3))
+    try:
+        with db.connect() as conn:
+            conn.execute(
+                "CREATE TABLE tenants (id uuid PRIMARY KEY, name text);"
+                "CREATE TABLE orders (id int PRIMARY KEY, tenant_id uuid NOT NULL REFERENCES tenants);"
+                "CREATE TABLE notes (id int PRIMARY KEY, tenant_id uuid);"  # no key to tenants
+                "CREATE TABLE legacy (id int PRIMARY KEY, tenant_id uuid);"
+                f"INSERT INTO tenants VALUES ('{known}', 'Known');"
+                f"INSERT INTO orders VALUES (1, '{known}');"
+                f"INSERT INTO notes VALUES (1, '{known}'), (2, '{stray}'), (3, '{stray}'), (4, NULL);"
+                f"INSERT INTO legacy VALUES (1, '{older}');"
+                # added NOT VALID: the row older than the key still breaks it
+                "ALTER TABLE legacy ADD FOREIGN KEY (tenant_id) REFERENCES tenants NOT VALID;"
+            )
+        where = ["--tenant-column", "tenant_id", "--db", db.url, "--storage", f"file://{tmp_path}/s", "--json"]
+        done = cli("backup", "--all-tenants", "--force", *where)
+        assert done.returncode == 3, done.stderr
+        out = json.loads(done.stdout)
+        by_tenant = {o["tenant_id"]: o for o in out["tenants"]}
+        assert (out["completed"], out["failed"]) == (1, 2) and by_tenant[known]["status"] == "completed"
+        assert "2 rows hold tenant id " + stray in by_tenant[stray]["error"]
+        assert "notes (2)" in by_tenant[stray]["error"] and "no backup holds them" in by_tenant[stray]["error"]
+        assert "legacy (1)" in by_tenant[older]["error"]
+        assert f"{stray}" in done.stderr  # said on the terminal too, not only in --json
+        with db.connect() as conn:  # the operator's fix: the stray tenant's row; the older rows go
+            conn.execute(f"INSERT INTO tenants VALUES ('{stray}', 'Stray'); DELETE FROM legacy")
+        fixed = _json(cli("backup", "--all-tenants", "--force", *where))
+        assert (fixed["completed"], fixed["failed"]) == (2, 0)
+    finally:
+        drop_database(db)

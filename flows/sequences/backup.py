@@ -22,9 +22,9 @@ from tenant_backup.results import BackupResult, TenantOutcome
 from tenant_backup.sessions import reuse_sessions
 from tenant_backup.settings import get_settings
 from tenant_backup.spool import spool_dir
-from tenant_backup.tenancy.tenants import Tenant
+from tenant_backup.tenancy.tenants import Tenant, TenantList, Unlisted
 
-__all__ = ["backup_tenant", "backup_tenants"]
+__all__ = ["backup_tenant", "backup_tenants", "unlisted_outcomes"]
 
 
 def backup_tenant(
@@ -119,7 +119,7 @@ def backup_tenant(
 
 def backup_tenants(
     run: Runner,
-    tenants: Sequence[Tenant],
+    found: TenantList,
     parameters: dict[str, Any],
     database_block: str | None,
     storage_block: str | None,
@@ -128,7 +128,8 @@ def backup_tenants(
     """Back up every tenant with ``parameters`` (a :class:`BackupRequest`'s fields but the tenant),
     ``concurrency`` at once, each as one unit (``backup-<tenant>``) whose tables fan out inside it;
     the database sessions are lent from tenant to tenant. A tenant's failure is its outcome and
-    never stops the others; a throttled tenant is skipped."""
+    never stops the others; a throttled tenant is skipped. The ids that rows hold but the tenant
+    table lacks are failed outcomes too: no backup holds their rows (see :func:`unlisted_outcomes`)."""
 
     def one(sub: Runner, tenant: Tenant) -> TenantOutcome:
         outcome = TenantOutcome(tenant_id=tenant.id, tenant_name=tenant.name, status="failed")
@@ -150,14 +151,23 @@ def backup_tenants(
         )
 
     with reuse_sessions():
-        return run.each(
+        outcomes = run.each(
             "backup-tenant",
-            tenants,
+            found.tenants,
             lambda t: f"backup-{tenant_label(t.id, t.name)}",
             one,
             concurrency,
             failure=lambda outcome: outcome.error if outcome.status == "failed" else None,
         )
+    return outcomes + unlisted_outcomes(run, found.unlisted)
+
+
+def unlisted_outcomes(run: Runner, unlisted: Sequence[Unlisted]) -> list[TenantOutcome]:
+    """A failed outcome for each tenant id that rows hold but the tenant table lacks: a run of
+    every tenant that left those rows in no backup must not call itself complete."""
+    for u in unlisted:
+        run.warn(u.reason())
+    return [TenantOutcome(tenant_id=u.id, status="failed", error=u.reason()) for u in unlisted]
 
 
 def _retention_after(run: Runner, tenant_id: str, database_block: str | None, storage_block: str | None) -> None:

@@ -328,11 +328,15 @@ def error_text(exc: BaseException) -> str:
 
 def list_tenants(
     db_url: str, settings: Settings, profile_name: str | None, tenant_column: str | None
-) -> list[tenants.Tenant]:
-    """Every tenant and its name: the tenant table's rows, else the distinct values of the tenant column."""
+) -> tenants.TenantList:
+    """Every tenant and its name (the tenant table's rows, else the distinct values of the tenant
+    column), and the ids that rows hold but the tenant table lacks (no backup would hold them)."""
     profile = resolve_profile(profile_name, tenant_column)
     with session(db_url, lock_timeout=settings.lock_timeout) as conn:
-        return tenants.list_tenants(conn, read_catalog(conn, profile.db_schema, profile.schemas), profile)
+        catalog = read_catalog(conn, profile.db_schema, profile.schemas)
+        return tenants.TenantList(
+            tenants.list_tenants(conn, catalog, profile), tenants.unlisted_tenants(conn, catalog, profile)
+        )
 
 
 def finish_entry(db_url: str, settings: Settings, backup_id: str, manifest: Manifest, artifact: ArtifactInfo) -> None:

@@ -108,9 +108,9 @@ def cmd_backup_all(args: argparse.Namespace) -> dict[str, Any]:
         "compression_level": args.compression_level,
     }
     settings = get_settings()
-    tenants = steps.list_tenants(database_url(), settings, parameters["profile"], args.tenant_column)
-    if tenants:  # the profile, categories, codec and the role's access, checked once before any work
-        first = _checked(BackupRequest, tenant_id=tenants[0].id, **{**parameters, "force": True})
+    found = steps.list_tenants(database_url(), settings, parameters["profile"], args.tenant_column)
+    if found.tenants:  # the profile, categories, codec and the role's access, checked once before any work
+        first = _checked(BackupRequest, tenant_id=found.tenants[0].id, **{**parameters, "force": True})
         steps.plan_backup(database_url(), settings, first)
     with progress_bar("backing up", not args.json):
         if prefect_api():
@@ -120,7 +120,7 @@ def cmd_backup_all(args: argparse.Namespace) -> dict[str, Any]:
         else:
             from flows.sequences.backup import backup_tenants
 
-            outcomes = backup_tenants(local_runner(), tenants, parameters, None, None, settings.tenant_concurrency)
+            outcomes = backup_tenants(local_runner(), found, parameters, None, None, settings.tenant_concurrency)
     out: dict[str, Any] = {
         "tenants": [o.model_dump(mode="json") for o in outcomes],
         **{status: sum(o.status == status for o in outcomes) for status in ("completed", "skipped", "failed")},

@@ -127,7 +127,7 @@ def back_up_every_tenant(url: str, storage: str) -> list[Any]:
     runner = LocalRunner(max_workers=settings.max_workers)
     results = []
     print("backing up every tenant ...", flush=True)
-    for tenant in list_tenants(url, settings, "pos", None):
+    for tenant in list_tenants(url, settings, "pos", None).tenants:
         result = backup_tenant(runner, BackupRequest(tenant_id=tenant.id, profile="pos", force=True), None, None)
         print(
             f"  {result.tenant_name}: {result.record_count:,} rows in {len(result.tables)} tables, "

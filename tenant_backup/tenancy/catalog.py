@@ -84,6 +84,7 @@ class ForeignKey:
     not_null: bool
     on_delete: str = "a"  # pg_constraint.confdeltype: a no action, r restrict, c cascade, n set null, d default
     deferrable: bool = False
+    validated: bool = True  # False for a NOT VALID key: rows older than it may break it
     schema: str = "public"
     relname: str = ""
     ref_schema: str = "public"
@@ -230,7 +231,7 @@ SELECT con.conname, n.nspname, c.relname, rn.nspname, r.relname, c.oid::int8, r.
              JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i),
        (SELECT bool_and(a.attnotnull) FROM pg_attribute a WHERE a.attrelid = con.conrelid
         AND a.attnum = ANY(con.conkey)),
-       con.confdeltype::text, con.condeferrable
+       con.confdeltype::text, con.condeferrable, con.convalidated
 FROM pg_constraint con
 JOIN pg_class c ON c.oid = con.conrelid
 JOIN pg_class r ON r.oid = con.confrelid
@@ -313,11 +314,12 @@ def read_catalog(conn: psycopg.Connection, schema: str, other_schemas: Iterable[
             not_null=bool(nn),
             on_delete=od,
             deferrable=df,
+            validated=bool(valid),
             schema=nsp,
             relname=rel,
             ref_schema=rnsp,
             ref_relname=rrel,
         )
-        for con, nsp, rel, rnsp, rrel, _, _, cs, rs, nn, od, df in rows
+        for con, nsp, rel, rnsp, rrel, _, _, cs, rs, nn, od, df, valid in rows
     )
     return Catalog(schema=schema, tables=tables, foreign_keys=fks, outside=outside)

@@ -13,7 +13,16 @@ from tenant_backup.tenancy.catalog import Catalog, TableInfo, TableScope
 from tenant_backup.tenancy.profiles import Profile
 from tenant_backup.tenancy.scope import find_tenant_table
 
-__all__ = ["Tenant", "check_tenant", "left_out", "list_tenants", "tables_read"]
+__all__ = [
+    "Tenant",
+    "TenantList",
+    "Unlisted",
+    "check_tenant",
+    "left_out",
+    "list_tenants",
+    "tables_read",
+    "unlisted_tenants",
+]
 
 
 def tables_read(
@@ -120,6 +129,61 @@ def list_tenants(conn: psycopg.Connection, catalog: Catalog, profile: Profile) -
             for t in _holders(catalog, profile)
         ) + sql.SQL(" ORDER BY 1")
     return [Tenant(str(row[0]), row[1]) for row in conn.execute(query)]
+
+
+class Unlisted(NamedTuple):
+    """A tenant id that rows hold but the tenant table does not list: a backup of every tenant
+    does not reach those rows, so it must say so instead of calling itself complete."""
+
+    id: str
+    rows: dict[str, int]  # table -> rows holding the id
+    tenant_table: str
+
+    def reason(self) -> str:
+        where = ", ".join(f"{table} ({n:,})" for table, n in self.rows.items())
+        return (
+            f"{sum(self.rows.values()):,} rows hold tenant id {self.id}, which table {self.tenant_table} does not "
+            f"list, so no backup holds them: {where}. Add the tenant's row to {self.tenant_table} (its next "
+            f"backup takes them), or delete those rows; a foreign key to {self.tenant_table} keeps it from "
+            "happening again"
+        )
+
+
+class TenantList(NamedTuple):
+    """Every tenant, and the tenant ids that rows hold but the tenant table does not list."""
+
+    tenants: list[Tenant]
+    unlisted: list[Unlisted]
+
+
+def unlisted_tenants(conn: psycopg.Connection, catalog: Catalog, profile: Profile) -> list[Unlisted]:
+    """Tenant ids held by rows of the tables with the tenant column but missing from the tenant
+    table. A table whose tenant column has a validated foreign key to the tenant table cannot
+    hold one and is not read; without a tenant table, the tenants are those ids, so none is missing."""
+    table = find_tenant_table(catalog, profile)
+    info = catalog.tables.get(table.name) if table is not None else None
+    if table is None or info is None:
+        return []
+    guarded = {
+        fk.table
+        for fk in catalog.foreign_keys
+        if fk.validated
+        and fk.columns == (profile.tenant_column,)
+        and fk.ref_table == table.name
+        and fk.ref_columns == (table.key,)
+    }
+    found: dict[str, dict[str, int]] = {}
+    column = sql.Identifier(profile.tenant_column)
+    for holder in _holders(catalog, profile):
+        if holder.name in guarded or holder.name == table.name:
+            continue
+        query = sql.SQL(
+            "SELECT h.{col}::text, count(*) FROM {holder} h WHERE h.{col} IS NOT NULL AND NOT EXISTS "
+            "(SELECT FROM {tenants} t WHERE t.{key} = h.{col}) GROUP BY 1 ORDER BY 1"
+        ).format(col=column, holder=holder.ident(), tenants=info.ident(), key=sql.Identifier(table.key))
+        for tenant_id, rows in conn.execute(query):
+            found.setdefault(str(tenant_id), {})[holder.name] = int(rows)
+    return [Unlisted(tenant_id, rows, table.name) for tenant_id, rows in sorted(found.items())]
 
 
 _HOLDERS_ELSEWHERE = """
