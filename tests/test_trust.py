@@ -288,6 +288,49 @@ def test_rows_written_by_another_session_during_a_restore_roll_it_back_and_say_s
         assert conn.execute("SELECT count(*) FROM comments WHERE body = 'edited'").fetchone() == (1,)
 
 
+def test_a_row_another_session_edits_during_a_restore_that_compares_only_changes_rolls_it_back(
+    notes_db: Database, profile_file: str, env: dict[str, Any], tmp_path: Path
+) -> None:
+    """Without triggers, a restore compares every row once and checks only what it changed; a
+    row it did not change but another session edited meanwhile must still fail the check."""
+    env["use"](notes_db)
+    backup = backup_tenant(tenant_id="2", profile=profile_file, categories=["notes"], force=True)
+    mine = "(SELECT min(c.id) FROM comments c JOIN notes n ON n.id = c.note_id WHERE n.org_id = 2)"
+    theirs = "(SELECT max(c.id) FROM comments c JOIN notes n ON n.id = c.note_id WHERE n.org_id = 2)"
+    with notes_db.connect() as conn:
+        conn.execute(f"UPDATE comments SET body = 'edited since' WHERE id = {mine}")  # the restore will undo it
+    holder = notes_db.connect()
+    holder.autocommit = False  # holds the row the restore updates until the app has written another
+    holder.execute(f"SELECT 1 FROM comments WHERE id = {mine} FOR UPDATE")
+    plain = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # the CLI, serverless
+    restore = subprocess.Popen(
+        [sys.executable, "-m", "tenant_backup.cli", "restore", backup.backup_id, "--confirm", "RESTORE"],
+        env={**plain, "PREFECT_HOME": str(tmp_path / "prefect")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with notes_db.connect() as app:
+            deadline = time.monotonic() + 60
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE%comments%'"
+            )
+            while app.execute(waiting).fetchone() == (0,):
+                assert time.monotonic() < deadline and restore.poll() is None, "the restore never reached its update"
+                time.sleep(0.05)
+            app.execute(f"UPDATE comments SET body = 'written during the restore' WHERE id = {theirs}")
+    finally:
+        holder.rollback()
+        holder.close()
+        _, stderr = restore.communicate(timeout=60)
+    assert restore.returncode == 3, stderr
+    assert "written by another session while the restore ran" in stderr and "comments" in stderr, stderr
+    with notes_db.connect() as conn:  # rolled back: the edit is still there, and so is the app's write
+        assert conn.execute("SELECT count(*) FROM comments WHERE body = 'edited since'").fetchone() == (1,)
+        conn.execute(f"UPDATE comments SET body = 'on note' WHERE id = {theirs}")
+
+
 def test_row_level_security_on_a_table_the_restore_only_reads_is_refused_too(
     notes_db: Database, role: str, env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

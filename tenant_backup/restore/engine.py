@@ -30,6 +30,7 @@ from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.artifact.reader import Artifact
 from tenant_backup.errors import RestoreFailedError, RestoreRefusedError, TenantBusyError
 from tenant_backup.progress import Progress, publish
+from tenant_backup.restore import delta
 from tenant_backup.restore.apply import apply_changes, check_restored, move_sequences
 from tenant_backup.restore.staging import (
     MissingReference,
@@ -269,10 +270,21 @@ def _in_one_transaction(
             replica = False
             plan = plan.model_copy(update={"triggers": "fired"})
         publish(Progress(target_tenant, "(applying the changes)", 0, 0))
-        done = apply_changes(conn, ordered, order, target_tenant, mode, broken=not replica)
+        # Where only these statements write (see restore/delta.py), keyed tables pay for what changed.
+        by_delta = [t for t in ordered if t.keyed] if replica and not delta.always_triggers(conn, ordered) else []
+        snap = delta.snapshot(conn)
+        for t in by_delta:
+            delta.classify(conn, t, target_tenant, mode)
+        rest = [t for t in ordered if t not in by_delta]
+        done = {
+            **delta.apply_delta(conn, by_delta, target_tenant, mode),
+            **apply_changes(conn, rest, order, target_tenant, mode, broken=not replica),
+        }
         move_sequences(conn, ordered)
         publish(Progress(target_tenant, "(checking before commit)", 0, 0))
-        check_restored(conn, catalog, ordered, target_tenant, mode, manifest.tables, fk_check=replica)
+        check_restored(
+            conn, catalog, ordered, target_tenant, mode, manifest.tables, fk_check=replica, by_delta=(by_delta, snap)
+        )
         counted = [done[c.table].model_copy(update={"rows": c.rows}) for c in changes]
         plan = plan.model_copy(update={"applied": True, "tables": counted})
         if before_commit is not None:

@@ -1,0 +1,193 @@
+"""A restore that pays for what changed: classify once, write the changes, check the changes.
+
+Where only the restore's own statements write in its transaction (``session_replication_role =
+replica`` and no ``ENABLE ALWAYS`` trigger on a restored table), a keyed table is compared with
+its staged rows in one pass: a full join by key puts the keys to insert (``i``), update (``u``)
+and delete (``d``) in a small temporary table (the *delta*), and the apply's statements join
+only that. The check before commit then needs no second comparison of every row:
+
+* the tenant's rows are as many as the backup's (``replace``; at least as many with ``merge``);
+* every inserted or updated row equals its staged row;
+* no row of the tenant was written by another session since the restore took its snapshot
+  (its ``xmin`` is neither this transaction nor visible in that snapshot).
+
+Together with the comparison itself (every row outside the delta equal to its staged row, in
+this transaction) that is the same proof as comparing every row again: the rows outside the
+delta were equal, nothing of this transaction wrote them, and nobody else did. Anywhere else
+(triggers fire, a table without a key) the restore compares every row (:mod:`restore.apply`).
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from tenant_backup.restore.staging import Mode, TableChange, count_rows
+from tenant_backup.tenancy.diff import RestoreTable
+
+__all__ = ["always_triggers", "apply_delta", "classify", "snapshot", "unchanged_elsewhere", "wrong_rows"]
+
+_ACTION = sql.Identifier("tenant_backup_action")
+_HERE = sql.Identifier("tenant_backup_here")
+
+# The 64-bit id of a row's 32-bit xmin, in the epoch of the current transaction (an xmin above
+# the current id's low half is of the epoch before), for pg_visible_in_snapshot().
+_XID8 = sql.SQL(
+    "((((pg_current_xact_id()::text::bigint >> 32) - (c.xmin::text::bigint > "
+    "(pg_current_xact_id()::text::bigint & 4294967295))::int) << 32) | c.xmin::text::bigint)::text::xid8"
+)
+
+
+def always_triggers(conn: psycopg.Connection, work: list[RestoreTable]) -> list[str]:
+    """Restored tables with a user trigger that fires in replica mode too (``ENABLE ALWAYS``)."""
+    rows = conn.execute(
+        "SELECT DISTINCT c.oid::regclass::text FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid "
+        "WHERE NOT g.tgisinternal AND g.tgenabled = 'A' AND c.oid = ANY(%s::regclass[])",
+        ([t.target().as_string(conn) for t in work],),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def snapshot(conn: psycopg.Connection) -> str:
+    """The snapshot before the comparison: a row written by a transaction it does not see was
+    written by another session while the restore ran."""
+    row = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def delta_ident(t: RestoreTable) -> sql.Composed:
+    return t.stage_ident("_delta")
+
+
+def classify(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode) -> None:
+    """One full join of the staged rows with the tenant's rows, by key: the keys whose row is
+    missing, different, or (``replace``) not in the backup go into the delta table."""
+    join = sql.SQL("FULL JOIN" if mode == "replace" else "LEFT JOIN")
+    keys = sql.SQL(", ").join(
+        sql.SQL("coalesce({}, {}) AS {}").format(sql.Identifier("s", c), sql.Identifier("c", c), sql.Identifier(c))
+        for c in t.pk
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {delta} ON COMMIT DROP AS SELECT {keys}, CASE WHEN c.{here} IS NULL THEN 'i' "
+            "WHEN s.{here} IS NULL THEN 'd' ELSE 'u' END::\"char\" AS {action} "
+            "FROM (SELECT *, true AS {here} FROM {stage}) s {join} "
+            "(SELECT {cols}, true AS {here} FROM ({current}) r) c ON {match} "
+            "WHERE s.{here} IS NULL OR c.{here} IS NULL OR {cmp_c} IS DISTINCT FROM {cmp_s}"
+        ).format(
+            delta=delta_ident(t),
+            keys=keys,
+            here=_HERE,
+            action=_ACTION,
+            stage=t.stage_ident(),
+            join=join,
+            cols=t.cols(t.common, "r"),
+            current=t.current(t.common),
+            match=t.key_match("s", "c"),
+            cmp_c=t.comparable("c"),
+            cmp_s=t.comparable("s"),
+        ),
+        {"tenant": tenant},
+    )
+    conn.execute(sql.SQL("ANALYZE {}").format(delta_ident(t)))
+
+
+def apply_delta(conn: psycopg.Connection, work: list[RestoreTable], tenant: str, mode: Mode) -> dict[str, TableChange]:
+    """Insert, update and delete the delta's keys (parents first for inserts, children first for
+    deletes); a key held by another tenant's row is not inserted (the check names it)."""
+    inserted: dict[str, int] = {}
+    updated: dict[str, int] = {}
+    deleted: dict[str, int] = {t.name: 0 for t in work}
+    for t in work:
+        inserted[t.name] = conn.execute(
+            sql.SQL(
+                "INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {vals} FROM {stage} s JOIN {delta} d "
+                "ON {match_d} WHERE d.{action} = 'i' AND NOT EXISTS (SELECT 1 FROM {target} x WHERE {match_x})"
+            ).format(
+                target=t.target(),
+                cols=t.cols(t.common),
+                vals=t.cols(t.common, "s"),
+                stage=t.stage_ident(),
+                delta=delta_ident(t),
+                match_d=t.key_match("d", "s"),
+                action=_ACTION,
+                match_x=t.key_match("x", "s"),
+            )
+        ).rowcount
+    for t in work:
+        non_key = [c for c in t.common if c not in t.pk]
+        updated[t.name] = (
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {target} x SET ({cols}) = ROW({vals}) FROM {stage} s JOIN {delta} d ON {match_d} "
+                    "WHERE d.{action} = 'u' AND {match_x}"
+                ).format(
+                    target=t.target(),
+                    cols=t.cols(non_key),
+                    vals=t.cols(non_key, "s"),
+                    stage=t.stage_ident(),
+                    delta=delta_ident(t),
+                    match_d=t.key_match("d", "s"),
+                    action=_ACTION,
+                    match_x=t.key_match("x", "s"),
+                )
+            ).rowcount
+            if non_key
+            else 0
+        )
+    if mode == "replace":
+        for t in reversed(work):
+            deleted[t.name] = conn.execute(
+                sql.SQL("DELETE FROM {target} x USING {delta} d WHERE d.{action} = 'd' AND {match}").format(
+                    target=t.target(), delta=delta_ident(t), action=_ACTION, match=t.key_match("x", "d")
+                )
+            ).rowcount
+    return {
+        t.name: TableChange(
+            table=t.name,
+            rows=0,
+            inserted=inserted[t.name],
+            updated=updated[t.name],
+            deleted=deleted[t.name],
+            matched_by=t.matched_by,
+        )
+        for t in work
+    }
+
+
+def wrong_rows(conn: psycopg.Connection, t: RestoreTable, tenant: str) -> int:
+    """Inserted or updated keys whose row is not the tenant's or differs from its staged row."""
+    return count_rows(
+        conn,
+        sql.SQL(
+            "SELECT count(*) FROM {stage} s JOIN {delta} d ON {match_d} WHERE d.{action} <> 'd' AND NOT EXISTS "
+            "(SELECT 1 FROM ({current}) c WHERE {match_c} AND {cmp_c} IS NOT DISTINCT FROM {cmp_s})"
+        ).format(
+            stage=t.stage_ident(),
+            delta=delta_ident(t),
+            match_d=t.key_match("d", "s"),
+            action=_ACTION,
+            current=t.current(t.common),
+            match_c=t.key_match("c", "s"),
+            cmp_c=t.comparable("c"),
+            cmp_s=t.comparable("s"),
+        ),
+        tenant,
+    )
+
+
+def unchanged_elsewhere(conn: psycopg.Connection, t: RestoreTable, tenant: str, snap: str) -> tuple[int, int]:
+    """The tenant's rows now, and how many of them another session wrote since ``snap``.
+
+    ``age(xmin)`` first: a row older than the snapshot's oldest running transaction (nearly
+    every row; frozen ones too) is not looked at further."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT count(*), count(*) FILTER (WHERE age(c.xmin) <= age(pg_snapshot_xmin(%(snap)s::pg_snapshot)::xid) "
+            "AND c.xmin <> pg_current_xact_id()::xid AND NOT pg_visible_in_snapshot({xid8}, %(snap)s::pg_snapshot)) "
+            "FROM ({current}) c"
+        ).format(xid8=_XID8, current=t.current(["xmin"])),
+        {"tenant": tenant, "snap": snap},
+    ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
