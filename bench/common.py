@@ -22,7 +22,7 @@ from psycopg import sql
 
 from tenant_backup.demo.generate import load_demo, tenant_uuid
 
-BENCH_DB = "tenant_backup_bench"
+BENCH_DB = os.environ.get("BENCH_DB", "tenant_backup_bench")
 BIG_ROWS = int(os.environ.get("BENCH_ROWS", "3000000"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 FOLDER = Path(os.environ.get("BENCH_FOLDER", ".bench")).resolve()

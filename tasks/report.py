@@ -113,6 +113,8 @@ def plan_markdown(plan: RestorePlan, title: str) -> str:
         "rows: in the backup; + inserted; ~ updated (values differ); − deleted (not in the backup)."
         + (f" Matched by whole rows (no key): {', '.join(keyless)}." if keyless else ""),
     ]
+    if plan.space is not None:
+        lines += ["", f"Room on the database server: {plan.space.describe()}."]
     if plan.outside:
         lines += ["", "Rows outside the restore that the deletes reach:", ""]
         lines += [f"- {o.rows:,} row(s) of `{o.table}` via `{o.foreign_key}`: {o.action}" for o in plan.outside]

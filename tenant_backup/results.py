@@ -8,7 +8,41 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-__all__ = ["Approval", "BackupResult", "RestoreResult", "TableCounts", "TenantOutcome"]
+__all__ = ["Approval", "BackupResult", "RestoreResult", "SpaceNeed", "TableCounts", "TenantOutcome", "human_size"]
+
+
+def human_size(size: int | None) -> str:
+    """``512 B``, ``1.5 MB``, ``2.1 GB`` (powers of 1000, as df -H); ``-`` for None."""
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"
+
+
+class SpaceNeed(BaseModel):
+    """Room a restore needs on the database server (estimates, see restore/space.py) and what
+    the server has, where this process can see it (None: not known from here)."""
+
+    staging_bytes: int  # temporary tables holding the backup's rows
+    temp_file_bytes: int  # the largest comparison's spill to temporary files (temp_file_limit)
+    wal_bytes: int | None = None  # once the rows to write are counted
+    temp_file_limit: int | None = None  # None: unlimited
+    disk_free: int | None = None  # the data directory's volume
+    wal_free: int | None = None  # pg_wal's volume
+    wal_on_data_volume: bool = True
+
+    def describe(self) -> str:
+        parts = [f"{human_size(self.staging_bytes)} of staging in temporary tables"]
+        if self.temp_file_bytes:
+            parts.append(f"{human_size(self.temp_file_bytes)} of temporary files")
+        if self.wal_bytes is not None:
+            parts.append(f"{human_size(self.wal_bytes)} of WAL")
+        free = f"; {human_size(self.disk_free)} free on the server" if self.disk_free is not None else ""
+        return ", ".join(parts) + free
 
 
 class BackupResult(BaseModel):
@@ -84,3 +118,4 @@ class RestoreResult(BaseModel):
     approval: Approval | None = None
     tenant_name: str | None = None
     backup_date: datetime | None = None
+    space: SpaceNeed | None = None

@@ -295,3 +295,69 @@ def test_rows_whose_tenant_id_the_tenant_table_lacks_fail_a_run_of_every_tenant_
         assert (fixed["completed"], fixed["failed"]) == (2, 0)
     finally:
         drop_database(db)
+
+
+def test_a_dry_run_says_how_much_room_the_restore_needs_on_the_database_server(
+    pos_db: DemoDatabase, tmp_path: Path
+) -> None:
+    tenant = pos_db.tenants[0].id
+    where = ["--db", pos_db.url, "--storage", f"file://{tmp_path}/store"]
+    backup = _json(cli("backup", "--tenant", tenant, "--force", *where, "--json"))
+    with pos_db.connect() as conn:
+        conn.execute("UPDATE clients SET notes = 'changed' WHERE etablissement_id = %s", (tenant,))
+    plan = _json(cli("restore", backup["backup_id"], "--dry-run", *where, "--json"))
+    space = plan["space"]
+    assert space["staging_bytes"] >= backup["file_size"]  # at least the rows' bytes, uncompressed
+    assert space["wal_bytes"] > 0 and space["temp_file_bytes"] == 0  # a few clients to write; fits in work_mem
+    assert space["disk_free"] > 0  # the test server runs on this machine: its volume is measured
+    shown = cli("restore", backup["backup_id"], "--dry-run", *where)
+    assert shown.returncode == 0 and "room on the database server: " in shown.stdout, shown.stderr
+    assert "of staging in temporary tables" in shown.stdout and "free on the server" in shown.stdout
+
+
+def test_a_restore_whose_comparison_would_pass_temp_file_limit_is_refused_before_writing(
+    pg_server: str, tmp_path: Path
+) -> None:
+    from tenant_backup.demo.generate import load_demo
+
+    db = make_database(pg_server)
+    try:
+        with db.connect() as conn:
+            tenant = load_demo(conn, "pos", 1, 6_000)[0].id  # ~2,700 sale lines: ~400 kB to compare
+        where = ["--db", db.url, "--storage", f"file://{tmp_path}/store"]
+        backup = _json(cli("backup", "--tenant", tenant, "--force", *where, "--json"))
+        with db.connect() as conn:
+            conn.execute("UPDATE clients SET notes = 'changed'")
+            conn.execute(f'ALTER DATABASE "{db.name}" SET temp_file_limit = 64')  # 64 kB of temporary files
+        # With 64 kB of work_mem, comparing the sale lines spills more than that to temporary files.
+        done = cli("restore", backup["backup_id"], "--confirm", "RESTORE", *where, work_mem="64kB")
+        assert done.returncode == 2, done.stderr
+        assert "of temporary files to compare its largest table, and temp_file_limit is 65.5 kB" in done.stderr
+        assert "ALTER ROLE" in done.stderr and "nothing was written" in done.stderr
+        plan = cli("restore", backup["backup_id"], "--dry-run", *where, work_mem="64kB")  # it stages and compares too
+        assert plan.returncode == 2 and "temp_file_limit is 65.5 kB" in plan.stderr, plan.stderr
+        with db.connect() as conn:
+            assert conn.execute("SELECT count(*) FROM clients WHERE notes IS DISTINCT FROM 'changed'").fetchone() == (
+                0,
+            )
+            conn.execute(f'ALTER DATABASE "{db.name}" RESET temp_file_limit')
+        assert cli("restore", backup["backup_id"], "--confirm", "RESTORE", *where).returncode == 0  # with room
+    finally:
+        drop_database(db)
+
+
+def test_a_restore_that_needs_more_disk_than_the_server_has_is_refused_naming_both() -> None:
+    from tenant_backup.errors import RestoreRefusedError
+    from tenant_backup.restore.space import check_room
+    from tenant_backup.results import SpaceNeed
+
+    need = SpaceNeed(staging_bytes=3_000_000_000, temp_file_bytes=0, wal_bytes=1_000_000_000, disk_free=2_500_000_000)
+    with pytest.raises(
+        RestoreRefusedError, match=r"needs about 4.0 GB on the data directory's volume .* has 2.5 GB free"
+    ):
+        check_room(need, "t1", "b1")
+    check_room(need.model_copy(update={"disk_free": 5_000_000_000}), "t1", "b1")
+    apart = need.model_copy(update={"disk_free": 5_000_000_000, "wal_free": 500_000_000, "wal_on_data_volume": False})
+    with pytest.raises(RestoreRefusedError, match=r"1.0 GB on pg_wal's volume .* has 500.0 MB free"):
+        check_room(apart, "t1", "b1")
+    check_room(need.model_copy(update={"disk_free": None}), "t1", "b1")  # a managed server: not known, goes on

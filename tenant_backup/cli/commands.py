@@ -14,8 +14,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from tenant_backup.cli.execute import local_runner, prefect_api, require_prefect_api, run_flow
-from tenant_backup.cli.output import count, human_size, progress_bar
+from tenant_backup.cli.output import count, progress_bar
 from tenant_backup.errors import ConfigurationError, LedgerError, TenantsFailedError
+from tenant_backup.results import SpaceNeed, human_size
 
 __all__ = ["cmd_backup", "cmd_restore", "cmd_show", "cmd_verify", "resolve_id"]
 
@@ -229,6 +230,8 @@ def _print_counts(out: dict[str, Any], what: str) -> None:
         "  (+ rows the backup has and the table lacks, ~ rows whose values differ, - rows the backup lacks; "
         "a table without a key is matched by whole rows)"
     )
+    if out.get("space"):
+        print(f"  room on the database server: {SpaceNeed.model_validate(out['space']).describe()}")
     print(f"  app triggers: {out['triggers']}; {out['seconds']:.2f} s")
 
 

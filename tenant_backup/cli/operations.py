@@ -8,7 +8,8 @@ from typing import Any
 
 from tenant_backup.cli.commands import resolve_id
 from tenant_backup.cli.execute import local_runner, prefect_api, require_prefect_api, run_flow
-from tenant_backup.cli.output import count, human_size, table
+from tenant_backup.cli.output import count, table
+from tenant_backup.results import human_size
 
 __all__ = [
     "cmd_delete",

@@ -10,23 +10,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["count", "human_size", "progress_bar", "table"]
+__all__ = ["count", "progress_bar", "table"]
 
 
 def count(n: int, noun: str) -> str:
     """``1 row``, ``2 rows``, ``1,200 rows``."""
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
-
-
-def human_size(size: int | None) -> str:
-    if size is None:
-        return "-"
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> str:

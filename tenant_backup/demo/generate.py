@@ -81,7 +81,7 @@ _POS = [
     f"""INSERT INTO clients (id, etablissement_id, nom, telephone, email, adresse, points_fidelite,
       solde_credit, notes, created_at)
     SELECT {_id("c", "i")}, %(t)s::uuid, 'Client ' || i || CASE WHEN i % 5 = 0 THEN ', "VIP"' ELSE '' END,
-      '+237 6' || lpad((i * 7919 % 100000000)::text, 8, '0'),
+      '+237 6' || lpad((i::bigint * 7919 % 100000000)::text, 8, '0'),
       CASE WHEN i % 4 = 0 THEN NULL ELSE 'client' || i || '@example.test' END,
       CASE WHEN i % 3 = 0 THEN 'Rue ' || i || E',\\nQuartier "Akwa"' ELSE NULL END,
       i % 500, round((i % 1000) * 1.25, 2),
@@ -90,13 +90,13 @@ _POS = [
     FROM generate_series(0, %(clients)s - 1) i""",
     f"""INSERT INTO categories (id, etablissement_id, parent_id, nom, couleur, ordre)
     SELECT {_id("cat", "i")}, %(t)s::uuid, CASE WHEN i >= 3 THEN {_id("cat", "i % 3")} END,
-      'Catégorie ' || i, '#' || lpad(to_hex(i * 4099 % 16777216), 6, '0'), i
+      'Catégorie ' || i, '#' || lpad(to_hex(i::bigint * 4099 % 16777216), 6, '0'), i
     FROM generate_series(0, %(categories)s - 1) i""",
     f"""INSERT INTO produits (id, etablissement_id, categorie_id, nom, description, code_barre,
       prix_vente, prix_achat, taux_tva, stock_actuel, actif, attributs, created_at)
     SELECT {_id("p", "i")}, %(t)s::uuid, {_id("cat", "i % %(categories)s")}, 'Produit ' || i,
       CASE WHEN i % 6 = 0 THEN NULL ELSE 'Plat maison n°' || i || ', servi "chaud"' END,
-      lpad((i * 104729 % 10000000000000)::text, 13, '0'),
+      lpad((i::bigint * 104729 % 10000000000000)::text, 13, '0'),
       round(500 + (i % 97) * 125.5, 2), CASE WHEN i % 8 = 0 THEN NULL ELSE round(200 + (i % 89) * 60.25, 2) END,
       19.25, round((i % 300) * 1.5, 3), i % 13 <> 0,
       jsonb_build_object('allergenes', jsonb_build_array('gluten', 'lait'), 'epice', i % 4,
@@ -197,7 +197,7 @@ _CRM = [
       created_at)
     SELECT {_id("ct", "i")}, %(t)s::uuid, CASE WHEN i % 2 = 0 THEN {_id("l", "i % %(leads)s")} END,
       'First' || i, CASE WHEN i % 6 = 0 THEN NULL ELSE 'Last, ' || i END, 'c' || i || '@example.test',
-      '+33 6 ' || lpad((i * 7919 % 100000000)::text, 8, '0'),
+      '+33 6 ' || lpad((i::bigint * 7919 % 100000000)::text, 8, '0'),
       CASE WHEN i % 4 = 0 THEN i || E' rue de la Paix\\n75002 Paris' END,
       CASE WHEN i % 3 = 0 THEN ARRAY['vip', 'q"uote'] ELSE ARRAY[]::text[] END,
       '2024-01-06T00:00:00Z'::timestamptz + i * interval '29 seconds'

@@ -22,10 +22,19 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.restore.staging import Mode, TableChange, count_rows
 from tenant_backup.tenancy.diff import RestoreTable
 
-__all__ = ["always_triggers", "apply_delta", "classify", "snapshot", "unchanged_elsewhere", "wrong_rows"]
+__all__ = [
+    "always_triggers",
+    "apply_delta",
+    "classify",
+    "snapshot",
+    "unchanged_elsewhere",
+    "writes",
+    "wrong_rows",
+]
 
 _ACTION = sql.Identifier("tenant_backup_action")
 _HERE = sql.Identifier("tenant_backup_here")
@@ -154,6 +163,25 @@ def apply_delta(conn: psycopg.Connection, work: list[RestoreTable], tenant: str,
         )
         for t in work
     }
+
+
+def writes(
+    conn: psycopg.Connection,
+    by_delta: list[RestoreTable],
+    work: list[RestoreTable],
+    manifest_tables: dict[str, TableManifest],
+) -> dict[str, tuple[int, int]]:
+    """Per table, the rows an apply will write and delete: the delta's, where classified; else
+    (compared by the apply itself) at most every row of the backup."""
+    out = {t.name: (manifest_tables[t.name].rows, 0) for t in work}
+    for t in by_delta:
+        row = conn.execute(
+            sql.SQL(
+                "SELECT count(*) FILTER (WHERE {action} <> 'd'), count(*) FILTER (WHERE {action} = 'd') FROM {delta}"
+            ).format(action=_ACTION, delta=delta_ident(t))
+        ).fetchone()
+        out[t.name] = (int(row[0]), int(row[1])) if row else (0, 0)
+    return out
 
 
 def wrong_rows(conn: psycopg.Connection, t: RestoreTable, tenant: str) -> int:

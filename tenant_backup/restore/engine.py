@@ -30,7 +30,7 @@ from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.artifact.reader import Artifact
 from tenant_backup.errors import RestoreFailedError, RestoreRefusedError, TenantBusyError
 from tenant_backup.progress import Progress, publish
-from tenant_backup.restore import delta
+from tenant_backup.restore import delta, space
 from tenant_backup.restore.apply import apply_changes, check_restored, move_sequences
 from tenant_backup.restore.staging import (
     MissingReference,
@@ -43,6 +43,7 @@ from tenant_backup.restore.staging import (
     outside_effects,
     stage,
 )
+from tenant_backup.results import SpaceNeed
 from tenant_backup.tenancy.access import check_access
 from tenant_backup.tenancy.catalog import Catalog, TableInfo, read_catalog
 from tenant_backup.tenancy.diff import RestoreTable
@@ -67,6 +68,7 @@ class RestorePlan(BaseModel):
     dropped_columns: dict[str, list[str]]
     added_columns: dict[str, list[str]]
     triggers: Literal["skipped", "fired"]
+    space: SpaceNeed | None = None
 
     @property
     def totals(self) -> tuple[int, int, int]:
@@ -137,6 +139,12 @@ def database_failure(exc: psycopg.Error, tenant: str, backup_id: str) -> Restore
             f"the database refused the restore into tenant {tenant}: {where} violates constraint "
             f"{diag.constraint_name} ({first}{detail})"
         )
+    elif (exc.sqlstate or "").startswith("53"):  # insufficient resources: disk, memory, temp_file_limit
+        text = (
+            f"the database server ran out of room during the restore into tenant {tenant} ({first}); a dry run "
+            "says how much the restore needs (free space on the server, raise temp_file_limit, or restore fewer "
+            "tables at once with --table)"
+        )
     elif isinstance(exc, psycopg.OperationalError):
         text = f"the connection to the database was lost during the restore into tenant {tenant} ({first})"
     else:
@@ -195,6 +203,8 @@ def _in_one_transaction(
         )
         if not replica:
             _refuse_unkeyed_cycles(order, by_name, backup_id)
+        need = space.estimate(conn, ordered, manifest.tables, work_mem)
+        space.check_room(need, target_tenant, backup_id)
         for t in ordered:
             stage(conn, artifact, t, target_tenant, rewrite=target_tenant != manifest.tenant_id)
         _refuse_rows_without_values(conn, ordered, target_tenant, backup_id)
@@ -229,6 +239,15 @@ def _in_one_transaction(
             dropped_columns={t.name: t.dropped for t in ordered if t.dropped},
             added_columns={t.name: t.added for t in ordered if t.added},
             triggers="skipped" if replica else "fired",
+            space=space.with_writes(
+                conn,
+                need,
+                ordered,
+                manifest.tables,
+                {c.table: (c.inserted + c.updated, c.deleted) for c in changes},
+            )
+            if not apply
+            else need,
         )
         if not apply:
             raise psycopg.Rollback()
@@ -275,6 +294,11 @@ def _in_one_transaction(
         snap = delta.snapshot(conn)
         for t in by_delta:
             delta.classify(conn, t, target_tenant, mode)
+        need = space.with_writes(
+            conn, need, ordered, manifest.tables, delta.writes(conn, by_delta, ordered, manifest.tables)
+        )
+        space.check_room(need, target_tenant, backup_id)
+        plan = plan.model_copy(update={"space": need})
         rest = [t for t in ordered if t not in by_delta]
         done = {
             **delta.apply_delta(conn, by_delta, target_tenant, mode),

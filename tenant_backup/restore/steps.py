@@ -400,4 +400,5 @@ def result_of(
         approval=approval,
         tenant_name=plan.tenant_name,
         backup_date=plan.backup_date,
+        space=plan.space,
     )
