@@ -87,6 +87,8 @@ def as_task(step: Step[..., R]) -> Task[..., R]:
 class PrefectRunner:
     """Runs a sequence's steps inside the current Prefect flow run."""
 
+    own_log = True
+
     def __init__(self) -> None:
         self.flow_run_id: str | None = flow_run.get_id() or None
 
@@ -177,6 +179,8 @@ class InlineRunner(LocalRunner):
     """One unit's steps inside its task run (see the module docstring): plain calls with the
     steps' retries, a fan-out a thread pool, the log that task run's (or ``logger``'s); reports
     are left to the caller's one summary; dead runs reaped are marked Crashed as usual."""
+
+    own_log = True
 
     def __init__(self, logger: Any = None) -> None:
         from tenant_backup.settings import get_settings

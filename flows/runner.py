@@ -39,6 +39,9 @@ class Runner(Protocol):
     """How a sequence runs its steps (see the module docstring)."""
 
     flow_run_id: str | None
+    # Whether log()/warn() go somewhere besides tenant_backup's logger (a Prefect run's log):
+    # what is said to that logger already (a wait for a lock) is then repeated there, else not.
+    own_log: bool
 
     def __call__(self, step: Step[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run one step."""
@@ -115,6 +118,7 @@ class LocalRunner:
     """Runs steps in this process, without Prefect (see the module docstring)."""
 
     flow_run_id: str | None = None
+    own_log = False  # its log is tenant_backup's logger
 
     def __init__(self, max_workers: int = 4) -> None:
         self.max_workers = max_workers

@@ -165,7 +165,7 @@ def _holders(conn: psycopg.Connection, where: sql.Composable, params: tuple[Any,
     if not rows:
         return "sessions that are gone now"
     return ", ".join(
-        (f"'{name}' " if name else "")
+        (f"'{name}' " if name else "a session ")
         + f"(pid {pid}"
         + (f", connected {start:%Y-%m-%d %H:%M:%S} UTC" if start else "")
         + (f", {state}" if state else "")
@@ -194,7 +194,8 @@ def _tenant_holders(conn: psycopg.Connection, tenant_id: str) -> str:
 
 
 def _say(notify: Notify | None, message: str) -> None:
-    """A wait, said once: to tenant_backup's logger (the CLI prints it) and to ``notify`` (a run's log)."""
+    """A wait, said once: to tenant_backup's logger (the CLI prints it) and to ``notify`` (a Prefect
+    run's log; a runner whose log is that logger passes none)."""
     log.warning(message)
     if notify is not None:
         notify(message)

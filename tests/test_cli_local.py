@@ -209,6 +209,7 @@ def test_all_tenants_backs_up_each_one_and_a_busy_tenant_fails_alone_with_exit_s
         done = cli("backup", "--all-tenants", "--force", *where, lock_timeout="1s")
     last = done.stderr.strip().splitlines()[-1]  # after the lock's wait notice and the tenant's failure
     assert done.returncode == 3 and last.startswith("error: 1 of 3 tenant backups failed"), done.stderr
+    assert done.stderr.count("waits for the tenant's lock") == 1, done.stderr  # said once, not once per logger
     out = json.loads(done.stdout)
     by_tenant = {o["tenant_id"]: o for o in out["tenants"]}
     assert (out["completed"], out["failed"], out["skipped"]) == (2, 1, 0)

@@ -66,7 +66,7 @@ def backup_tenant(
             lock_timeout=settings.lock_timeout,
             slots=settings.slots,
             slot_timeout=settings.slot_timeout,
-            notify=run.warn,
+            notify=run.warn if run.own_log else None,  # the CLI prints tenant_backup's logger already
         ) as lock,
     ):
         entry = run(t.open_entry, plan, run.flow_run_id, database_block)
