@@ -81,6 +81,10 @@ def test_a_backup_restore_and_verify_run_without_prefect_and_give_the_rows_back(
         (["backup", "--tenant", "t", "--category", "factures"], "unknown category 'factures'"),
         (["backup", "--tenant", "t", "--tenant-column", "nope"], "no table of schema 'public' has column 'nope'"),
         (
+            ["backup", "--tenant", "t", "--tenant-column", "etablissement_id", "--category", "factures"],
+            "--category names tables: choose among: audit_logs, categories, clients",
+        ),
+        (
             ["backup", "--tenant", "00000000-0000-0000-0000-000000000000"],
             "tenant 00000000-0000-0000-0000-000000000000 does not exist",
         ),

@@ -87,6 +87,15 @@ def plan_scope(catalog: Catalog, profile: Profile, tables: list[str] | None) -> 
     tenant_table = find_tenant_table(catalog, profile)
     if tables is not None:
         missing = [t for t in tables if t not in catalog.tables]
+        if missing and not profile.categories:  # discovered (--tenant-column): the categories are tables
+            known = [
+                t for t in sorted(catalog.tables) if _path_to_tenant(catalog, t, profile.tenant_column, tenant_table)
+            ]
+            raise UnknownCategoryError(
+                f"no table {', '.join(missing)} in {profile.describe_schemas()} holds tenants by "
+                f"{profile.tenant_column!r}; with --tenant-column, --category names tables: choose among: "
+                f"{', '.join(known)}"
+            )
         if missing:
             raise UnknownCategoryError(
                 f"table{'s' if len(missing) > 1 else ''} {', '.join(missing)} of profile {profile.name!r} "
