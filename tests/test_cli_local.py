@@ -366,3 +366,15 @@ def test_a_restore_that_needs_more_disk_than_the_server_has_is_refused_naming_bo
     with pytest.raises(RestoreRefusedError, match=r"1.0 GB on pg_wal's volume .* has 500.0 MB free"):
         check_room(apart, "t1", "b1")
     check_room(need.model_copy(update={"disk_free": None}), "t1", "b1")  # a managed server: not known, goes on
+
+
+def test_a_database_that_is_not_the_default_profiles_says_which_option_to_pass(
+    crm_db: DemoDatabase, tmp_path: Path
+) -> None:
+    where = ["--db", crm_db.url, "--storage", f"file://{tmp_path}/store"]
+    for args in (["--tenant", crm_db.tenants[0].id], ["--all-tenants"]):
+        done = cli("backup", *args, *where)  # a CRM database, and no --profile: pos is the default
+        assert done.returncode == 2, done.stderr
+        assert "it is not this database's profile (pos is the default)" in done.stderr, done.stderr
+        assert "--profile crm" in done.stderr and "--tenant-column COLUMN" in done.stderr
+    assert _json(cli("backup", "--all-tenants", "--profile", "crm", "--json", *where))["completed"] == 3

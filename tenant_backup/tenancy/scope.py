@@ -96,6 +96,12 @@ def plan_scope(catalog: Catalog, profile: Profile, tables: list[str] | None) -> 
                 f"{profile.tenant_column!r}; with --tenant-column, --category names tables: choose among: "
                 f"{', '.join(known)}"
             )
+        if missing and len(missing) == len(tables) > 1:
+            raise UnknownCategoryError(
+                f"none of the tables of profile {profile.name!r} ({', '.join(missing[:4])}, …) is in "
+                f"{profile.describe_schemas()}: it is not this database's profile (pos is the default); pass "
+                "--profile crm, your own profile file (--profile app.toml), or --tenant-column COLUMN"
+            )
         if missing:
             raise UnknownCategoryError(
                 f"table{'s' if len(missing) > 1 else ''} {', '.join(missing)} of profile {profile.name!r} "

@@ -41,10 +41,16 @@ def tables_read(
 
 def _holders(catalog: Catalog, profile: Profile) -> list[TableInfo]:
     holders = [t for t in catalog.tables.values() if t.has_column(profile.tenant_column)]
-    if not holders:
+    if not holders and profile.name.startswith("discovered:"):
         raise ConfigurationError(
             f"no table of {profile.describe_schemas()} has column {profile.tenant_column!r}; "
             "check --tenant-column (or the profile's tenant_column)"
+        )
+    if not holders:
+        raise ConfigurationError(
+            f"profile {profile.name!r} holds tenants by column {profile.tenant_column!r}, which no table of "
+            f"{profile.describe_schemas()} has: it is not this database's profile (pos is the default); pass "
+            "--profile crm, your own profile file (--profile app.toml), or --tenant-column COLUMN"
         )
     return holders
 
