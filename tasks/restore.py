@@ -53,10 +53,14 @@ def check_file(
 
 @step(
     "fetch-and-verify",
-    summary=lambda a: f"checksums match: {a.manifest.total_records:,} rows in {len(a.manifest.tables)} tables",
+    summary=lambda a: (
+        f"checksum matches the ledger's: {a.manifest.total_records:,} rows in {len(a.manifest.tables)} tables"
+        + (" (each checked against the manifest as it is read)" if a.check_on_read else "")
+    ),
 )
 def fetch_and_verify(target: RestoreTarget, spool: str, storage_block: str | None) -> VerifiedArtifact:
-    """Download the artifact; check its checksum, manifest version, tenant and every table's sha256."""
+    """Download the artifact; check its checksum, manifest version and tenant; every table's sha256
+    as the restore reads it."""
     return steps.verify(open_storage(storage_block), target, Path(spool))
 
 

@@ -259,6 +259,36 @@ def test_damaged_artifact_is_refused_with_no_write(how: str, pos_db: DemoDatabas
     assert "checksum" in _logs(pos_db, tenant)[-1]["error_message"]
 
 
+def test_a_table_whose_bytes_differ_from_its_manifest_is_refused_as_it_is_read_with_no_write(
+    pos_db: DemoDatabase, env: dict[str, Any]
+) -> None:
+    """The whole file matches the ledger (the ledger's checksum made to match, as a writer's bug
+    would leave it), but one table differs from its sha256 in the manifest: refused while the
+    restore stages it, inside its transaction, before any write."""
+    import hashlib
+    import zipfile
+
+    env["use"](pos_db)
+    tenant = pos_db.tenants[1].id
+    backup = backup_tenant(tenant_id=tenant, profile="pos", categories=["clients"], force=True)
+    _mutate(pos_db, "pos", tenant)
+    mutated = state_of(pos_db.url, "pos", tenant)
+    path = Path(Storage(env["store"]).path(Storage(env["store"]).key_of(backup.storage_path)))
+    with zipfile.ZipFile(path) as old:
+        members = {info.filename: old.read(info) for info in old.infolist()}
+    members["clients.csv"] = members["clients.csv"].replace(b"@", b"#", 1)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as new:
+        for name, data in members.items():
+            new.writestr(name, data)
+    with pos_db.connect() as conn:
+        checksum = f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
+        conn.execute("UPDATE tenant_backup.backups SET checksum = %s WHERE id = %s", (checksum, backup.backup_id))
+    for dry_run in (True, False):
+        with pytest.raises(VerificationError, match="table clients of backup .* does not match its sha256"):
+            restore_backup(backup_id=uuid.UUID(backup.backup_id), confirm="RESTORE", dry_run=dry_run)
+    assert state_of(pos_db.url, "pos", tenant) == mutated
+
+
 def test_another_tenants_artifact_is_refused(pos_db: DemoDatabase, env: dict[str, Any]) -> None:
     env["use"](pos_db)
     mine, theirs = pos_db.tenants[0].id, pos_db.tenants[1].id

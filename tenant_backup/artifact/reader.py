@@ -2,7 +2,8 @@
 
 The artifact is downloaded to a local spool file while its sha256 is computed and compared with
 the ledger's checksum; then the manifest's format and version are checked and every table is
-re-hashed against the manifest. A CSV ZIP is then read in place; a JSON or SQL artifact is read
+re-hashed against the manifest (a CSV ZIP fetched against the ledger's checksum: as the restore
+reads it). A CSV ZIP is then read in place; a JSON or SQL artifact is read
 once, as a stream, and each table is written to the spool as COPY text while it is checked (a
 restore reads the tables in foreign-key order, not in file order). Only an artifact that passes
 all of it is opened for restore. Nothing here needs a database.
@@ -56,12 +57,19 @@ def tables_dir_of(path: Path) -> Path:
 
 
 class Artifact:
-    """A verified artifact in a local file: its manifest and its tables' rows, ready for COPY."""
+    """A verified artifact in a local file: its manifest and its tables' rows, ready for COPY.
 
-    def __init__(self, path: Path, manifest: Manifest, tables_dir: Path | None = None) -> None:
+    With ``check_on_read`` (a CSV ZIP whose whole sha256 matched the ledger's), each table is
+    re-hashed against the manifest as it is read, not beforehand: a restore reads every table
+    once, inside its transaction, and a mismatch raises there, before anything is written."""
+
+    def __init__(
+        self, path: Path, manifest: Manifest, tables_dir: Path | None = None, *, check_on_read: bool = False
+    ) -> None:
         self.path = path
         self.manifest = manifest
         self.tables_dir = tables_dir or tables_dir_of(path)
+        self.check_on_read = check_on_read
 
     @property
     def copy_format(self) -> Literal["csv", "text"]:
@@ -74,10 +82,38 @@ class Artifact:
         if self.manifest.artifact_format == "csv":
             entry = self.manifest.tables[table].file or f"{entry_name(table)}.csv"
             with zipfile.ZipFile(self.path) as archive, archive.open(entry) as fh:
-                yield fh  # type: ignore[misc]
+                if self.check_on_read:
+                    yield _Checked(fh, self.manifest, table, self.manifest.backup_id)  # type: ignore[misc,arg-type]
+                else:
+                    yield fh  # type: ignore[misc]
         else:
             with table_file(self.tables_dir, table).open("rb") as fh:
                 yield fh
+
+
+class _Checked:
+    """A table's stream that checks its sha256 against the manifest when it reaches the end."""
+
+    def __init__(self, fh: BinaryIO, manifest: Manifest, table: str, backup_id: str) -> None:
+        self._fh, self._manifest, self._table, self._backup_id = fh, manifest, table, backup_id
+        self._digest = hashlib.sha256()
+        self._checked = False
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self._fh.read(size)
+        except _ZIP_UNREADABLE as exc:
+            raise VerificationError(
+                f"table {self._table} of backup {self._backup_id} cannot be read ({exc}); it is damaged",
+                backup_id=self._backup_id,
+                table=self._table,
+            ) from exc
+        if data:
+            self._digest.update(data)
+        elif not self._checked:
+            self._checked = True
+            _check_table(self._manifest, self._table, self._digest.hexdigest(), None, self._backup_id)
+        return data
 
 
 def fetch_artifact(
@@ -97,21 +133,24 @@ def fetch_artifact(
             "it was altered or truncated; restore another backup",
             backup_id=backup_id,
         )
-    return open_verified(dest, backup_id=backup_id)
+    return open_verified(dest, backup_id=backup_id, tables_on_read=True)
 
 
 _UNREADABLE: tuple[type[BaseException], ...] = (*DECODE_ERRORS, UnicodeDecodeError)
 _ZIP_UNREADABLE: tuple[type[BaseException], ...] = (KeyError, zipfile.BadZipFile, *DECODE_ERRORS)
 
 
-def open_verified(path: Path, *, backup_id: str = "?", tables_dir: Path | None = None) -> Artifact:
-    """Check the manifest's format and version and every table's sha256 and row count.
+def open_verified(
+    path: Path, *, backup_id: str = "?", tables_dir: Path | None = None, tables_on_read: bool = False
+) -> Artifact:
+    """Check the manifest's format and version and every table's sha256 and row count (a CSV
+    ZIP's tables as they are read, with ``tables_on_read``: see :class:`Artifact`).
 
     A JSON or SQL artifact's tables go to ``tables_dir`` (default: next to ``path``)."""
     with path.open("rb") as fh:
         magic = fh.read(4)
     if magic.startswith(b"PK"):
-        return Artifact(path, _verify_zip(path, backup_id))
+        return Artifact(path, _verify_zip(path, backup_id, tables=not tables_on_read), check_on_read=tables_on_read)
     tables_dir = tables_dir or tables_dir_of(path)
     tables_dir.mkdir(parents=True, exist_ok=True)
     method: Compression = next((m for prefix, m in _MAGIC.items() if magic.startswith(prefix)), "none")
@@ -151,7 +190,7 @@ def _check_table(manifest: Manifest, table: str, digest: str, rows: int | None, 
         )
 
 
-def _verify_zip(path: Path, backup_id: str) -> Manifest:
+def _verify_zip(path: Path, backup_id: str, *, tables: bool = True) -> Manifest:
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
@@ -166,7 +205,16 @@ def _verify_zip(path: Path, backup_id: str) -> Manifest:
                 backup_id=backup_id,
             ) from exc
         manifest = _manifest(raw, backup_id)
-        for table, entry in manifest.tables.items():
+        missing = [
+            t for t, e in manifest.tables.items() if (e.file or f"{entry_name(t)}.csv") not in archive.NameToInfo
+        ]
+        if missing:
+            raise VerificationError(
+                f"backup {backup_id} lacks the file of table {missing[0]} that its manifest lists; it is damaged",
+                backup_id=backup_id,
+                table=missing[0],
+            )
+        for table, entry in manifest.tables.items() if tables else ():
             digest = hashlib.sha256()
             try:
                 with archive.open(entry.file or f"{entry_name(table)}.csv") as fh:

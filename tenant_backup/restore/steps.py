@@ -121,9 +121,10 @@ class VerifiedArtifact(BaseModel):
 
     path: str
     manifest: Manifest
+    check_on_read: bool = False  # a CSV ZIP's tables are re-hashed as the restore reads them
 
     def open(self) -> Artifact:
-        return Artifact(Path(self.path), self.manifest)
+        return Artifact(Path(self.path), self.manifest, check_on_read=self.check_on_read)
 
 
 def require_confirmation(req: RestoreRequest, backup_id: str, target: str) -> None:
@@ -241,7 +242,7 @@ def verify(storage: Storage, target: RestoreTarget, spool: Path) -> VerifiedArti
             backup_id=target.backup_id,
             tenant_id=target.source_tenant,
         )
-    return VerifiedArtifact(path=str(artifact.path), manifest=manifest)
+    return VerifiedArtifact(path=str(artifact.path), manifest=manifest, check_on_read=artifact.check_on_read)
 
 
 def plan_restore(
