@@ -8,7 +8,16 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-__all__ = ["Approval", "BackupResult", "RestoreResult", "SpaceNeed", "TableCounts", "TenantOutcome", "human_size"]
+__all__ = [
+    "Approval",
+    "BackupResult",
+    "RestoreResult",
+    "SpaceNeed",
+    "TableCounts",
+    "TenantOutcome",
+    "human_size",
+    "pg_size",
+]
 
 
 def human_size(size: int | None) -> str:
@@ -21,6 +30,16 @@ def human_size(size: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{size} B"
+
+
+def pg_size(size: int) -> str:
+    """A size as PostgreSQL writes its settings and messages: powers of 1024, ``64kB``, ``1.5GB``."""
+    value = float(size)
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{size} bytes" if unit == "bytes" else f"{value:.3g}{unit}"
+        value /= 1024
+    return f"{size} bytes"
 
 
 class SpaceNeed(BaseModel):
@@ -36,12 +55,12 @@ class SpaceNeed(BaseModel):
     wal_on_data_volume: bool = True
 
     def describe(self) -> str:
-        parts = [f"{human_size(self.staging_bytes)} of staging in temporary tables"]
+        parts = [f"about {pg_size(self.staging_bytes)} of staging in temporary tables"]
         if self.temp_file_bytes:
-            parts.append(f"{human_size(self.temp_file_bytes)} of temporary files")
+            parts.append(f"{pg_size(self.temp_file_bytes)} of temporary files")
         if self.wal_bytes is not None:
-            parts.append(f"{human_size(self.wal_bytes)} of WAL")
-        free = f"; {human_size(self.disk_free)} free on the server" if self.disk_free is not None else ""
+            parts.append(f"{pg_size(self.wal_bytes)} of WAL")
+        free = f"; {pg_size(self.disk_free)} free on the server" if self.disk_free is not None else ""
         return ", ".join(parts) + free
 
 

@@ -337,10 +337,10 @@ def test_a_restore_whose_comparison_would_pass_temp_file_limit_is_refused_before
         # With 64 kB of work_mem, comparing the sale lines spills more than that to temporary files.
         done = cli("restore", backup["backup_id"], "--confirm", "RESTORE", *where, work_mem="64kB")
         assert done.returncode == 2, done.stderr
-        assert "of temporary files to compare its largest table, and temp_file_limit is 65.5 kB" in done.stderr
-        assert "ALTER ROLE" in done.stderr and "nothing was written" in done.stderr
+        assert "of temporary files to compare its largest table, and temp_file_limit is 64kB" in done.stderr
+        assert "ALTER DATABASE" in done.stderr and "nothing was written" in done.stderr
         plan = cli("restore", backup["backup_id"], "--dry-run", *where, work_mem="64kB")  # it stages and compares too
-        assert plan.returncode == 2 and "temp_file_limit is 65.5 kB" in plan.stderr, plan.stderr
+        assert plan.returncode == 2 and "temp_file_limit is 64kB" in plan.stderr, plan.stderr
         with db.connect() as conn:
             assert conn.execute("SELECT count(*) FROM clients WHERE notes IS DISTINCT FROM 'changed'").fetchone() == (
                 0,
@@ -358,12 +358,12 @@ def test_a_restore_that_needs_more_disk_than_the_server_has_is_refused_naming_bo
 
     need = SpaceNeed(staging_bytes=3_000_000_000, temp_file_bytes=0, wal_bytes=1_000_000_000, disk_free=2_500_000_000)
     with pytest.raises(
-        RestoreRefusedError, match=r"needs about 4.0 GB on the data directory's volume .* has 2.5 GB free"
+        RestoreRefusedError, match=r"needs about 3.73GB on the data directory's volume .* has 2.33GB free"
     ):
         check_room(need, "t1", "b1")
     check_room(need.model_copy(update={"disk_free": 5_000_000_000}), "t1", "b1")
     apart = need.model_copy(update={"disk_free": 5_000_000_000, "wal_free": 500_000_000, "wal_on_data_volume": False})
-    with pytest.raises(RestoreRefusedError, match=r"1.0 GB on pg_wal's volume .* has 500.0 MB free"):
+    with pytest.raises(RestoreRefusedError, match=r"954MB on pg_wal's volume .* has 477MB free"):
         check_room(apart, "t1", "b1")
     check_room(need.model_copy(update={"disk_free": None}), "t1", "b1")  # a managed server: not known, goes on
 
@@ -375,6 +375,22 @@ def test_a_database_that_is_not_the_default_profiles_says_which_option_to_pass(
     for args in (["--tenant", crm_db.tenants[0].id], ["--all-tenants"]):
         done = cli("backup", *args, *where)  # a CRM database, and no --profile: pos is the default
         assert done.returncode == 2, done.stderr
-        assert "it is not this database's profile (pos is the default)" in done.stderr, done.stderr
-        assert "--profile crm" in done.stderr and "--tenant-column COLUMN" in done.stderr
+        assert "it is not this database's profile (without --profile, it is pos)" in done.stderr, done.stderr
+        assert "--profile pos, crm or your own app.toml" in done.stderr
+        assert "--tenant-column company_id (it is the column of " in done.stderr  # what the CRM tables point with
     assert _json(cli("backup", "--all-tenants", "--profile", "crm", "--json", *where))["completed"] == 3
+
+
+def test_the_tenant_table_asked_into_another_tenant_is_refused_by_name_and_schema_names_are_taken(
+    pos_db: DemoDatabase, tmp_path: Path
+) -> None:
+    mine, other = pos_db.tenants[0].id, pos_db.tenants[2].id
+    where = ["--db", pos_db.url, "--storage", f"file://{tmp_path}/store"]
+    backup = _json(cli("backup", "--tenant", mine, "--force", *where, "--json"))["backup_id"]
+    into = ["--target-tenant", other, "--dry-run", *where]
+    for tables in (["etablissements"], ["etablissements", "clients"]):
+        done = cli("restore", backup, *(a for t in tables for a in ("--table", t)), *into)
+        assert done.returncode == 2, done.stderr
+        assert "table etablissements is the tenant table: a restore into another tenant" in done.stderr
+    plan = _json(cli("restore", backup, "--table", "public.clients", "--dry-run", "--json", *where))
+    assert list(plan["tables"]) == ["clients"]  # the default schema's tables go by either name

@@ -184,7 +184,7 @@ def cmd_restore(args: argparse.Namespace) -> dict[str, Any]:
             result = restore_backup(local_runner(), req, ApprovalRequest(), None, None)
     out: dict[str, Any] = result.model_dump(mode="json")
     if not args.json:
-        _print_counts(out, "dry run: would change" if args.dry_run else "restored")
+        _print_counts(out, "dry run: would change" if args.dry_run else "restored", cascade=args.cascade)
     return out
 
 
@@ -203,7 +203,7 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _print_counts(out: dict[str, Any], what: str) -> None:
+def _print_counts(out: dict[str, Any], what: str, *, cascade: bool = False) -> None:
     source = f" (from tenant {out['source_tenant']})" if out["source_tenant"] != out["tenant_id"] else ""
     print(f"backup {out['backup_id']} -> tenant {out['tenant_id']}{source}, mode {out['mode']}, {what}:")
     print(f"  {'table':<24} {'rows':>12}  {'+ insert':>10} {'~ update':>10} {'- delete':>10}  matched by")
@@ -215,7 +215,8 @@ def _print_counts(out: dict[str, Any], what: str) -> None:
     for effect in out["outside"]:
         print(
             f"  outside the restore: {count(effect['rows'], 'row')} of {effect['table']} would be reached "
-            f"({effect['action']}: {effect.get('via') or effect['foreign_key']}); refused unless --cascade"
+            f"({effect['action']}: {effect.get('via') or effect['foreign_key']})"
+            + ("; --cascade: their ON DELETE rules act" if cascade else "; refused unless --cascade")
         )
     for m in out.get("missing_references", []):
         print(

@@ -140,6 +140,8 @@ def _parser() -> argparse.ArgumentParser:
                 "--storage-options", type=_json_object, help="fsspec options as JSON, e.g. for an S3 endpoint"
             )
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        # -v after the command too (tenant-backup restore ID -v), as it is typed
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("migrate", help="create or update the ledger tables")
     common(p)

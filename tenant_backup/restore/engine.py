@@ -141,9 +141,9 @@ def database_failure(exc: psycopg.Error, tenant: str, backup_id: str) -> Restore
         )
     elif (exc.sqlstate or "").startswith("53"):  # insufficient resources: disk, memory, temp_file_limit
         text = (
-            f"the database server ran out of room during the restore into tenant {tenant} ({first}); a dry run "
-            "says how much the restore needs (free space on the server, raise temp_file_limit, or restore fewer "
-            "tables at once with --table)"
+            f"the database server ran out of room during the restore into tenant {tenant} ({first}): more than "
+            "the restore's estimate; free space on the server, raise temp_file_limit or TENANT_BACKUP_WORK_MEM, "
+            "or restore fewer tables at once (--table)"
         )
     elif isinstance(exc, psycopg.OperationalError):
         text = f"the connection to the database was lost during the restore into tenant {tenant} ({first})"
@@ -310,7 +310,9 @@ def _in_one_transaction(
             conn, catalog, ordered, target_tenant, mode, manifest.tables, fk_check=replica, by_delta=(by_delta, snap)
         )
         counted = [done[c.table].model_copy(update={"rows": c.rows}) for c in changes]
-        plan = plan.model_copy(update={"applied": True, "tables": counted})
+        written = {c.table: (c.inserted + c.updated, c.deleted) for c in counted}
+        need = space.with_writes(conn, need, ordered, manifest.tables, written)  # as done, not as feared
+        plan = plan.model_copy(update={"applied": True, "tables": counted, "space": need})
         if before_commit is not None:
             before_commit(conn, plan)
     return plan
@@ -335,7 +337,10 @@ def _prepare(
     tables: list[str] | None,
     backup_id: str,
 ) -> list[RestoreTable]:
-    wanted = tables or list(manifest_tables)
+    prefix = f"{catalog.schema}."
+    wanted = [
+        t.removeprefix(prefix) if t.removeprefix(prefix) in manifest_tables else t for t in tables or manifest_tables
+    ]
     unknown = [t for t in wanted if t not in manifest_tables]
     if unknown:
         raise RestoreRefusedError(
@@ -351,6 +356,14 @@ def _prepare(
         )
     if source != target:
         tenant_table = find_tenant_table(catalog, profile)
+        if tenant_table is not None and tables and tenant_table.name in wanted:
+            raise RestoreRefusedError(
+                f"table {tenant_table.name} is the tenant table: a restore into another tenant ({target}) never "
+                f"copies tenant {source}'s own row over it; restore the other tables (--table), or into "
+                f"tenant {source} itself; nothing was written",
+                backup_id=backup_id,
+                table=tenant_table.name,
+            )
         if tenant_table is not None and tenant_table.name in wanted:
             wanted = [t for t in wanted if t != tenant_table.name]  # another tenant's own row stays its own
     scopes = {s.table: s for s in plan_scope(catalog, profile, wanted)}

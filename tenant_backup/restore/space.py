@@ -8,7 +8,9 @@ plans with, measured on this project's benchmark (staging is 0.7x the CSV bytes 
 
 * staging: per table, the larger of the backup's data bytes and 40 bytes per row (a tuple's
   header and line pointer);
-* temporary files: twice the largest table's staging when it exceeds the hash memory, else 0;
+* temporary files: three times the largest table's staging when it exceeds the hash memory (a
+  hash join writes both sides out in batches, each batch file with its own buffer; a table
+  without a key is also sorted), else 0;
 * WAL: the written rows' staged bytes, 28 bytes of record per row and 40 per index entry,
   times 1.5 for full-page images.
 
@@ -27,7 +29,7 @@ import psycopg
 
 from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.errors import RestoreRefusedError
-from tenant_backup.results import SpaceNeed, human_size
+from tenant_backup.results import SpaceNeed, pg_size
 from tenant_backup.tenancy.diff import RestoreTable
 
 __all__ = ["check_room", "estimate", "with_writes"]
@@ -36,6 +38,7 @@ _TUPLE = 40
 _RECORD = 28
 _INDEX_ENTRY = 40
 _FULL_PAGES = 1.5
+_SPILL = 3
 
 
 def _staged(table: TableManifest) -> int:
@@ -87,7 +90,7 @@ def estimate(
     data_free, wal_free, same = _local_free(conn)
     return SpaceNeed(
         staging_bytes=sum(staged.values()),
-        temp_file_bytes=2 * largest if largest > hash_mem else 0,
+        temp_file_bytes=_SPILL * largest if largest > hash_mem else 0,
         temp_file_limit=_bytes(conn, "temp_file_limit"),
         disk_free=data_free,
         wal_free=wal_free,
@@ -125,10 +128,10 @@ def check_room(need: SpaceNeed, tenant: str, backup_id: str) -> None:
     if need.temp_file_limit is not None and need.temp_file_bytes > need.temp_file_limit:
         raise RestoreRefusedError(
             f"the restore of backup {backup_id} into tenant {tenant} would need about "
-            f"{human_size(need.temp_file_bytes)} of temporary files to compare its largest table, and "
-            f"temp_file_limit is {human_size(need.temp_file_limit)}: raise it for the restoring role "
-            "(ALTER ROLE … SET temp_file_limit = …, as a superuser), or restore the largest tables on their own "
-            "(--table); nothing was written",
+            f"{pg_size(need.temp_file_bytes)} of temporary files to compare its largest table, and "
+            f"temp_file_limit is {pg_size(need.temp_file_limit)}: raise it (as a superuser: ALTER ROLE … or ALTER "
+            "DATABASE … SET temp_file_limit = …), or give the comparison more memory (TENANT_BACKUP_WORK_MEM); "
+            "nothing was written",
             tenant_id=tenant,
             backup_id=backup_id,
         )
@@ -141,8 +144,8 @@ def check_room(need: SpaceNeed, tenant: str, backup_id: str) -> None:
     for wanted, free, where in short:
         if wanted > free:
             raise RestoreRefusedError(
-                f"the restore of backup {backup_id} into tenant {tenant} needs about {human_size(wanted)} on "
-                f"{where} ({need.describe()}) and it has {human_size(free)} free: free some space on the database "
+                f"the restore of backup {backup_id} into tenant {tenant} needs about {pg_size(wanted)} on "
+                f"{where} ({need.describe()}) and it has {pg_size(free)} free: free some space on the database "
                 "server, or restore fewer tables at once (--table); nothing was written",
                 tenant_id=tenant,
                 backup_id=backup_id,

@@ -16,7 +16,20 @@ from tenant_backup.errors import ScopeError, UnknownCategoryError
 from tenant_backup.tenancy.catalog import Catalog, Hop, TableScope
 from tenant_backup.tenancy.profiles import Profile, TenantTable
 
-__all__ = ["find_tenant_table", "plan_scope", "schema_fingerprint"]
+__all__ = ["find_tenant_table", "plan_scope", "schema_fingerprint", "suggest_tenant_column"]
+
+
+def suggest_tenant_column(catalog: Catalog) -> str:
+    """``--tenant-column C`` for the column that most tables point at one table with (an app's
+    ``account_id``), else the option's bare form."""
+    counts: dict[tuple[str, str], int] = {}
+    for fk in catalog.foreign_keys:
+        if len(fk.columns) == 1 and fk.ref_table in catalog.tables:
+            counts[(fk.columns[0], fk.ref_table)] = counts.get((fk.columns[0], fk.ref_table), 0) + 1
+    if not counts:
+        return "--tenant-column COLUMN (the column that holds the tenant id)"
+    (column, table), n = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    return f"--tenant-column {column} (it is the column of {n} table(s) that reference {table})"
 
 
 def find_tenant_table(catalog: Catalog, profile: Profile) -> TenantTable | None:
@@ -99,8 +112,8 @@ def plan_scope(catalog: Catalog, profile: Profile, tables: list[str] | None) -> 
         if missing and len(missing) == len(tables) > 1:
             raise UnknownCategoryError(
                 f"none of the tables of profile {profile.name!r} ({', '.join(missing[:4])}, …) is in "
-                f"{profile.describe_schemas()}: it is not this database's profile (pos is the default); pass "
-                "--profile crm, your own profile file (--profile app.toml), or --tenant-column COLUMN"
+                f"{profile.describe_schemas()}: it is not this database's profile (without --profile, it is pos); "
+                f"pass the right one (--profile pos, crm or your own app.toml), or {suggest_tenant_column(catalog)}"
             )
         if missing:
             raise UnknownCategoryError(

@@ -11,7 +11,7 @@ from psycopg import sql
 from tenant_backup.errors import ConfigurationError
 from tenant_backup.tenancy.catalog import Catalog, TableInfo, TableScope
 from tenant_backup.tenancy.profiles import Profile
-from tenant_backup.tenancy.scope import find_tenant_table
+from tenant_backup.tenancy.scope import find_tenant_table, suggest_tenant_column
 
 __all__ = [
     "Tenant",
@@ -49,8 +49,8 @@ def _holders(catalog: Catalog, profile: Profile) -> list[TableInfo]:
     if not holders:
         raise ConfigurationError(
             f"profile {profile.name!r} holds tenants by column {profile.tenant_column!r}, which no table of "
-            f"{profile.describe_schemas()} has: it is not this database's profile (pos is the default); pass "
-            "--profile crm, your own profile file (--profile app.toml), or --tenant-column COLUMN"
+            f"{profile.describe_schemas()} has: it is not this database's profile (without --profile, it is pos); "
+            f"pass the right one (--profile pos, crm or your own app.toml), or {suggest_tenant_column(catalog)}"
         )
     return holders
 
