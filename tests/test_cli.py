@@ -86,13 +86,15 @@ def test_errors_are_one_line_on_stderr_and_nonzero(
         *args,
     )
     assert failed.returncode == 2
-    assert failed.stdout == ""
+    body = json.loads(failed.stdout)  # with --json, a failure too is one object on stdout; the line is on stderr
+    assert body["status"] == "error" and body["exit_code"] == 2
+    assert body["error"] == failed.stderr.removeprefix("error: ").strip()
     assert failed.stderr.startswith(message) and failed.stderr.count("\n") == 1, failed.stderr
 
 
 def test_bad_database_url_is_a_clear_error(prefect_api: str, tmp_path: Path) -> None:
     failed = run(prefect_api, "list", "--db", "postgresql://postgres@127.0.0.1:1/none", "--json")
-    assert failed.returncode == 2 and failed.stdout == ""
+    assert failed.returncode == 2 and json.loads(failed.stdout)["exit_code"] == 2
     assert failed.stderr.startswith("error: cannot connect to the database") and failed.stderr.count("\n") == 1
 
 
@@ -111,7 +113,7 @@ def test_restore_and_verify_json(prefect_api: str, crm_db: DemoDatabase, tmp_pat
         )
 
     refused = run(prefect_api, "restore", backup, *common)
-    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.returncode == 2 and json.loads(refused.stdout)["status"] == "error"
     assert "pass --confirm RESTORE" in refused.stderr and refused.stderr.count("\n") == 1
 
     verified = run(prefect_api, "verify", backup, *common)
@@ -149,7 +151,7 @@ def test_operations_commands_page_sign_delete_prune_and_reconcile(
     assert Path(url).is_file()
 
     refused = run(prefect_api, "delete", ids[0], *where, "--json")
-    assert refused.returncode == 2 and refused.stdout == "" and "--confirm DELETE" in refused.stderr
+    assert refused.returncode == 2 and "--confirm DELETE" in json.loads(refused.stdout)["error"]
 
     dry = json.loads(run(prefect_api, "prune", *where, "--dry-run", "--json").stdout)
     assert dry["dry_run"] and {d["backup_id"]: d["keep"] for d in dry["decisions"]}[ids[0]] is True

@@ -139,7 +139,7 @@ def test_row_level_security_that_hides_rows_refuses_the_backup_before_anything_i
         profile_file,
         "--json",
     )
-    assert failed.returncode == 2 and failed.stdout == ""
+    assert failed.returncode == 2 and json.loads(failed.stdout)["status"] == "error"  # --json: one object, failed too
     assert failed.stderr.count("\n") == 1 and failed.stderr.startswith(f"error: role {role} cannot back up tenant 1")
     assert "row-level security of table notes" in failed.stderr and "BYPASSRLS" in failed.stderr
     assert _backups(notes_db) == before and not (tmp_path / "store").exists()

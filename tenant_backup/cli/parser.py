@@ -274,6 +274,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(args: argparse.Namespace, code: int, message: str) -> int:
+    if args.json:
+        print(json.dumps({"status": "error", "exit_code": code, "error": message}))
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _quiet_prefect(args.verbose)
@@ -282,10 +289,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         out = args.func(args)
     except TenantBackupError as exc:
-        output = getattr(exc, "output", None)
-        if args.json and output is not None:  # a run of many tenants: the outcomes, then the error
-            print(json.dumps(output, default=str))
-        print("error: " + str(exc).replace("\r", " ").replace("\n", " "), file=sys.stderr)  # one line, always
+        message = str(exc).replace("\r", " ").replace("\n", " ")
+        if args.json:  # stdout is one JSON object, failed or not: a run of many tenants' outcomes, or the error
+            ids = {k: getattr(exc, k) for k in ("tenant_id", "backup_id", "table") if getattr(exc, k, None)}
+            failure = {"status": "error", "exit_code": exc.exit_code, "error": message, **ids}
+            print(json.dumps({**(getattr(exc, "output", None) or {}), **failure}, default=str))
+        print("error: " + message, file=sys.stderr)  # one line, always
         return exc.exit_code
     except BrokenPipeError:  # the reader went away (`… | head`): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -297,20 +306,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         first = (str(exc).strip().splitlines() or [""])[0]
         psycopg = sys.modules.get("psycopg")  # loaded, since the error came from it
         if psycopg is not None and isinstance(exc, psycopg.errors.InsufficientPrivilege):
-            print(  # a query that no up-front access check covered
-                f"error: the database role may not do what this needs ({first}); connect as a role that may "
+            return _fail(  # a query that no up-front access check covered
+                args,
+                2,
+                f"the database role may not do what this needs ({first}); connect as a role that may "
                 "(on Supabase the postgres role; see the README, 'Which database role'), or GRANT it",
-                file=sys.stderr,
             )
-            return 2
         if args.verbose:
             traceback.print_exc()
-        print(
-            f"error: unexpected {type(exc).__name__}: {first} (a bug in tenant-backup: please report it, with "
+        return _fail(
+            args,
+            1,
+            f"unexpected {type(exc).__name__}: {first} (a bug in tenant-backup: please report it, with "
             "the output of tenant-backup -v …)",
-            file=sys.stderr,
         )
-        return 1
     if args.json:
         print(json.dumps(out, default=str))
     return 0
