@@ -331,6 +331,36 @@ def test_a_row_another_session_edits_during_a_restore_that_compares_only_changes
         conn.execute(f"UPDATE comments SET body = 'on note' WHERE id = {theirs}")
 
 
+def test_a_row_lock_held_past_lock_timeout_during_a_restore_names_its_holder_and_table(
+    notes_db: Database, profile_file: str, env: dict[str, Any], tmp_path: Path
+) -> None:
+    env["use"](notes_db)
+    backup = backup_tenant(tenant_id="2", profile=profile_file, categories=["notes"], force=True)
+    mine = "(SELECT min(c.id) FROM comments c JOIN notes n ON n.id = c.note_id WHERE n.org_id = 2)"
+    with notes_db.connect() as conn:
+        conn.execute(f"UPDATE comments SET body = 'edited for the lock' WHERE id = {mine}")
+    holder = notes_db.connect(application_name="report-job")
+    holder.autocommit = False
+    holder.execute(f"SELECT 1 FROM comments WHERE id = {mine} FOR UPDATE")
+    plain = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tenant_backup.cli", "restore", backup.backup_id, "--confirm", "RESTORE"],
+            env={**plain, "PREFECT_HOME": str(tmp_path / "prefect"), "TENANT_BACKUP_LOCK_TIMEOUT": "1s"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        holder.rollback()
+        holder.close()
+    assert done.returncode == 3, done.stderr  # it had started: rolled back
+    assert "waited longer than lock_timeout=1s" in done.stderr and "'report-job' (pid " in done.stderr
+    assert "on comments" in done.stderr and "nothing changed" in done.stderr
+    with notes_db.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM comments WHERE body = 'edited for the lock'").fetchone() == (1,)
+
+
 def test_row_level_security_on_a_table_the_restore_only_reads_is_refused_too(
     notes_db: Database, role: str, env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -116,15 +116,38 @@ def restore_tenant(
             cascade=cascade,
         )
     except pg_errors.LockNotAvailable as exc:
-        raise TenantBusyError(
-            f"a table of the restore into tenant {target_tenant} is locked by another session (an ALTER, a long "
-            f"transaction?) for longer than lock_timeout={lock_timeout}: nothing changed; run it again later, or "
-            "raise TENANT_BACKUP_LOCK_TIMEOUT",
+        busy = TenantBusyError(
+            f"the restore into tenant {target_tenant} waited longer than lock_timeout={lock_timeout} for a lock "
+            f"(a row it must change, or a table: an ALTER, a long transaction) held by "
+            f"{_lock_holders(conn, list(artifact.manifest.tables))}: rolled back, nothing changed; run it again "
+            "once they are done, or raise TENANT_BACKUP_LOCK_TIMEOUT",
             tenant_id=target_tenant,
             backup_id=backup_id,
-        ) from exc
+        )
+        busy.exit_code = 3  # it had started: rolled back, not refused up front
+        raise busy from exc
     except psycopg.Error as exc:
         raise database_failure(exc, target_tenant, backup_id) from exc
+
+
+def _lock_holders(conn: psycopg.Connection, tables: list[str]) -> str:
+    """The other sessions holding locks on ``tables`` (those in a transaction first), for a message."""
+    try:
+        rows = conn.execute(
+            "SELECT a.pid, a.application_name, a.state, string_agg(DISTINCT l.relation::regclass::text, ', ') "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.granted AND l.pid <> pg_backend_pid() "
+            "AND l.relation = ANY(SELECT to_regclass(t) FROM unnest(%s::text[]) t) "
+            "GROUP BY 1, 2, 3, a.xact_start ORDER BY a.xact_start NULLS LAST LIMIT 3",
+            (tables,),
+        ).fetchall()
+    except psycopg.Error:
+        return "another session"
+    if not rows:
+        return "a session that has finished since"
+    return "; ".join(
+        f"{repr(name) if name else 'a session'} (pid {pid}, {state}) on {relations}"
+        for pid, name, state, relations in rows
+    )
 
 
 def database_failure(exc: psycopg.Error, tenant: str, backup_id: str) -> RestoreFailedError:
