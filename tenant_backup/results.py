@@ -92,6 +92,7 @@ class TenantOutcome(BaseModel):
     seconds: float | None = None
     error: str | None = None
     flow_run: str | None = None  # when the tenant ran as a deployment run (on a work pool)
+    unlisted: bool = False  # an id that rows hold but the tenant table lacks: failed, its rows in no backup
 
 
 class Approval(BaseModel):

@@ -294,6 +294,10 @@ def test_rows_whose_tenant_id_the_tenant_table_lacks_fail_a_run_of_every_tenant_
         assert "notes (2)" in by_tenant[stray]["error"] and "no backup holds them" in by_tenant[stray]["error"]
         assert "legacy (1)" in by_tenant[older]["error"]
         assert f"{stray}" in done.stderr  # said on the terminal too, not only in --json
+        shown = cli("backup", "--all-tenants", "--force", *where[:-1])
+        assert shown.returncode == 3 and shown.stdout.startswith("1 tenant: 1 backed up"), shown.stdout
+        assert "2 tenant ids that rows hold but the tenant table lacks (failed):" in shown.stdout
+        assert shown.stderr.count(stray) == 1, shown.stderr  # listed on stdout; the error line names it once
         with db.connect() as conn:  # the operator's fix: the stray tenant's row; the older rows go
             conn.execute(f"INSERT INTO tenants VALUES ('{stray}', 'Stray'); DELETE FROM legacy")
         fixed = _json(cli("backup", "--all-tenants", "--force", *where))

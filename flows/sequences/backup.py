@@ -165,9 +165,10 @@ def backup_tenants(
 def unlisted_outcomes(run: Runner, unlisted: Sequence[Unlisted]) -> list[TenantOutcome]:
     """A failed outcome for each tenant id that rows hold but the tenant table lacks: a run of
     every tenant that left those rows in no backup must not call itself complete."""
-    for u in unlisted:
-        run.warn(u.reason())
-    return [TenantOutcome(tenant_id=u.id, status="failed", error=u.reason()) for u in unlisted]
+    if run.own_log:  # a Prefect run's log; the CLI lists them itself
+        for u in unlisted:
+            run.warn(u.reason())
+    return [TenantOutcome(tenant_id=u.id, status="failed", error=u.reason(), unlisted=True) for u in unlisted]
 
 
 def _retention_after(run: Runner, tenant_id: str, database_block: str | None, storage_block: str | None) -> None:

@@ -128,18 +128,32 @@ def cmd_backup_all(args: argparse.Namespace) -> dict[str, Any]:
     }
     if not args.json:
         rows = sum(o.record_count or 0 for o in outcomes)
+        unlisted = [o for o in outcomes if o.unlisted]
         print(
-            f"{count(len(outcomes), 'tenant')}: {out['completed']:,} backed up ({count(rows, 'row')}), "
-            f"{out['skipped']:,} skipped (backed up less than the throttle ago: --force), {out['failed']:,} failed"
+            f"{count(len(outcomes) - len(unlisted), 'tenant')}: {out['completed']:,} backed up ({count(rows, 'row')}), "
+            f"{out['skipped']:,} skipped (backed up less than the throttle ago: --force), "
+            f"{out['failed'] - len(unlisted):,} failed"
         )
         for o in outcomes:
-            if o.status != "completed":
-                print(f"  {o.status:<8} {o.tenant_id}  {o.tenant_name or '-'}: {o.error}")
+            if o.status != "completed" and not o.unlisted:
+                print(
+                    f"  {o.status:<8} {o.tenant_id}" + (f" ({o.tenant_name})" if o.tenant_name else "") + f": {o.error}"
+                )
+        if unlisted:
+            print(f"{count(len(unlisted), 'tenant id')} that rows hold but the tenant table lacks (failed):")
+            for o in unlisted:
+                print(f"  {o.tenant_id}: {o.error}")
     if out["failed"]:
+        strays = [o.tenant_id for o in outcomes if o.unlisted]
+        failed = out["failed"] - len(strays)
+        said = [f"{failed} of {len(outcomes) - len(strays)} tenant backups failed"] if failed else []
+        if strays:
+            said.append(
+                f"rows of {count(len(strays), 'tenant id')} that the tenant table lacks are in no backup "
+                f"({', '.join(strays[:3])}{', …' if len(strays) > 3 else ''})"
+            )
         raise TenantsFailedError(
-            f"{out['failed']} of {len(outcomes)} tenant backups failed (each one's reason is listed); the others' "
-            "backups are complete",
-            output=out,
+            "; ".join(said) + " (each one's reason is listed); the other backups are complete", output=out
         )
     return out
 
