@@ -1,5 +1,6 @@
 """A restore's steps (check, verify, plan, apply, log), the engine that runs one restore in one
-transaction, and the SQL of staging, counting, applying and checking a table.
+transaction, and the SQL of staging, counting, comparing (once, into a delta), applying and
+checking a table, and the room all of it needs on the database server.
 May import: backup, ledger, artifact, tenancy and the plumbing.
 """
 
