@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN = $(UV) run --frozen
 UI_PORT ?= 4200
 
-.PHONY: install uv demo demo-stop ui test lint bench fmt
+.PHONY: install uv demo demo-stop ui test lint bench bench-big fmt
 
 install: .venv/.installed
 
@@ -39,6 +39,9 @@ lint: install
 bench: install  # one 3 M-row tenant (bench/run.py), then many small tenants (bench/tenants.py)
 	$(RUN) python -m bench.run
 	$(RUN) python -m bench.tenants
+
+bench-big: install  # one 30 M-row tenant: peak RSS of backup and restore, the plan's room report (bench/big.py)
+	$(RUN) python -m bench.big
 
 fmt: install
 	$(RUN) ruff format .

@@ -43,7 +43,7 @@ CHANGES = [
 ]
 
 
-def _sql(url: str, statements: Sequence[str]) -> None:
+def run_sql(url: str, statements: Sequence[str]) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         for statement in statements:
             conn.execute(statement)  # fixed benchmark statements
@@ -69,15 +69,15 @@ def restore_rounds(url: str, store: str, backup_id: str, dump: str, env: dict[st
     changed = Timing("tenant-backup restore, 1 % of rows changed")
     truncate = "TRUNCATE " + ", ".join(APP_TABLES)
     for i in range(RUNS):
-        _sql(url, [truncate])
+        run_sql(url, [truncate])
         seconds, rss, out = peak_rss_of(cli, env)
         full.add(seconds, rss)
         full.note = f"{sum(t['inserted'] for t in json.loads(out)['tables'].values()):,} rows inserted"
 
-        _sql(url, [truncate + ", etablissements"])
+        run_sql(url, [truncate + ", etablissements"])
         theirs.add(*peak_rss_of(["pg_restore", "--data-only", "--single-transaction", "-d", url, dump], env)[:2])
 
-        _sql(url, [f"UPDATE {t} SET {c} = 'changed' WHERE abs(hashtext(id::text)) % 100 = 0" for t, c in CHANGES])
+        run_sql(url, [f"UPDATE {t} SET {c} = 'changed' WHERE abs(hashtext(id::text)) % 100 = 0" for t, c in CHANGES])
         seconds, rss, out = peak_rss_of(cli, env)
         changed.add(seconds, rss)
         changed.note = f"{sum(t['updated'] for t in json.loads(out)['tables'].values()):,} rows updated"
