@@ -20,26 +20,28 @@ __all__ = [
 ]
 
 
+def _scaled(size: int, base: int) -> tuple[float, str]:
+    """``size`` in the largest of kB, MB, GB, TB (powers of ``base``) that keeps it >= 1; "" for bytes."""
+    value, unit = float(size), ""
+    for larger in ("kB", "MB", "GB", "TB"):
+        if value < base:
+            break
+        value, unit = value / base, larger
+    return value, unit
+
+
 def human_size(size: int | None) -> str:
     """``512 B``, ``1.5 MB``, ``2.1 GB`` (powers of 1000, as df -H); ``-`` for None."""
     if size is None:
         return "-"
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"
+    value, unit = _scaled(size, 1000)
+    return f"{size} B" if not unit else f"{value:.1f} {unit}"
 
 
 def pg_size(size: int) -> str:
     """A size as PostgreSQL writes its settings and messages: powers of 1024, ``64kB``, ``1.5GB``."""
-    value = float(size)
-    for unit in ("bytes", "kB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            return f"{size} bytes" if unit == "bytes" else f"{value:.3g}{unit}"
-        value /= 1024
-    return f"{size} bytes"
+    value, unit = _scaled(size, 1024)
+    return f"{size} bytes" if not unit else (f"{value:.3g}" if value < 1000 else f"{value:.0f}") + unit
 
 
 class SpaceNeed(BaseModel):

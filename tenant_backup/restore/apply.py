@@ -11,7 +11,7 @@ from psycopg import sql
 from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.errors import RestoreCheckError
 from tenant_backup.restore import delta
-from tenant_backup.restore.staging import Mode, TableChange, count_rows
+from tenant_backup.restore.staging import Mode, TableChange, count_rows, table_changes
 from tenant_backup.tenancy.catalog import Catalog
 from tenant_backup.tenancy.diff import RestoreTable, dangling, delete_surplus, insert_missing, update_changed
 from tenant_backup.tenancy.fk_order import RestoreOrder
@@ -69,17 +69,7 @@ def apply_changes(
     if mode == "replace":
         for t in reversed(work):
             deleted[t.name] = conn.execute(delete_surplus(t), {"tenant": tenant}).rowcount
-    return {
-        t.name: TableChange(
-            table=t.name,
-            rows=0,
-            inserted=inserted[t.name],
-            updated=updated[t.name],
-            deleted=deleted[t.name],
-            matched_by=t.matched_by,
-        )
-        for t in work
-    }
+    return table_changes(work, inserted, updated, deleted)
 
 
 def move_sequences(conn: psycopg.Connection, work: list[RestoreTable]) -> None:

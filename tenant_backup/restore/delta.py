@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from tenant_backup.artifact.manifest import TableManifest
-from tenant_backup.restore.staging import Mode, TableChange, count_rows
+from tenant_backup.restore.staging import Mode, TableChange, count_rows, table_changes
 from tenant_backup.tenancy.diff import RestoreTable
 
 __all__ = [
@@ -102,6 +102,20 @@ def classify(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode)
     conn.execute(sql.SQL("ANALYZE {}").format(delta_ident(t)))
 
 
+def _staged_changes(t: RestoreTable, columns: list[str]) -> dict[str, sql.Composable]:
+    """The parts of a statement writing ``columns`` of the staged rows that the delta names."""
+    return {
+        "target": t.target(),
+        "cols": t.cols(columns),
+        "vals": t.cols(columns, "s"),
+        "stage": t.stage_ident(),
+        "delta": delta_ident(t),
+        "match_d": t.key_match("d", "s"),
+        "action": _ACTION,
+        "match_x": t.key_match("x", "s"),
+    }
+
+
 def apply_delta(conn: psycopg.Connection, work: list[RestoreTable], tenant: str, mode: Mode) -> dict[str, TableChange]:
     """Insert, update and delete the delta's keys (parents first for inserts, children first for
     deletes); a key held by another tenant's row is not inserted (the check names it)."""
@@ -113,16 +127,7 @@ def apply_delta(conn: psycopg.Connection, work: list[RestoreTable], tenant: str,
             sql.SQL(
                 "INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {vals} FROM {stage} s JOIN {delta} d "
                 "ON {match_d} WHERE d.{action} = 'i' AND NOT EXISTS (SELECT 1 FROM {target} x WHERE {match_x})"
-            ).format(
-                target=t.target(),
-                cols=t.cols(t.common),
-                vals=t.cols(t.common, "s"),
-                stage=t.stage_ident(),
-                delta=delta_ident(t),
-                match_d=t.key_match("d", "s"),
-                action=_ACTION,
-                match_x=t.key_match("x", "s"),
-            )
+            ).format(**_staged_changes(t, t.common))
         ).rowcount
     for t in work:
         non_key = [c for c in t.common if c not in t.pk]
@@ -131,16 +136,7 @@ def apply_delta(conn: psycopg.Connection, work: list[RestoreTable], tenant: str,
                 sql.SQL(
                     "UPDATE {target} x SET ({cols}) = ROW({vals}) FROM {stage} s JOIN {delta} d ON {match_d} "
                     "WHERE d.{action} = 'u' AND {match_x}"
-                ).format(
-                    target=t.target(),
-                    cols=t.cols(non_key),
-                    vals=t.cols(non_key, "s"),
-                    stage=t.stage_ident(),
-                    delta=delta_ident(t),
-                    match_d=t.key_match("d", "s"),
-                    action=_ACTION,
-                    match_x=t.key_match("x", "s"),
-                )
+                ).format(**_staged_changes(t, non_key))
             ).rowcount
             if non_key
             else 0
@@ -152,17 +148,7 @@ def apply_delta(conn: psycopg.Connection, work: list[RestoreTable], tenant: str,
                     target=t.target(), delta=delta_ident(t), action=_ACTION, match=t.key_match("x", "d")
                 )
             ).rowcount
-    return {
-        t.name: TableChange(
-            table=t.name,
-            rows=0,
-            inserted=inserted[t.name],
-            updated=updated[t.name],
-            deleted=deleted[t.name],
-            matched_by=t.matched_by,
-        )
-        for t in work
-    }
+    return table_changes(work, inserted, updated, deleted)
 
 
 def writes(

@@ -32,6 +32,7 @@ __all__ = [
     "missing_references",
     "outside_effects",
     "stage",
+    "table_changes",
 ]
 
 Mode = Literal["replace", "merge"]
@@ -67,6 +68,23 @@ class MissingReference(BaseModel):
     references: str
     rows: int
     examples: list[str]
+
+
+def table_changes(
+    work: list[RestoreTable], inserted: dict[str, int], updated: dict[str, int], deleted: dict[str, int]
+) -> dict[str, TableChange]:
+    """What an apply's statements did to each table (``rows`` is the caller's to fill)."""
+    return {
+        t.name: TableChange(
+            table=t.name,
+            rows=0,
+            inserted=inserted[t.name],
+            updated=updated[t.name],
+            deleted=deleted[t.name],
+            matched_by=t.matched_by,
+        )
+        for t in work
+    }
 
 
 def count_rows(conn: psycopg.Connection, query: sql.Composed, tenant: str) -> int:
