@@ -48,11 +48,12 @@ _XID8 = sql.SQL(
 
 
 def always_triggers(conn: psycopg.Connection, work: list[RestoreTable]) -> list[str]:
-    """Restored tables with a user trigger that fires in replica mode too (``ENABLE ALWAYS``)."""
+    """Restored tables with a user trigger or a rule that acts in replica mode too (``ENABLE ALWAYS``)."""
     rows = conn.execute(
-        "SELECT DISTINCT c.oid::regclass::text FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid "
-        "WHERE NOT g.tgisinternal AND g.tgenabled = 'A' AND c.oid = ANY(%s::regclass[])",
-        ([t.target().as_string(conn) for t in work],),
+        "SELECT tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal AND tgenabled = 'A' "
+        "AND tgrelid = ANY(%(tables)s::regclass[]) UNION SELECT ev_class::regclass::text FROM pg_rewrite "
+        "WHERE ev_enabled = 'A' AND rulename <> '_RETURN' AND ev_class = ANY(%(tables)s::regclass[])",
+        {"tables": [t.target().as_string(conn) for t in work]},
     ).fetchall()
     return [str(r[0]) for r in rows]
 

@@ -143,7 +143,7 @@ def _lock_holders(conn: psycopg.Connection, tables: list[str]) -> str:
     except psycopg.Error:
         return "another session"
     if not rows:
-        return "a session that has finished since"
+        return "a session that holds none of its tables' locks now (a row of a table it only reads?)"
     return "; ".join(
         f"{repr(name) if name else 'a session'} (pid {pid}, {state}) on {relations}"
         for pid, name, state, relations in rows
