@@ -96,7 +96,14 @@ def main() -> int:
     json_rss = max(t.peak for t in formats if "format json" in t.name)
     print(f"\nbackup / COPY floor (pg_dump -Fd -j2 -Z0) = {ours.median / floor.median:.2f}")
     goals = [
-        Goal("backup / pg_dump --data-only -Fc (CLI, Prefect server)", ours.median / fc.median, GOAL_RATIO, "x"),
+        # Issue 12, goal 2: met in some runs (0.45-0.63), never reliably; a regression only once it is.
+        Goal(
+            "backup / pg_dump --data-only -Fc (CLI, Prefect server)",
+            ours.median / fc.median,
+            GOAL_RATIO,
+            "x",
+            established=False,
+        ),
         Goal("backup peak RSS, MB (CSV)", ours.peak, GOAL_RSS_MB),
         Goal("backup peak RSS, MB (JSON writer)", json_rss, GOAL_RSS_MB),
         Goal("restore of the emptied tenant / pg_restore", full.median / theirs.median, GOAL_FULL_RESTORE, "x"),
