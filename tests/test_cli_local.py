@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.conftest import Database, DemoDatabase, drop_database, make_database
@@ -398,3 +399,51 @@ def test_the_tenant_table_asked_into_another_tenant_is_refused_by_name_and_schem
         assert "table etablissements is the tenant table: a restore into another tenant" in done.stderr
     plan = _json(cli("restore", backup, "--table", "public.clients", "--dry-run", "--json", *where))
     assert list(plan["tables"]) == ["clients"]  # the default schema's tables go by either name
+
+
+def test_roles_with_exactly_the_printed_grants_back_up_and_restore_and_the_backup_role_writes_no_app_table(
+    pos_db: DemoDatabase, tmp_path: Path
+) -> None:
+    from urllib.parse import urlsplit, urlunsplit
+
+    suffix = os.urandom(3).hex()
+    backup_role, restore_role = f"tb_backup_{suffix}", f"tb_restore_{suffix}"
+    parts = urlsplit(pos_db.url)
+
+    def as_role(role: str) -> str:
+        return urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
+
+    assert cli("migrate", "--db", pos_db.url).returncode == 0  # the owner creates the ledger once
+    with pos_db.connect() as conn:
+        conn.execute(f"CREATE ROLE {backup_role} LOGIN; CREATE ROLE {restore_role} LOGIN")
+    tenant = pos_db.tenants[1].id
+    store = ["--storage", f"file://{tmp_path}/store"]
+    try:
+        printed = cli("grants", "--role", backup_role, "--db", pos_db.url)
+        selects = [line for line in printed.stdout.splitlines() if line.startswith("GRANT SELECT ON ")]
+        assert printed.returncode == 0 and '"public"."clients"' in selects[0], printed.stdout
+        assert 'INSERT, UPDATE, DELETE ON "public"' not in printed.stdout  # a backup role writes no app table
+        with pos_db.connect() as conn:
+            assert conn.execute("SELECT has_table_privilege(%s, 'clients', 'SELECT')", (backup_role,)).fetchone() == (
+                False,
+            )  # printed, not applied
+        for role, extra in ((backup_role, []), (restore_role, ["--restore"])):
+            assert cli("grants", "--role", role, *extra, "--apply", "--db", pos_db.url).returncode == 0
+        backup = _json(cli("backup", "--tenant", tenant, "--force", "--json", "--db", as_role(backup_role), *store))
+        with (
+            psycopg.connect(as_role(backup_role), autocommit=True) as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
+            conn.execute("UPDATE clients SET notes = 'by the backup role'")
+        refused = cli("restore", backup["backup_id"], "--confirm", "RESTORE", "--db", as_role(backup_role), *store)
+        assert refused.returncode == 2 and f"role {backup_role} cannot restore into tenant" in refused.stderr
+        with pos_db.connect() as conn:
+            conn.execute("UPDATE clients SET notes = 'changed' WHERE etablissement_id = %s", (tenant,))
+        done = _json(
+            cli("restore", backup["backup_id"], "--confirm", "RESTORE", "--json", "--db", as_role(restore_role), *store)
+        )
+        assert done["tables"]["clients"]["updated"] > 0 and done["triggers"] == "skipped"  # SET ON PARAMETER
+    finally:
+        with pos_db.connect() as conn:
+            for role in (backup_role, restore_role):
+                conn.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")

@@ -13,6 +13,7 @@ from tenant_backup.results import human_size
 
 __all__ = [
     "cmd_delete",
+    "cmd_grants",
     "cmd_list",
     "cmd_migrate",
     "cmd_prune",
@@ -114,6 +115,41 @@ def _plain() -> tuple[str, Any, Any]:
     from tenant_backup.settings import get_settings
 
     return database_url(), get_settings(), open_storage()
+
+
+def cmd_grants(args: argparse.Namespace) -> dict[str, Any]:
+    from blocks import database_url
+    from tenant_backup.backup.steps import resolve_profile
+    from tenant_backup.db import connect
+    from tenant_backup.operations.grants import grant_statements
+    from tenant_backup.settings import get_settings
+    from tenant_backup.tenancy.catalog import read_catalog
+
+    settings = get_settings()
+    profile = resolve_profile(None if args.tenant_column else args.profile or "pos", args.tenant_column)
+    with connect(database_url()) as conn:
+        catalog = read_catalog(conn, profile.db_schema, profile.schemas)
+        statements = grant_statements(
+            conn,
+            catalog,
+            profile,
+            args.category,
+            args.role,
+            restore=args.restore,
+            ledger_schema=settings.ledger_schema,
+        )
+        text = [s.as_string(conn) + ";" for s in statements]
+        if args.apply:
+            with conn.transaction():
+                for statement in statements:
+                    conn.execute(statement)
+    what = "back up and restore" if args.restore else "back up"
+    if not args.json:
+        print(f"-- the least role {args.role} needs to {what} the tenants of profile {profile.name}")
+        print("\n".join(text))
+        if args.apply:
+            print(f"-- applied: role {args.role} now holds these")
+    return {"role": args.role, "restore": args.restore, "applied": args.apply, "statements": text}
 
 
 def cmd_url(args: argparse.Namespace) -> dict[str, Any]:

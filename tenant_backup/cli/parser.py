@@ -235,6 +235,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--offset", type=int, default=0)
     p.set_defaults(func=operations.cmd_list)
 
+    p = sub.add_parser("grants", help="the least privileges a role needs to back up (--restore: and restore)")
+    common(p)
+    p.add_argument("--role", required=True, help="the database role that will run backups (and restores)")
+    p.add_argument("--restore", action="store_true", help="what a restore needs too")
+    p.add_argument("--apply", action="store_true", help="run the statements (as a role that may grant them)")
+    p.add_argument("--profile", help="shipped profile (pos, crm) or a .toml / .yaml file (default: pos)")
+    p.add_argument("--tenant-column", help="instead of a profile: the column that holds the tenant id")
+    p.add_argument("--category", action="append", help="only these categories (default: all)")
+    p.set_defaults(func=operations.cmd_grants)
+
     p = sub.add_parser("url", help="a download URL for a backup (S3: presigned, valid --expires seconds)")
     common(p, storage=True)
     p.add_argument("backup_id", type=_backup_id, help="its id or a unique prefix")
