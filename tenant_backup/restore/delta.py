@@ -23,13 +23,14 @@ import psycopg
 from psycopg import sql
 
 from tenant_backup.artifact.manifest import TableManifest
-from tenant_backup.restore.staging import Mode, TableChange, count_rows, table_changes
+from tenant_backup.restore.staging import Mode, TableChange, count_rows, refuse_taken_keys, table_changes
 from tenant_backup.tenancy.diff import RestoreTable
 
 __all__ = [
     "always_triggers",
     "apply_delta",
     "classify",
+    "count_delta",
     "snapshot",
     "unchanged_elsewhere",
     "writes",
@@ -169,6 +170,22 @@ def writes(
         ).fetchone()
         out[t.name] = (int(row[0]), int(row[1])) if row else (0, 0)
     return out
+
+
+def count_delta(conn: psycopg.Connection, t: RestoreTable, tenant: str, rows: int) -> TableChange:
+    """A plan's counts from the delta: refuse keys another tenant's row holds, then count."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT count(*) FILTER (WHERE d.{action} = 'i' AND EXISTS (SELECT 1 FROM {target} x WHERE {match})), "
+            "count(*) FILTER (WHERE d.{action} = 'i'), count(*) FILTER (WHERE d.{action} = 'u'), "
+            "count(*) FILTER (WHERE d.{action} = 'd') FROM {delta} d"
+        ).format(action=_ACTION, target=t.target(), match=t.key_match("x", "d"), delta=delta_ident(t))
+    ).fetchone()
+    taken, inserted, updated, deleted = (int(v) for v in row) if row else (0, 0, 0, 0)
+    refuse_taken_keys(t, taken, tenant)
+    return TableChange(
+        table=t.name, rows=rows, inserted=inserted, updated=updated, deleted=deleted, matched_by=t.matched_by
+    )
 
 
 def wrong_rows(conn: psycopg.Connection, t: RestoreTable, tenant: str) -> int:

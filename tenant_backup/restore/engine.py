@@ -28,10 +28,11 @@ from pydantic import BaseModel
 
 from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.artifact.reader import Artifact
-from tenant_backup.errors import RestoreFailedError, RestoreRefusedError, TenantBusyError
+from tenant_backup.errors import RestoreRefusedError, TenantBusyError
 from tenant_backup.progress import Progress, publish
 from tenant_backup.restore import delta, space
 from tenant_backup.restore.apply import apply_changes, check_restored, move_sequences
+from tenant_backup.restore.failures import database_failure, lock_holders
 from tenant_backup.restore.staging import (
     MissingReference,
     Mode,
@@ -119,7 +120,7 @@ def restore_tenant(
         busy = TenantBusyError(
             f"the restore into tenant {target_tenant} waited longer than lock_timeout={lock_timeout} for a lock "
             f"(a row it must change, or a table: an ALTER, a long transaction) held by "
-            f"{_lock_holders(conn, list(artifact.manifest.tables))}: rolled back, nothing changed; run it again "
+            f"{lock_holders(conn, list(artifact.manifest.tables))}: rolled back, nothing changed; run it again "
             "once they are done, or raise TENANT_BACKUP_LOCK_TIMEOUT",
             tenant_id=target_tenant,
             backup_id=backup_id,
@@ -128,60 +129,6 @@ def restore_tenant(
         raise busy from exc
     except psycopg.Error as exc:
         raise database_failure(exc, target_tenant, backup_id) from exc
-
-
-def _lock_holders(conn: psycopg.Connection, tables: list[str]) -> str:
-    """The other sessions holding locks on ``tables`` (those in a transaction first), for a message."""
-    try:
-        rows = conn.execute(
-            "SELECT a.pid, a.application_name, a.state, string_agg(DISTINCT l.relation::regclass::text, ', ') "
-            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.granted AND l.pid <> pg_backend_pid() "
-            "AND l.relation = ANY(SELECT to_regclass(t) FROM unnest(%s::text[]) t) "
-            "GROUP BY 1, 2, 3, a.xact_start ORDER BY a.xact_start NULLS LAST LIMIT 3",
-            (tables,),
-        ).fetchall()
-    except psycopg.Error:
-        return "another session"
-    if not rows:
-        return "a session that holds none of its tables' locks now (a row of a table it only reads?)"
-    return "; ".join(
-        f"{repr(name) if name else 'a session'} (pid {pid}, {state}) on {relations}"
-        for pid, name, state, relations in rows
-    )
-
-
-def database_failure(exc: psycopg.Error, tenant: str, backup_id: str) -> RestoreFailedError:
-    """A refusal of the database during a restore, in a sentence: which table, which constraint."""
-    diag = exc.diag
-    first = diag.message_primary or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    where = f"table {diag.table_name}" + (f" (schema {diag.schema_name})" if diag.schema_name else "")
-    if isinstance(exc, psycopg.errors.IntegrityError):
-        # "Key (id)=(…) is not present…" says which key; "Failing row contains (…)" would print row data.
-        detail = f"; {diag.message_detail}" if (diag.message_detail or "").startswith("Key ") else ""
-        text = (
-            f"the database refused the restore into tenant {tenant}: {where} violates constraint "
-            f"{diag.constraint_name} ({first}{detail})"
-        )
-    elif (exc.sqlstate or "").startswith("53"):  # insufficient resources: disk, memory, temp_file_limit
-        text = (
-            f"the database server ran out of room during the restore into tenant {tenant} ({first}): more than "
-            "the restore's estimate; free space on the server, raise temp_file_limit or TENANT_BACKUP_WORK_MEM, "
-            "or restore fewer tables at once (--table)"
-        )
-    elif isinstance(exc, psycopg.OperationalError):
-        text = f"the connection to the database was lost during the restore into tenant {tenant} ({first})"
-    else:
-        text = (
-            f"the database refused the restore into tenant {tenant}"
-            + (f" at {where}" if diag.table_name else "")
-            + f" ({first})"
-        )
-    return RestoreFailedError(
-        f"{text}; PostgreSQL rolled the whole restore back, nothing changed; fix the cause, then run it again",
-        tenant_id=tenant,
-        backup_id=backup_id,
-        table=diag.table_name,
-    )
 
 
 def _in_one_transaction(
@@ -234,7 +181,7 @@ def _in_one_transaction(
         # A plan counts ahead (and is rolled back); an apply counts what its statements do, and a
         # key of another tenant's row shows up in its check as a missing row.
         changes = [
-            count_changes(conn, t, target_tenant, mode, manifest.tables[t.name].rows)
+            _plan_counts(conn, t, target_tenant, mode, manifest.tables[t.name].rows)
             if not apply
             else TableChange(
                 table=t.name,
@@ -339,6 +286,15 @@ def _in_one_transaction(
         if before_commit is not None:
             before_commit(conn, plan)
     return plan
+
+
+def _plan_counts(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode, rows: int) -> TableChange:
+    """A plan's counts for one table: a keyed table is compared once, into its delta (rolled back
+    with the plan); a table without a key as a multiset of rows."""
+    if not t.keyed:
+        return count_changes(conn, t, tenant, mode, rows)
+    delta.classify(conn, t, tenant, mode)
+    return delta.count_delta(conn, t, tenant, rows)
 
 
 def _try_replica(conn: psycopg.Connection) -> bool:

@@ -31,6 +31,7 @@ __all__ = [
     "count_rows",
     "missing_references",
     "outside_effects",
+    "refuse_taken_keys",
     "stage",
     "table_changes",
 ]
@@ -119,15 +120,7 @@ def count_changes(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: 
             deleted = count_rows(conn, sql.SQL("SELECT count(*) FROM ({}) x").format(surplus), tenant)
         return TableChange(table=t.name, rows=rows, inserted=inserted, updated=0, deleted=deleted, matched_by="rows")
     stage = t.stage_ident()
-    conflicts = count_rows(conn, t.count_foreign_keys(), tenant)
-    if conflicts:
-        raise RestoreRefusedError(
-            f"{conflicts} row(s) of table {t.name} in the backup have the key ({', '.join(t.pk)}) of a row of "
-            "another tenant; nothing was written (restoring into another tenant works only where keys are unique "
-            "per tenant: with ids unique over the whole table, restore into the tenant the backup is of)",
-            table=t.name,
-            tenant_id=tenant,
-        )
+    refuse_taken_keys(t, count_rows(conn, t.count_foreign_keys(), tenant), tenant)
     inserted = count_rows(conn, t.count_inserts(), tenant)
     updated = count_rows(
         conn,
@@ -148,6 +141,18 @@ def count_changes(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: 
     return TableChange(
         table=t.name, rows=rows, inserted=inserted, updated=updated, deleted=deleted, matched_by=t.matched_by
     )
+
+
+def refuse_taken_keys(t: RestoreTable, conflicts: int, tenant: str) -> None:
+    """A plan refuses backed-up rows whose key another tenant's row holds."""
+    if conflicts:
+        raise RestoreRefusedError(
+            f"{conflicts} row(s) of table {t.name} in the backup have the key ({', '.join(t.pk)}) of a row of "
+            "another tenant; nothing was written (restoring into another tenant works only where keys are unique "
+            "per tenant: with ids unique over the whole table, restore into the tenant the backup is of)",
+            table=t.name,
+            tenant_id=tenant,
+        )
 
 
 ACTIONS: dict[str, Literal["cascade", "set null", "set default", "block"]] = {

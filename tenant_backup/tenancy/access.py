@@ -24,7 +24,8 @@ _SUPABASE = "on Supabase, the postgres role's connection string (not an anon or 
 _ACCESS_SQL = """
 SELECT t.oid, row_security_active(t.oid::regclass), c.relforcerowsecurity, pg_get_userbyid(c.relowner),
        array(SELECT p FROM unnest(string_to_array(t.privileges, ',')) p WHERE NOT has_table_privilege(t.oid, p)),
-       array(SELECT s.oid::regclass::text FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+       array(SELECT quote_ident(sn.nspname) || '.' || quote_ident(s.relname) FROM pg_depend d
+             JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' JOIN pg_namespace sn ON sn.oid = s.relnamespace
              WHERE d.refobjid = t.oid AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
              AND 'INSERT' = ANY(string_to_array(t.privileges, ','))
              AND CASE WHEN s.relkind = 'S' THEN NOT has_sequence_privilege(s.oid, 'UPDATE') END)
