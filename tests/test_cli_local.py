@@ -447,3 +447,18 @@ def test_roles_with_exactly_the_printed_grants_back_up_and_restore_and_the_backu
         with pos_db.connect() as conn:
             for role in (backup_role, restore_role):
                 conn.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+
+
+def test_a_restore_into_another_tenant_names_every_table_whose_keys_that_tenant_does_not_own(
+    pos_db: DemoDatabase, tmp_path: Path
+) -> None:
+    mine, other = pos_db.tenants[0].id, pos_db.tenants[2].id
+    where = ["--db", pos_db.url, "--storage", f"file://{tmp_path}/store"]
+    backup = _json(
+        cli("backup", "--tenant", mine, "--category", "clients", "--category", "tables", "--force", "--json", *where)
+    )
+    done = cli("restore", backup["backup_id"], "--target-tenant", other, "--dry-run", *where)
+    assert done.returncode == 2, done.stderr
+    named = [t for t in ("clients", "tables", "zones") if f"of table {t}" in done.stderr]
+    assert named == ["clients", "tables", "zones"], done.stderr  # every one, not the first alone
+    assert "of a row of another tenant; nothing was written" in done.stderr

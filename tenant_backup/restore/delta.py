@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from tenant_backup.artifact.manifest import TableManifest
-from tenant_backup.restore.staging import Mode, TableChange, count_rows, refuse_taken_keys, table_changes
+from tenant_backup.restore.staging import Mode, TableChange, count_rows, table_changes
 from tenant_backup.tenancy.diff import RestoreTable
 
 __all__ = [
@@ -172,8 +172,9 @@ def writes(
     return out
 
 
-def count_delta(conn: psycopg.Connection, t: RestoreTable, tenant: str, rows: int) -> TableChange:
-    """A plan's counts from the delta: refuse keys another tenant's row holds, then count."""
+def count_delta(conn: psycopg.Connection, t: RestoreTable, rows: int) -> tuple[TableChange, int]:
+    """A plan's counts from the delta, and how many of its inserts have a key another tenant's
+    row holds (the plan refuses those: staging.refuse_taken_keys)."""
     row = conn.execute(
         sql.SQL(
             "SELECT count(*) FILTER (WHERE d.{action} = 'i' AND EXISTS (SELECT 1 FROM {target} x WHERE {match})), "
@@ -182,10 +183,10 @@ def count_delta(conn: psycopg.Connection, t: RestoreTable, tenant: str, rows: in
         ).format(action=_ACTION, target=t.target(), match=t.key_match("x", "d"), delta=delta_ident(t))
     ).fetchone()
     taken, inserted, updated, deleted = (int(v) for v in row) if row else (0, 0, 0, 0)
-    refuse_taken_keys(t, taken, tenant)
-    return TableChange(
+    change = TableChange(
         table=t.name, rows=rows, inserted=inserted, updated=updated, deleted=deleted, matched_by=t.matched_by
     )
+    return change, taken
 
 
 def wrong_rows(conn: psycopg.Connection, t: RestoreTable, tenant: str) -> int:

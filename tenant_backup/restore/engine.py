@@ -42,6 +42,7 @@ from tenant_backup.restore.staging import (
     count_rows,
     missing_references,
     outside_effects,
+    refuse_taken_keys,
     stage,
 )
 from tenant_backup.results import SpaceNeed
@@ -180,19 +181,22 @@ def _in_one_transaction(
         _refuse_rows_without_values(conn, ordered, target_tenant, backup_id)
         # A plan counts ahead (and is rolled back); an apply counts what its statements do, and a
         # key of another tenant's row shows up in its check as a missing row.
-        changes = [
-            _plan_counts(conn, t, target_tenant, mode, manifest.tables[t.name].rows)
-            if not apply
-            else TableChange(
-                table=t.name,
-                rows=manifest.tables[t.name].rows,
-                inserted=0,
-                updated=0,
-                deleted=0,
-                matched_by=t.matched_by,
-            )
-            for t in ordered
-        ]
+        if not apply:
+            planned = [_plan_counts(conn, t, target_tenant, mode, manifest.tables[t.name].rows) for t in ordered]
+            refuse_taken_keys([(t, taken) for t, (_, taken) in zip(ordered, planned, strict=True)], target_tenant)
+            changes = [change for change, _ in planned]
+        else:
+            changes = [
+                TableChange(
+                    table=t.name,
+                    rows=manifest.tables[t.name].rows,
+                    inserted=0,
+                    updated=0,
+                    deleted=0,
+                    matched_by=t.matched_by,
+                )
+                for t in ordered
+            ]
         outside = outside_effects(conn, catalog, ordered, target_tenant) if mode == "replace" else []
         missing = missing_references(conn, catalog, ordered, target_tenant)
         plan = RestorePlan(
@@ -288,13 +292,15 @@ def _in_one_transaction(
     return plan
 
 
-def _plan_counts(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode, rows: int) -> TableChange:
-    """A plan's counts for one table: a keyed table is compared once, into its delta (rolled back
-    with the plan); a table without a key as a multiset of rows."""
+def _plan_counts(
+    conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode, rows: int
+) -> tuple[TableChange, int]:
+    """A plan's counts for one table, and its backed-up keys another tenant holds: a keyed table
+    is compared once, into its delta (rolled back with the plan); one without a key as rows."""
     if not t.keyed:
-        return count_changes(conn, t, tenant, mode, rows)
+        return count_changes(conn, t, tenant, mode, rows), 0
     delta.classify(conn, t, tenant, mode)
-    return delta.count_delta(conn, t, tenant, rows)
+    return delta.count_delta(conn, t, rows)
 
 
 def _try_replica(conn: psycopg.Connection) -> bool:

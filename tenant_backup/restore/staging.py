@@ -110,47 +110,29 @@ def stage(conn: psycopg.Connection, artifact: Artifact, t: RestoreTable, tenant:
 
 
 def count_changes(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode, rows: int) -> TableChange:
-    """Refuse keys that belong to another tenant; count inserts, updates and deletes."""
-    if not t.keyed:
-        current = t.current(t.common)
-        inserted = count_rows(conn, t.count_inserts(), tenant)
-        deleted = 0
-        if mode == "replace":
-            surplus = t.multiset_surplus(current, t.staged(), [])
-            deleted = count_rows(conn, sql.SQL("SELECT count(*) FROM ({}) x").format(surplus), tenant)
-        return TableChange(table=t.name, rows=rows, inserted=inserted, updated=0, deleted=deleted, matched_by="rows")
-    stage = t.stage_ident()
-    refuse_taken_keys(t, count_rows(conn, t.count_foreign_keys(), tenant), tenant)
+    """A plan's counts for a table without a key, matched as a multiset of rows (a keyed table
+    is counted from its delta: restore/delta.py)."""
+    current = t.current(t.common)
     inserted = count_rows(conn, t.count_inserts(), tenant)
-    updated = count_rows(
-        conn,
-        sql.SQL("SELECT count(*) FROM {} s JOIN ({}) c ON {} WHERE {} IS DISTINCT FROM {}").format(
-            stage, t.current(t.common), t.key_match("c", "s"), t.comparable("c"), t.comparable("s")
-        ),
-        tenant,
-    )
     deleted = 0
     if mode == "replace":
-        deleted = count_rows(
-            conn,
-            sql.SQL("SELECT count(*) FROM ({}) c WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(
-                t.current(t.pk), stage, t.key_match("s", "c")
-            ),
-            tenant,
-        )
-    return TableChange(
-        table=t.name, rows=rows, inserted=inserted, updated=updated, deleted=deleted, matched_by=t.matched_by
-    )
+        surplus = t.multiset_surplus(current, t.staged(), [])
+        deleted = count_rows(conn, sql.SQL("SELECT count(*) FROM ({}) x").format(surplus), tenant)
+    return TableChange(table=t.name, rows=rows, inserted=inserted, updated=0, deleted=deleted, matched_by="rows")
 
 
-def refuse_taken_keys(t: RestoreTable, conflicts: int, tenant: str) -> None:
-    """A plan refuses backed-up rows whose key another tenant's row holds."""
-    if conflicts:
+def refuse_taken_keys(taken: list[tuple[RestoreTable, int]], tenant: str) -> None:
+    """A plan refuses backed-up rows whose key another tenant's row holds, naming every table."""
+    taken = [(t, n) for t, n in taken if n]
+    if taken:
         raise RestoreRefusedError(
-            f"{conflicts} row(s) of table {t.name} in the backup have the key ({', '.join(t.pk)}) of a row of "
-            "another tenant; nothing was written (restoring into another tenant works only where keys are unique "
-            "per tenant: with ids unique over the whole table, restore into the tenant the backup is of)",
-            table=t.name,
+            "; ".join(f"{n} row(s) of table {t.name}" for t, n in taken)
+            + f" in the backup have the key ({', '.join(taken[0][0].pk)}"
+            + (", …" if len(taken) > 1 else "")
+            + ") of a row of another tenant; nothing was written (restoring into another tenant works only where "
+            "keys are unique per tenant: with ids unique over the whole table, restore into the tenant the backup "
+            "is of)",
+            table=taken[0][0].name,
             tenant_id=tenant,
         )
 
