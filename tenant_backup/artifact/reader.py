@@ -80,8 +80,7 @@ class Artifact:
     def open_table(self, table: str) -> Iterator[BinaryIO]:
         """The rows of ``table`` in :attr:`copy_format`, decompressed as they are read."""
         if self.manifest.artifact_format == "csv":
-            entry = self.manifest.tables[table].file or f"{entry_name(table)}.csv"
-            with zipfile.ZipFile(self.path) as archive, archive.open(entry) as fh:
+            with zipfile.ZipFile(self.path) as archive, archive.open(_entry(self.manifest, table)) as fh:
                 if self.check_on_read:
                     yield _Checked(fh, self.manifest, table, self.manifest.backup_id)  # type: ignore[misc,arg-type]
                 else:
@@ -91,8 +90,20 @@ class Artifact:
                 yield fh
 
 
+def _entry(manifest: Manifest, table: str) -> str:
+    """The ZIP entry of ``table``'s CSV."""
+    return manifest.tables[table].file or f"{entry_name(table)}.csv"
+
+
+def _unreadable(table: str, backup_id: str, exc: BaseException) -> VerificationError:
+    return VerificationError(
+        f"table {table} of backup {backup_id} cannot be read ({exc}); it is damaged", backup_id=backup_id, table=table
+    )
+
+
 class _Checked:
-    """A table's stream that checks its sha256 against the manifest when it reaches the end."""
+    """A table's stream that checks its sha256 against the manifest when it reaches the end
+    (the one check of a table's bytes: up front for a whole ZIP, or as a restore reads it)."""
 
     def __init__(self, fh: BinaryIO, manifest: Manifest, table: str, backup_id: str) -> None:
         self._fh, self._manifest, self._table, self._backup_id = fh, manifest, table, backup_id
@@ -103,11 +114,7 @@ class _Checked:
         try:
             data = self._fh.read(size)
         except _ZIP_UNREADABLE as exc:
-            raise VerificationError(
-                f"table {self._table} of backup {self._backup_id} cannot be read ({exc}); it is damaged",
-                backup_id=self._backup_id,
-                table=self._table,
-            ) from exc
+            raise _unreadable(self._table, self._backup_id, exc) from exc
         if data:
             self._digest.update(data)
         elif not self._checked:
@@ -205,28 +212,23 @@ def _verify_zip(path: Path, backup_id: str, *, tables: bool = True) -> Manifest:
                 backup_id=backup_id,
             ) from exc
         manifest = _manifest(raw, backup_id)
-        missing = [
-            t for t, e in manifest.tables.items() if (e.file or f"{entry_name(t)}.csv") not in archive.NameToInfo
-        ]
+        names = set(archive.namelist())
+        missing = [t for t in manifest.tables if _entry(manifest, t) not in names]
         if missing:
             raise VerificationError(
                 f"backup {backup_id} lacks the file of table {missing[0]} that its manifest lists; it is damaged",
                 backup_id=backup_id,
                 table=missing[0],
             )
-        for table, entry in manifest.tables.items() if tables else ():
-            digest = hashlib.sha256()
+        for table in manifest.tables if tables else ():
             try:
-                with archive.open(entry.file or f"{entry_name(table)}.csv") as fh:
-                    while chunk := fh.read(_CHUNK):
-                        digest.update(chunk)
+                fh = archive.open(_entry(manifest, table))
             except _ZIP_UNREADABLE as exc:
-                raise VerificationError(
-                    f"table {table} of backup {backup_id} cannot be read ({exc}); it is damaged",
-                    backup_id=backup_id,
-                    table=table,
-                ) from exc
-            _check_table(manifest, table, digest.hexdigest(), None, backup_id)
+                raise _unreadable(table, backup_id, exc) from exc
+            with fh:
+                checked = _Checked(fh, manifest, table, backup_id)  # type: ignore[arg-type]
+                while checked.read(_CHUNK):
+                    pass
     return manifest
 
 
