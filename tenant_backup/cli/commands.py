@@ -126,9 +126,9 @@ def cmd_backup_all(args: argparse.Namespace) -> dict[str, Any]:
         "tenants": [o.model_dump(mode="json") for o in outcomes],
         **{status: sum(o.status == status for o in outcomes) for status in ("completed", "skipped", "failed")},
     }
+    unlisted = [o for o in outcomes if o.unlisted]
     if not args.json:
         rows = sum(o.record_count or 0 for o in outcomes)
-        unlisted = [o for o in outcomes if o.unlisted]
         print(
             f"{count(len(outcomes) - len(unlisted), 'tenant')}: {out['completed']:,} backed up ({count(rows, 'row')}), "
             f"{out['skipped']:,} skipped (backed up less than the throttle ago: --force), "
@@ -144,13 +144,12 @@ def cmd_backup_all(args: argparse.Namespace) -> dict[str, Any]:
             for o in unlisted:
                 print(f"  {o.tenant_id}: {o.error}")
     if out["failed"]:
-        strays = [o.tenant_id for o in outcomes if o.unlisted]
-        failed = out["failed"] - len(strays)
-        said = [f"{failed} of {len(outcomes) - len(strays)} tenant backups failed"] if failed else []
-        if strays:
+        failed = out["failed"] - len(unlisted)
+        said = [f"{failed} of {len(outcomes) - len(unlisted)} tenant backups failed"] if failed else []
+        if unlisted:
             said.append(
-                f"rows of {count(len(strays), 'tenant id')} that the tenant table lacks are in no backup "
-                f"({', '.join(strays[:3])}{', …' if len(strays) > 3 else ''})"
+                f"rows of {count(len(unlisted), 'tenant id')} that the tenant table lacks are in no backup "
+                f"({', '.join(o.tenant_id for o in unlisted[:3])}{', …' if len(unlisted) > 3 else ''})"
             )
         raise TenantsFailedError(
             "; ".join(said) + " (each one's reason is listed); the other backups are complete", output=out

@@ -19,7 +19,7 @@ import traceback
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from tenant_backup.cli import commands, operations
 from tenant_backup.errors import TenantBackupError
@@ -284,9 +284,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(args: argparse.Namespace, code: int, message: str) -> int:
+def _fail(args: argparse.Namespace, code: int, message: str, output: dict[str, Any] | None = None) -> int:
+    """The error line on stderr (one line, always); with --json, stdout's one object too: the
+    error, merged into what the command had to say (a run of many tenants' outcomes)."""
+    message = message.replace("\r", " ").replace("\n", " ")
     if args.json:
-        print(json.dumps({"status": "error", "exit_code": code, "error": message}))
+        print(json.dumps({**(output or {}), "status": "error", "exit_code": code, "error": message}, default=str))
     print(f"error: {message}", file=sys.stderr)
     return code
 
@@ -299,13 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         out = args.func(args)
     except TenantBackupError as exc:
-        message = str(exc).replace("\r", " ").replace("\n", " ")
-        if args.json:  # stdout is one JSON object, failed or not: a run of many tenants' outcomes, or the error
-            ids = {k: getattr(exc, k) for k in ("tenant_id", "backup_id", "table") if getattr(exc, k, None)}
-            failure = {"status": "error", "exit_code": exc.exit_code, "error": message, **ids}
-            print(json.dumps({**(getattr(exc, "output", None) or {}), **failure}, default=str))
-        print("error: " + message, file=sys.stderr)  # one line, always
-        return exc.exit_code
+        ids = {k: getattr(exc, k) for k in ("tenant_id", "backup_id", "table") if getattr(exc, k, None)}
+        return _fail(args, exc.exit_code, str(exc), {**(getattr(exc, "output", None) or {}), **ids})
     except BrokenPipeError:  # the reader went away (`… | head`): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

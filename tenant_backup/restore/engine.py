@@ -265,7 +265,7 @@ def _in_one_transaction(
         publish(Progress(target_tenant, "(applying the changes)", 0, 0))
         # Where only these statements write (see restore/delta.py), keyed tables pay for what changed.
         by_delta = [t for t in ordered if t.keyed] if replica and not delta.always_triggers(conn, ordered) else []
-        snap = delta.snapshot(conn)
+        snap = delta.snapshot(conn) if by_delta else ""
         for t in by_delta:
             delta.classify(conn, t, target_tenant, mode)
         need = space.with_writes(
