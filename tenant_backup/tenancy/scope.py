@@ -16,16 +16,34 @@ from tenant_backup.errors import ScopeError, UnknownCategoryError
 from tenant_backup.tenancy.catalog import Catalog, Hop, TableScope
 from tenant_backup.tenancy.profiles import Profile, TenantTable
 
-__all__ = ["find_tenant_table", "plan_scope", "schema_fingerprint", "suggest_tenant_column"]
+__all__ = ["find_tenant_table", "not_this_profile", "plan_scope", "schema_fingerprint"]
 
 
-def suggest_tenant_column(catalog: Catalog) -> str:
+def _references(catalog: Catalog) -> dict[tuple[str, str, str], int]:
+    """How many single-column foreign keys of each (column, table referenced, its column) point
+    into the profile's tables: where a tenant column shows itself."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for fk in catalog.foreign_keys:
+        if len(fk.columns) == 1 and len(fk.ref_columns) == 1 and fk.ref_table in catalog.tables:
+            key = (fk.columns[0], fk.ref_table, fk.ref_columns[0])
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def not_this_profile(catalog: Catalog, found: str) -> str:
+    """A refusal of a profile that does not fit the database: what was ``found``, and what to pass."""
+    return (
+        f"{found}: it is not this database's profile (without --profile, it is pos); pass the right one "
+        f"(--profile pos, crm or your own app.toml), or {_suggest_tenant_column(catalog)}"
+    )
+
+
+def _suggest_tenant_column(catalog: Catalog) -> str:
     """``--tenant-column C`` for the column that most tables point at one table with (an app's
     ``account_id``), else the option's bare form."""
     counts: dict[tuple[str, str], int] = {}
-    for fk in catalog.foreign_keys:
-        if len(fk.columns) == 1 and fk.ref_table in catalog.tables:
-            counts[(fk.columns[0], fk.ref_table)] = counts.get((fk.columns[0], fk.ref_table), 0) + 1
+    for (column, table, _), n in _references(catalog).items():
+        counts[(column, table)] = counts.get((column, table), 0) + n
     if not counts:
         return "--tenant-column COLUMN (the column that holds the tenant id)"
     (column, table), n = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
@@ -36,11 +54,9 @@ def find_tenant_table(catalog: Catalog, profile: Profile) -> TenantTable | None:
     """The profile's tenant table, or the one the tenant column references most often."""
     if profile.tenant_table is not None:
         return profile.tenant_table
-    counts: dict[tuple[str, str], int] = {}
-    for fk in catalog.foreign_keys:
-        if fk.columns == (profile.tenant_column,) and len(fk.ref_columns) == 1 and fk.ref_table in catalog.tables:
-            target = (fk.ref_table, fk.ref_columns[0])
-            counts[target] = counts.get(target, 0) + 1
+    counts = {
+        (table, key): n for (column, table, key), n in _references(catalog).items() if column == profile.tenant_column
+    }
     if not counts:
         return None
     (name, key), _ = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
@@ -111,9 +127,11 @@ def plan_scope(catalog: Catalog, profile: Profile, tables: list[str] | None) -> 
             )
         if missing and len(missing) == len(tables) > 1:
             raise UnknownCategoryError(
-                f"none of the tables of profile {profile.name!r} ({', '.join(missing[:4])}, …) is in "
-                f"{profile.describe_schemas()}: it is not this database's profile (without --profile, it is pos); "
-                f"pass the right one (--profile pos, crm or your own app.toml), or {suggest_tenant_column(catalog)}"
+                not_this_profile(
+                    catalog,
+                    f"none of the tables of profile {profile.name!r} ({', '.join(missing[:4])}, …) is in "
+                    f"{profile.describe_schemas()}",
+                )
             )
         if missing:
             raise UnknownCategoryError(

@@ -11,7 +11,7 @@ from psycopg import sql
 from tenant_backup.errors import ConfigurationError
 from tenant_backup.tenancy.catalog import Catalog, TableInfo, TableScope
 from tenant_backup.tenancy.profiles import Profile
-from tenant_backup.tenancy.scope import find_tenant_table, suggest_tenant_column
+from tenant_backup.tenancy.scope import find_tenant_table, not_this_profile
 
 __all__ = [
     "Tenant",
@@ -48,9 +48,11 @@ def _holders(catalog: Catalog, profile: Profile) -> list[TableInfo]:
         )
     if not holders:
         raise ConfigurationError(
-            f"profile {profile.name!r} holds tenants by column {profile.tenant_column!r}, which no table of "
-            f"{profile.describe_schemas()} has: it is not this database's profile (without --profile, it is pos); "
-            f"pass the right one (--profile pos, crm or your own app.toml), or {suggest_tenant_column(catalog)}"
+            not_this_profile(
+                catalog,
+                f"profile {profile.name!r} holds tenants by column {profile.tenant_column!r}, which no table of "
+                f"{profile.describe_schemas()} has",
+            )
         )
     return holders
 
