@@ -5,9 +5,14 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN = $(UV) run --frozen
 UI_PORT ?= 4200
 
-.PHONY: install uv demo demo-stop ui test lint bench bench-big fmt
+.PHONY: install uv age demo demo-stop ui test lint bench bench-big fmt
 
-install: .venv/.installed
+install: .venv/.installed age
+
+age:  # Debian's age tool: the suite opens encrypted artifacts with it (tests/test_encryption.py)
+	@command -v age >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+		apt-get install -y -qq age >/dev/null 2>&1) || \
+		echo "warning: the age tool is missing (apt-get install age); tests/test_encryption.py needs it" >&2
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \

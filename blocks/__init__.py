@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from blocks.locate import database_url, open_storage
+from blocks.locate import database_url, identities, open_storage
 
-__all__ = ["BackupStorage", "TenantDatabase", "database_url", "open_storage"]
+__all__ = ["BackupStorage", "TenantDatabase", "database_url", "identities", "open_storage"]
 
 _BLOCKS = {"TenantDatabase": "blocks.database", "BackupStorage": "blocks.storage"}
 

@@ -1,15 +1,22 @@
-"""Where the database and the storage are: a named Prefect block, else the ``TENANT_BACKUP_*``
-environment variables. Prefect is imported only when a block is named, so that a command line
-without a Prefect server never pays for it."""
+"""Where the database, the storage and the age identities that read encrypted backups are: a named
+Prefect block, else the ``TENANT_BACKUP_*`` environment variables. Prefect is imported only when a
+block is named, so that a command line without a Prefect server never pays for it."""
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING
+
+from tenant_backup.artifact.encryption import identities_in, load_identities
 from tenant_backup.db import check_session_capable
 from tenant_backup.errors import ConfigurationError
 from tenant_backup.settings import get_settings
 from tenant_backup.storage import Storage
 
-__all__ = ["database_url", "open_storage"]
+if TYPE_CHECKING:
+    from pyrage import x25519
+
+__all__ = ["database_url", "identities", "open_storage"]
 
 
 def database_url(block_name: str | None = None) -> str:
@@ -44,6 +51,26 @@ def open_storage(block_name: str | None = None) -> Storage:
             "no storage given: pass --storage URL, set TENANT_BACKUP_STORAGE_URL, or name a tenant-backup-storage block"
         )
     return Storage(settings.storage_url, settings.storage_options)
+
+
+def identities() -> list[x25519.Identity]:
+    """The age identities at hand to read encrypted backups: ``TENANT_BACKUP_IDENTITIES``, the files of
+    ``TENANT_BACKUP_IDENTITY_FILE``, and the Prefect Secret block named by ``TENANT_BACKUP_IDENTITY_BLOCK``
+    (its value: the text of an age key file). Called only when an encrypted artifact is read."""
+    found = load_identities()
+    if name := os.environ.get("TENANT_BACKUP_IDENTITY_BLOCK", "").strip():
+        from prefect.blocks.system import Secret
+
+        try:
+            block = Secret.load(name)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"no Secret block named {name!r} (TENANT_BACKUP_IDENTITY_BLOCK) on this Prefect API; create it in "
+                "the Prefect UI (Blocks, +, Secret) with the text of the age key file"
+            ) from exc
+        assert isinstance(block, Secret)
+        found += identities_in(str(block.get()), f"Secret block {name!r}")
+    return found
 
 
 def _load(kind: type, name: str, example: str) -> object:

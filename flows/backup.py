@@ -48,6 +48,7 @@ def backup_tenant(
     force: bool = False,
     allow_empty: bool = False,
     name: str | None = None,
+    encrypt_to: list[str] | None = None,
     database_block: str | None = None,
     storage_block: str | None = None,
 ) -> BackupResult:
@@ -71,6 +72,8 @@ def backup_tenant(
         allow_empty: Without a tenant table, back up a tenant that has no row in any table yet
             (else refused: a typo in a tenant id would give an empty backup).
         name: A name for the ledger row.
+        encrypt_to: age recipients (public keys, age1…) to encrypt the artifact to; empty for
+            TENANT_BACKUP_RECIPIENTS (none set: not encrypted). Restores need a matching identity.
         database_block: Advanced, usually empty: a tenant-backup-database block; else TENANT_BACKUP_DATABASE_URL.
         storage_block: Advanced, usually empty: a tenant-backup-storage block; else TENANT_BACKUP_STORAGE_URL.
     """
@@ -88,6 +91,7 @@ def backup_tenant(
         compression=compression,
         compression_level=compression_level,
         schedule_id=schedule_id,
+        encrypt_to=encrypt_to,
     )
     return sequences.backup_tenant(PrefectRunner(), request, database_block, storage_block)
 
@@ -131,6 +135,7 @@ def backup_all_tenants(
     format: ArtifactFormat = "csv",
     compression: Compression = "deflate",
     compression_level: int | None = None,
+    encrypt_to: list[str] | None = None,
     tenant_deployment: str | None = None,
     database_block: str | None = None,
     storage_block: str | None = None,
@@ -151,6 +156,7 @@ def backup_all_tenants(
         format: csv (ZIP of CSV files), json (seed 000's document) or sql (a psql script).
         compression: deflate, zstd or none.
         compression_level: The codec's level (deflate 0..3, zstd 1..19); empty for the fast default.
+        encrypt_to: age recipients (age1…) of every artifact; empty for TENANT_BACKUP_RECIPIENTS.
         tenant_deployment: Advanced: run each tenant as a run of this deployment
             (backup-tenant/backup-now) so that a work pool's workers share them.
         database_block: Advanced, usually empty: a tenant-backup-database block; else TENANT_BACKUP_DATABASE_URL.
@@ -168,6 +174,7 @@ def backup_all_tenants(
         "format": format,
         "compression": compression,
         "compression_level": compression_level,
+        "encrypt_to": encrypt_to,
     }
     if tenant_deployment:
         blocks = {"database_block": database_block, "storage_block": storage_block}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from blocks import database_url, open_storage
+from blocks import database_url, identities, open_storage
 from tasks.step import step
 from tenant_backup.restore import steps
 from tenant_backup.restore.engine import RestorePlan
@@ -40,7 +40,7 @@ def check_restore(req: RestoreRequest, log: RunLog, database_block: str | None) 
 )
 def fetch_file(file: str, spool: str) -> VerifiedArtifact:
     """Copy an artifact that is not in the ledger (--file) and verify it by its manifest."""
-    return steps.fetch_file(file, get_settings().storage_options, Path(spool))
+    return steps.fetch_file(file, get_settings().storage_options, Path(spool), identities)
 
 
 @step("check-file", summary=lambda t: f"backup {t.backup_id} of tenant {t.source_tenant} -> {t.tenant_id}")
@@ -61,7 +61,7 @@ def check_file(
 def fetch_and_verify(target: RestoreTarget, spool: str, storage_block: str | None) -> VerifiedArtifact:
     """Download the artifact; check its checksum, manifest version and tenant; every table's sha256
     as the restore reads it."""
-    return steps.verify(open_storage(storage_block), target, Path(spool))
+    return steps.verify(open_storage(storage_block), target, Path(spool), identities)
 
 
 @step("plan-restore", summary=lambda plan: "would change " + _counts(plan))

@@ -8,7 +8,8 @@
     │   ├── ScopeError                a table that cannot be tied to a tenant
     │   ├── UnsupportedTypeError      a column type no artifact can carry exactly
     │   ├── PoolerNotSupportedError   a transaction pooler, where a session is needed
-    │   └── RoleAccessError           the database role lacks a privilege, or row-level security applies
+    │   ├── RoleAccessError           the database role lacks a privilege, or row-level security applies
+    │   └── EncryptionKeyError        an encrypted backup, and no identity at hand opens it
     ├── PermissionDeniedError         the requester is not an admin of the tenant
     ├── ThrottledError                a backup of the tenant ran less than the throttle window ago
     ├── TenantBusyError               another backup or restore of the tenant holds its lock
@@ -40,6 +41,7 @@ __all__ = [
     "ApprovalRejectedError",
     "ConfigurationError",
     "DatabaseBusyError",
+    "EncryptionKeyError",
     "ExtractError",
     "LedgerError",
     "PermissionDeniedError",
@@ -125,6 +127,11 @@ class PoolerNotSupportedError(ConfigurationError):
 class RoleAccessError(ConfigurationError):
     """Raised when the database role may not read or write what the step needs: a missing
     privilege, or row-level security that would hide rows from it (checked before any write)."""
+
+
+class EncryptionKeyError(ConfigurationError):
+    """Raised when a backup is encrypted and no identity at hand decrypts it (none given, or none
+    of its recipients'); nothing was written."""
 
 
 class PermissionDeniedError(TenantBackupError):

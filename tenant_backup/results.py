@@ -80,6 +80,7 @@ class BackupResult(BaseModel):
     tables: dict[str, int]
     seconds: float
     left_out: list[str] = []  # tables holding the tenant column that the backup does not hold
+    encrypted_to: list[str] = []  # the age recipients of the artifact (none: not encrypted)
 
 
 class TenantOutcome(BaseModel):

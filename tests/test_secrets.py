@@ -1,6 +1,8 @@
-"""No secret is ever printed: with a database password and S3 keys set, every command's output
-(and its failures'), every ledger row, the stored artifact, and what the Prefect API keeps of the
-runs (parameters, logs, artifacts) are searched for them."""
+"""No secret is ever printed: with a database password, S3 keys and an age identity set (the
+backups are encrypted; the identity comes from a Prefect Secret block, then from the
+environment), every command's output (and its failures'), every ledger row, the stored artifact
+(decrypted), and what the Prefect API keeps of the runs (parameters, logs, artifacts) are searched
+for them."""
 
 from __future__ import annotations
 
@@ -15,14 +17,18 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
+import pyrage
 from psycopg import sql
+from pyrage import x25519
 
 from tests.conftest import DemoDatabase
 
 PASSWORD = "pw-SECRET/5c1d@x"  # URL-encoded in the URL; trust authentication never asks for it
 KEY_ID = "AKIASECRETKEYID4TB"
 SECRET = "s3-SECRET-8e2f-9a7b"
-SECRETS = (PASSWORD, quote(PASSWORD, safe=""), KEY_ID, SECRET)
+IDENTITY = x25519.Identity.generate()
+AGE_SECRET = str(IDENTITY)  # AGE-SECRET-KEY-1…
+SECRETS = (PASSWORD, quote(PASSWORD, safe=""), KEY_ID, SECRET, AGE_SECRET, AGE_SECRET.lower())
 
 
 def _with_password(url: str) -> str:
@@ -61,9 +67,13 @@ def test_no_password_or_storage_key_appears_in_outputs_ledger_artifact_or_prefec
         "TENANT_BACKUP_DATABASE_URL": url,
         "TENANT_BACKUP_STORAGE_URL": f"s3://{bucket}/backups",
         "TENANT_BACKUP_STORAGE_OPTIONS": json.dumps(options),
+        "TENANT_BACKUP_RECIPIENTS": str(IDENTITY.to_public()),
     }
-    served = {**base, "PREFECT_API_URL": prefect_api}
-    serverless = {**base, "PREFECT_HOME": str(tmp_path / "prefect")}
+    from prefect.blocks.system import Secret
+
+    Secret(value=f"# an operator's key\n{AGE_SECRET}\n").save("tb-age-identity", overwrite=True)
+    served = {**base, "PREFECT_API_URL": prefect_api, "TENANT_BACKUP_IDENTITY_BLOCK": "tb-age-identity"}
+    serverless = {**base, "PREFECT_HOME": str(tmp_path / "prefect"), "TENANT_BACKUP_IDENTITIES": AGE_SECRET}
     outputs: list[str] = []
 
     def run(env: dict[str, str], *args: str, ok: bool = True) -> str:
@@ -95,6 +105,11 @@ def test_no_password_or_storage_key_appears_in_outputs_ledger_artifact_or_prefec
     run(serverless, "backup", "--tenant", tenant, "--storage", f"s3://{bucket}-missing/x", "--force", ok=False)
     run(serverless, "list", "--db", url.replace(f":{urlsplit(url).port}/", ":1/"), ok=False)  # nobody listens
     run(serverless, "backup", "--tenant", tenant, "--db", url + "?sslmode=bogus", ok=False)
+    other = tmp_path / "other.txt"
+    other.write_text(f"{x25519.Identity.generate()}\n")
+    run({**serverless, "TENANT_BACKUP_IDENTITIES": ""}, "verify", backup_id, "--identity", str(other), ok=False)
+    run({**serverless, "TENANT_BACKUP_IDENTITIES": AGE_SECRET[:-3] + "qqq"}, "verify", backup_id, ok=False)
+    run(serverless, "backup", "--tenant", tenant, "--encrypt-to", AGE_SECRET, "--force", ok=False)
     for out in outputs:
         assert not _found(out), out
     # A presigned link names the access key id, as S3 defines it (the id is not secret); never the secret.
@@ -118,7 +133,8 @@ def test_no_password_or_storage_key_appears_in_outputs_ledger_artifact_or_prefec
     assert keys
     for key in keys:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert key.endswith(".zip.age") and not _found(body.decode("latin-1")), key
+        with zipfile.ZipFile(io.BytesIO(pyrage.decrypt(body, [IDENTITY]))) as archive:
             text = "\n".join(archive.read(name).decode("utf-8", "replace") for name in archive.namelist())
         assert not _found(text), key
 

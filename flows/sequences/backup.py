@@ -100,6 +100,7 @@ def backup_tenant(
         tables={name: table.rows for name, table in manifest.tables.items()},
         seconds=round(time.perf_counter() - started, 3),
         left_out=plan.left_out,
+        encrypted_to=artifact.encrypted_to,
     )
     if plan.left_out:
         run.warn(

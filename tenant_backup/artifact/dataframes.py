@@ -32,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from tenant_backup.artifact.encryption import IdentitySource, load_identities
 from tenant_backup.artifact.formats import base_type
 from tenant_backup.artifact.manifest import Manifest
 from tenant_backup.artifact.reader import Artifact, open_verified
@@ -136,7 +137,12 @@ class Backup:
 
 
 def open_backup(
-    source: str | Path, *, storage_options: dict[str, Any] | None = None, checksum: str | None = None
+    source: str | Path,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    checksum: str | None = None,
+    encrypted_to: list[str] | None = None,
+    identities: IdentitySource = load_identities,
 ) -> Backup:
     """Open an artifact from a local path or a URL (``file://``, ``s3://``…), its tables checked
     against its manifest and, given the ledger's ``checksum`` (``sha256:…``), the whole file too."""
@@ -160,5 +166,7 @@ def open_backup(
             raise VerificationError(
                 f"artifact {text} does not match the ledger's checksum {checksum}: it was altered or truncated"
             )
-    artifact = open_verified(local, tables_dir=Path(workdir.name) / "tables")
+    artifact = open_verified(
+        local, tables_dir=Path(workdir.name) / "tables", encrypted_to=encrypted_to, identities=identities
+    )
     return Backup(artifact, workdir)

@@ -23,6 +23,13 @@ from pydantic import ValidationError
 
 from tenant_backup.artifact.codecs import DECODE_ERRORS, Compression, decompressed
 from tenant_backup.artifact.documents import document_checksum
+from tenant_backup.artifact.encryption import (
+    IdentitySource,
+    decrypt_file,
+    identities_for,
+    is_encrypted,
+    load_identities,
+)
 from tenant_backup.artifact.formats import copy_in_line, legacy_copy_in_line
 from tenant_backup.artifact.manifest import ARTIFACT_VERSION, Manifest
 from tenant_backup.artifact.rows import json_row_to_copy_text
@@ -124,9 +131,22 @@ class _Checked:
 
 
 def fetch_artifact(
-    storage: Storage, storage_path: str, checksum: str | None, dest: Path, *, backup_id: str
+    storage: Storage,
+    storage_path: str,
+    checksum: str | None,
+    dest: Path,
+    *,
+    backup_id: str,
+    encrypted_to: list[str] | None = None,
+    identities: IdentitySource = load_identities,
 ) -> Artifact:
-    """Download ``storage_path`` into ``dest`` and verify it whole. Raises VerificationError."""
+    """Download ``storage_path`` into ``dest`` and verify it whole (an age file: decrypted, then
+    verified; ``encrypted_to`` names its recipients when no identity opens it). Raises
+    VerificationError."""
+    if encrypted_to:
+        identities_for(
+            backup_id, encrypted_to, identities
+        )  # none of its recipients' at hand: refused before the download
     digest = hashlib.sha256()
     key = storage.key_of(storage_path)
     with storage.open_read(key) as source, dest.open("wb") as out:
@@ -140,7 +160,12 @@ def fetch_artifact(
             "it was altered or truncated; restore another backup",
             backup_id=backup_id,
         )
-    return open_verified(dest, backup_id=backup_id, tables_on_read=True)
+    artifact = open_verified(
+        dest, backup_id=backup_id, tables_on_read=True, encrypted_to=encrypted_to, identities=identities
+    )
+    if artifact.path != dest:
+        dest.unlink()  # the age file, once decrypted: the spool holds one copy
+    return artifact
 
 
 _UNREADABLE: tuple[type[BaseException], ...] = (*DECODE_ERRORS, UnicodeDecodeError)
@@ -148,17 +173,30 @@ _ZIP_UNREADABLE: tuple[type[BaseException], ...] = (KeyError, zipfile.BadZipFile
 
 
 def open_verified(
-    path: Path, *, backup_id: str = "?", tables_dir: Path | None = None, tables_on_read: bool = False
+    path: Path,
+    *,
+    backup_id: str = "?",
+    tables_dir: Path | None = None,
+    tables_on_read: bool = False,
+    encrypted_to: list[str] | None = None,
+    identities: IdentitySource = load_identities,
 ) -> Artifact:
     """Check the manifest's format and version and every table's sha256 and row count (a CSV
     ZIP's tables as they are read, with ``tables_on_read``: see :class:`Artifact`).
 
-    A JSON or SQL artifact's tables go to ``tables_dir`` (default: next to ``path``)."""
+    A JSON or SQL artifact's tables go to ``tables_dir`` (default: next to ``path``); an age file
+    is decrypted first, with the identities at hand, into ``<name>.decrypted`` beside
+    ``tables_dir`` (default: beside ``path``)."""
+    if is_encrypted(path):
+        plain = (tables_dir.parent if tables_dir else path.parent) / f"{path.name}.decrypted"
+        plain.parent.mkdir(parents=True, exist_ok=True)
+        decrypt_file(path, plain, backup_id=backup_id, recipients=encrypted_to, identities=identities)
+        path = plain
+    tables_dir = tables_dir or tables_dir_of(path)
     with path.open("rb") as fh:
         magic = fh.read(4)
     if magic.startswith(b"PK"):
         return Artifact(path, _verify_zip(path, backup_id, tables=not tables_on_read), check_on_read=tables_on_read)
-    tables_dir = tables_dir or tables_dir_of(path)
     tables_dir.mkdir(parents=True, exist_ok=True)
     method: Compression = next((m for prefix, m in _MAGIC.items() if magic.startswith(prefix)), "none")
     try:

@@ -9,15 +9,21 @@ local headers with the real sizes (no data descriptors), which every unzip tool 
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from datetime import datetime
 from io import BytesIO
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from isal import isal_zlib
 
-__all__ = ["ZipStreamWriter"]
+__all__ = ["Writer", "ZipStreamWriter"]
+
+
+class Writer(Protocol):
+    """Where an artifact's bytes go: a storage handle, or a stream in front of it (hashing, age)."""
+
+    def write(self, data: bytes | memoryview, /) -> int: ...
+
 
 _LIMIT = 0xFFFFFFFF
 _DEFLATED = 8
@@ -48,28 +54,22 @@ class _Entry:
 
 
 class ZipStreamWriter:
-    """Write a ZIP archive to ``out`` sequentially; ``sha256`` and ``size`` cover every byte."""
+    """Write a ZIP archive to ``out`` sequentially; ``size`` counts every byte."""
 
-    def __init__(self, out: BinaryIO, *, modified: datetime, force_zip64: bool = False) -> None:
+    def __init__(self, out: Writer, *, modified: datetime, force_zip64: bool = False) -> None:
         self._out = out
         self._time, self._date = _dos_time(modified)
         self._force_zip64 = force_zip64
         self._entries: list[_Entry] = []
         self._offset = 0
-        self._digest = hashlib.sha256()
         self._closed = False
 
     @property
     def size(self) -> int:
         return self._offset
 
-    @property
-    def sha256(self) -> str:
-        return self._digest.hexdigest()
-
     def _write(self, data: bytes | memoryview) -> None:
         self._out.write(data)
-        self._digest.update(data)
         self._offset += len(data)
 
     def add_precompressed(

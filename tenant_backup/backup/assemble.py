@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import BinaryIO
 
 from pydantic import BaseModel
 
 from tenant_backup.artifact.codecs import compressor, suffix
 from tenant_backup.artifact.documents import json_footer, json_header
+from tenant_backup.artifact.encryption import Encrypting
 from tenant_backup.artifact.manifest import Manifest
 from tenant_backup.artifact.script import sql_footer, sql_header
-from tenant_backup.artifact.zipwriter import ZipStreamWriter
+from tenant_backup.artifact.zipwriter import Writer, ZipStreamWriter
 from tenant_backup.backup.extract import TablePart
 from tenant_backup.db import DatabaseOwner
 from tenant_backup.errors import ConfigurationError
@@ -31,12 +31,32 @@ _CHUNK = 1 << 20
 
 
 class ArtifactInfo(BaseModel):
-    """Where the artifact went, how big it is, and its sha256 (the ledger's checksum)."""
+    """Where the artifact went, how big it is, the sha256 of its stored bytes (the ledger's
+    checksum), and the age recipients it is encrypted to (none: plain)."""
 
     storage_path: str
     key: str
     size: int
     checksum: str
+    encrypted_to: list[str] = []
+
+
+class _Stored:
+    """The stream of stored bytes: their sha256 and size, as they go to storage."""
+
+    def __init__(self, out: Writer) -> None:
+        self._out = out
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview, /) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        self._out.write(data)
+        return len(data)
+
+    def flush(self) -> None:  # pyrage flushes its writer
+        pass
 
 
 def tenant_prefix(database: DatabaseOwner, tenant_id: str) -> str:
@@ -75,8 +95,10 @@ def write_artifact(
     scopes: list[TableScope],
     name_key: str,
     foreign_keys: list[ForeignKey] | None = None,
+    encrypt_to: list[str] | None = None,
 ) -> ArtifactInfo:
-    """Write the artifact atomically (temporary key, then moved); ``parts`` in ``manifest.table_order``."""
+    """Write the artifact atomically (temporary key, then moved); ``parts`` in ``manifest.table_order``.
+    With ``encrypt_to``, the artifact is an age file to those recipients (``….zip.age``)."""
     if manifest.database is None:
         raise ConfigurationError(
             f"the manifest of backup {manifest.backup_id} names no database; plan the backup again",
@@ -87,19 +109,34 @@ def write_artifact(
         manifest.tenant_id,
         manifest.backup_id,
         manifest.date,
-        suffix(manifest.artifact_format, manifest.compression),
+        suffix(manifest.artifact_format, manifest.compression) + (".age" if encrypt_to else ""),
     )
     by_name = {p.table: p for p in parts}
     ordered = [by_name[name] for name in manifest.table_order]
-    with storage.write_atomic(key) as out:
+
+    def body(out: Writer) -> None:
         if manifest.artifact_format == "csv":
-            size, digest = _write_zip(out, manifest, ordered)
+            _write_zip(out, manifest, ordered)
         else:
-            size, digest = _write_stream(out, manifest, ordered, scopes, name_key, foreign_keys or [])
-    return ArtifactInfo(storage_path=storage.full_url(key), key=key, size=size, checksum=f"sha256:{digest}")
+            _write_stream(out, manifest, ordered, scopes, name_key, foreign_keys or [])
+
+    with storage.write_atomic(key) as out:
+        stored = _Stored(out)
+        if encrypt_to:
+            with Encrypting(stored, encrypt_to) as plain:
+                body(plain)
+        else:
+            body(stored)
+    return ArtifactInfo(
+        storage_path=storage.full_url(key),
+        key=key,
+        size=stored.size,
+        checksum=f"sha256:{stored.digest.hexdigest()}",
+        encrypted_to=list(encrypt_to or []),
+    )
 
 
-def _write_zip(out: BinaryIO, manifest: Manifest, parts: list[TablePart]) -> tuple[int, str]:
+def _write_zip(out: Writer, manifest: Manifest, parts: list[TablePart]) -> None:
     """``<table>.csv`` entries (already compressed) then ``manifest.json``."""
     writer = ZipStreamWriter(out, modified=manifest.date)
     for part in parts:
@@ -114,25 +151,17 @@ def _write_zip(out: BinaryIO, manifest: Manifest, parts: list[TablePart]) -> tup
             )
     writer.add_bytes("manifest.json", manifest.model_dump_json(indent=2).encode("utf-8"))
     writer.close()
-    return writer.size, writer.sha256
 
 
 def _write_stream(
-    out: BinaryIO,
+    out: Writer,
     manifest: Manifest,
     parts: list[TablePart],
     scopes: list[TableScope],
     name_key: str,
     foreign_keys: list[ForeignKey],
-) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-
-    def put(data: bytes) -> None:
-        nonlocal size
-        digest.update(data)
-        size += len(data)
-        out.write(data)
+) -> None:
+    put = out.write
 
     def member(text: bytes) -> None:
         pack = compressor(manifest.compression, manifest.compression_level, "stream")
@@ -154,4 +183,3 @@ def _write_stream(
         member(json_footer(manifest, manifest.table_order))
     else:
         member(sql_footer(manifest, order, foreign_keys))
-    return size, digest.hexdigest()

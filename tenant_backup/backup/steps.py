@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from tenant_backup import ledger
 from tenant_backup.artifact.codecs import Compression, check_compression, default_level
+from tenant_backup.artifact.encryption import check_recipients, default_recipients
 from tenant_backup.artifact.formats import ArtifactFormat, check_types
 from tenant_backup.artifact.manifest import Manifest, TableManifest
 from tenant_backup.backup import assemble as artifact
@@ -73,6 +74,7 @@ class BackupRequest(BaseModel):
     compression: Compression = "deflate"
     compression_level: int | None = None
     schedule_id: str | None = None
+    encrypt_to: list[str] | None = None  # age recipients (public keys); default TENANT_BACKUP_RECIPIENTS
 
     @property
     def level(self) -> int:
@@ -117,6 +119,7 @@ class BackupPlan(BaseModel):
     schema_fingerprint: str
     foreign_keys: list[ForeignKey] = []  # from or to a backed-up table (the SQL artifact checks them)
     left_out: list[str] = []  # tables holding the tenant column that this backup does not hold
+    encrypt_to: list[str] = []  # the age recipients of the artifact (none: not encrypted)
 
     @property
     def relations(self) -> list[tuple[str, str]]:
@@ -142,6 +145,7 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
     """
     profile = resolve_profile(request.profile, request.tenant_column)
     check_compression(request.compression, request.level, request.format)
+    recipients = check_recipients(request.encrypt_to) or default_recipients()
     encode_segment(request.tenant_id)  # an id that cannot be stored is refused before anything is written
     with session(db_url, lock_timeout=settings.lock_timeout) as conn:
         ledger.migrate(conn, settings.ledger_schema)
@@ -193,6 +197,7 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
         schema_fingerprint=schema_fingerprint(scopes),
         foreign_keys=[fk for fk in catalog.foreign_keys if {fk.table, fk.ref_table} & {s.table for s in scopes}],
         left_out=skipped,
+        encrypt_to=recipients,
     )
 
 
@@ -315,7 +320,9 @@ def build_manifest(plan: BackupPlan, backup_id: str, snapshot: Snapshot, parts: 
 
 
 def write_artifact(storage: Storage, plan: BackupPlan, manifest: Manifest, parts: list[TablePart]) -> ArtifactInfo:
-    return artifact.write_artifact(storage, manifest, parts, plan.tables, plan.name_key, plan.foreign_keys)
+    return artifact.write_artifact(
+        storage, manifest, parts, plan.tables, plan.name_key, plan.foreign_keys, plan.encrypt_to
+    )
 
 
 def error_text(exc: BaseException) -> str:
@@ -351,6 +358,7 @@ def finish_entry(db_url: str, settings: Settings, backup_id: str, manifest: Mani
             record_count=manifest.total_records,
             checksum=artifact.checksum,
             tables=sorted(manifest.tables),
+            encrypted_to=artifact.encrypted_to or None,
             metadata={
                 "storage_key": artifact.key,
                 "database": manifest.database.model_dump() if manifest.database else None,

@@ -57,6 +57,7 @@ def cmd_backup(args: argparse.Namespace) -> dict[str, Any]:
         "format": args.format,
         "compression": args.compression,
         "compression_level": args.compression_level,
+        "encrypt_to": args.encrypt_to,
         "requested_by": args.requested_by,
         "profile": args.profile or "pos",
         "tenant_column": args.tenant_column,
@@ -107,6 +108,7 @@ def cmd_backup_all(args: argparse.Namespace) -> dict[str, Any]:
         "format": args.format,
         "compression": args.compression,
         "compression_level": args.compression_level,
+        "encrypt_to": args.encrypt_to,
     }
     settings = get_settings()
     found = steps.list_tenants(database_url(), settings, parameters["profile"], args.tenant_column)
@@ -250,7 +252,7 @@ def _print_counts(out: dict[str, Any], what: str, *, cascade: bool = False) -> N
 
 
 def cmd_show(args: argparse.Namespace) -> dict[str, Any]:
-    from blocks import database_url
+    from blocks import database_url, identities
     from tenant_backup import ledger
     from tenant_backup.artifact.dataframes import open_backup
     from tenant_backup.db import connect
@@ -265,7 +267,13 @@ def cmd_show(args: argparse.Namespace) -> dict[str, Any]:
         )
     if row.status != "completed" or not row.storage_path:
         raise LedgerError(f"backup {row.id} is {row.status}: it has no artifact to show", backup_id=row.id)
-    backup = open_backup(row.storage_path, storage_options=settings.storage_options, checksum=row.checksum)
+    backup = open_backup(
+        row.storage_path,
+        storage_options=settings.storage_options,
+        checksum=row.checksum,
+        encrypted_to=row.encrypted_to,
+        identities=identities,
+    )
     if not args.table:
         tables: dict[str, dict[str, Any]] = {
             name: {"rows": t.rows, "columns": [c.name for c in t.columns]} for name, t in backup.manifest.tables.items()

@@ -121,6 +121,8 @@ def _set_locations(args: argparse.Namespace) -> None:
         os.environ["TENANT_BACKUP_STORAGE_URL"] = args.storage
     if getattr(args, "storage_options", None):
         os.environ["TENANT_BACKUP_STORAGE_OPTIONS"] = args.storage_options
+    if getattr(args, "identity", None):  # private keys: read from their files, never a parameter
+        os.environ["TENANT_BACKUP_IDENTITY_FILE"] = os.pathsep.join(args.identity)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -128,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="say every step (and show Prefect's logs)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def common(p: argparse.ArgumentParser, storage: bool = False) -> None:
+    def common(p: argparse.ArgumentParser, storage: bool = False, reads: bool = False) -> None:
         p.add_argument("--db", type=_database_url, help="PostgreSQL URL (default: TENANT_BACKUP_DATABASE_URL)")
         if storage:
             p.add_argument(
@@ -138,6 +140,14 @@ def _parser() -> argparse.ArgumentParser:
             )
             p.add_argument(
                 "--storage-options", type=_json_object, help="fsspec options as JSON, e.g. for an S3 endpoint"
+            )
+        if reads:
+            p.add_argument(
+                "--identity",
+                action="append",
+                metavar="KEY_FILE",
+                help="age identity file (age-keygen's key.txt) to read encrypted backups with (repeatable; "
+                "default: TENANT_BACKUP_IDENTITY_FILE, TENANT_BACKUP_IDENTITIES, TENANT_BACKUP_IDENTITY_BLOCK)",
             )
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         # -v after the command too (tenant-backup restore ID -v), as it is typed
@@ -172,10 +182,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-empty", action="store_true", help="back up a tenant that has no rows yet (no tenant table)")
     p.add_argument("--requested-by", type=_user_id, help="app user id to check against the profile's admin rule")
     p.add_argument("--name", help="name of the backup in the ledger")
+    p.add_argument(
+        "--encrypt-to",
+        action="append",
+        metavar="RECIPIENT",
+        help="encrypt the artifact with age to this public key, age1… (repeatable: an operations key and an "
+        "offline recovery key; default: TENANT_BACKUP_RECIPIENTS)",
+    )
     p.set_defaults(func=commands.cmd_backup)
 
     p = sub.add_parser("restore", help="restore a backup (verified first, one transaction)")
-    common(p, storage=True)
+    common(p, storage=True, reads=True)
     p.add_argument(
         "backup_id",
         nargs="?",
@@ -205,12 +222,12 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_restore)
 
     p = sub.add_parser("verify", help="check a backup without restoring it")
-    common(p, storage=True)
+    common(p, storage=True, reads=True)
     p.add_argument("backup_id", type=_backup_id, help="the backup to check: its id or a unique prefix")
     p.set_defaults(func=commands.cmd_verify)
 
     p = sub.add_parser("show", help="print a backup's tables, or one table's rows (no database writes)")
-    common(p, storage=True)
+    common(p, storage=True, reads=True)
     p.add_argument("backup_id", type=_backup_id, help="the backup to look into: its id or a unique prefix")
     p.add_argument("--table", help="the table to print (default: list the tables)")
     p.add_argument("--head", type=_positive, help="only the first N rows")

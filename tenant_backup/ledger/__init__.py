@@ -76,6 +76,7 @@ class BackupRow(BaseModel):
     categories: list[str] = []
     metadata: dict[str, Any] = {}
     schedule_id: str | None = None
+    encrypted_to: list[str] | None = None  # the age recipients of an encrypted artifact
 
     @property
     def owner(self) -> DatabaseOwner | None:
@@ -89,7 +90,7 @@ def _q(schema: str, table: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
 
 
-LEDGER_VERSION = 3  # v<n>.sql next to this module is version n
+LEDGER_VERSION = 4  # v<n>.sql next to this module is version n
 
 
 def _statement(name: str, schema: str) -> sql.Composed:
@@ -257,6 +258,7 @@ def complete_backup(
     checksum: str,
     tables: list[str],
     metadata: dict[str, Any],
+    encrypted_to: list[str] | None = None,
 ) -> None:
     """Record the artifact: from here on the backup exists."""
     _transition(
@@ -266,9 +268,10 @@ def complete_backup(
         ("in_progress",),
         sql.SQL(
             "status = 'completed', completed_at = now(), error_message = NULL, storage_path = %s, "
-            "file_size = %s, record_count = %s, checksum = %s, tables_backed_up = %s, metadata = metadata || %s"
+            "file_size = %s, record_count = %s, checksum = %s, tables_backed_up = %s, encrypted_to = %s, "
+            "metadata = metadata || %s"
         ),
-        (storage_path, file_size, record_count, checksum, tables, Jsonb(metadata)),
+        (storage_path, file_size, record_count, checksum, tables, encrypted_to, Jsonb(metadata)),
     )
 
 
@@ -416,7 +419,7 @@ def _select(
     query = sql.SQL(
         "SELECT id::text, tenant_id, tenant_column, nom, type, format, status, backup_type, storage_path, file_size, "
         "record_count, checksum, error_message, created_by::text, created_at, started_at, completed_at, "
-        "tables_backed_up, categories, metadata, schedule_id::text FROM {} WHERE {} "
+        "tables_backed_up, categories, metadata, schedule_id::text, encrypted_to FROM {} WHERE {} "
         "ORDER BY created_at DESC, id LIMIT %s OFFSET %s"
     ).format(_q(schema, "backups"), where)
     with conn.cursor(row_factory=dict_row) as cur:

@@ -21,6 +21,7 @@ import psycopg
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tenant_backup import ledger
+from tenant_backup.artifact.encryption import IdentitySource, load_identities
 from tenant_backup.artifact.manifest import Manifest
 from tenant_backup.artifact.reader import Artifact, fetch_artifact, open_verified
 from tenant_backup.backup.steps import error_text
@@ -114,6 +115,7 @@ class RestoreTarget(BaseModel):
     tenant_id: str
     storage_path: str
     checksum: str | None
+    encrypted_to: list[str] | None = None  # the ledger's word: the age recipients of the artifact
 
 
 class VerifiedArtifact(BaseModel):
@@ -175,10 +177,13 @@ def check_request(db_url: str, settings: Settings, req: RestoreRequest, log: Run
         tenant_id=target,
         storage_path=row.storage_path,
         checksum=row.checksum,
+        encrypted_to=row.encrypted_to,
     )
 
 
-def fetch_file(file: str, storage_options: dict[str, Any], spool: Path) -> VerifiedArtifact:
+def fetch_file(
+    file: str, storage_options: dict[str, Any], spool: Path, identities: IdentitySource = load_identities
+) -> VerifiedArtifact:
     """Copy an artifact that is not in this ledger (a downloaded file, another environment's
     backup) into the spool and verify it by its manifest: every table's sha256 and row count."""
     import fsspec
@@ -196,7 +201,7 @@ def fetch_file(file: str, storage_options: dict[str, Any], spool: Path) -> Verif
         raise ConfigurationError(f"--file {file}: no such file or object; check the path or URL") from exc
     except OSError as exc:
         raise ConfigurationError(f"--file {file} cannot be read ({exc})") from exc
-    artifact = open_verified(dest, backup_id=file)
+    artifact = open_verified(dest, backup_id=file, identities=identities)
     return VerifiedArtifact(path=str(artifact.path), manifest=artifact.manifest)
 
 
@@ -228,10 +233,18 @@ def check_file(
     )
 
 
-def verify(storage: Storage, target: RestoreTarget, spool: Path) -> VerifiedArtifact:
+def verify(
+    storage: Storage, target: RestoreTarget, spool: Path, identities: IdentitySource = load_identities
+) -> VerifiedArtifact:
     """Download and verify the artifact; refuse another tenant's artifact."""
     artifact = fetch_artifact(
-        storage, target.storage_path, target.checksum, spool / "artifact", backup_id=target.backup_id
+        storage,
+        target.storage_path,
+        target.checksum,
+        spool / "artifact",
+        backup_id=target.backup_id,
+        encrypted_to=target.encrypted_to,
+        identities=identities,
     )
     manifest = artifact.manifest
     if manifest.backup_id != target.backup_id or manifest.tenant_id != target.source_tenant:

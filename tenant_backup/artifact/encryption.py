@@ -1,0 +1,255 @@
+"""Encrypted artifacts: the age format (age-encryption.org/v1), X25519 recipients, through pyrage
+(Python bindings of rage, the Rust implementation). Nothing of the format is written here.
+
+A backup is encrypted to public *recipients* (``age1…``): the backup side needs nothing secret. The
+artifact's bytes (a ZIP, a JSON or SQL document, already compressed) go through age as they are
+written, in 64 KiB chunks, so memory stays bounded; the stored object is a plain age file, which
+``age -d -i key.txt backup.zip.age > backup.zip`` opens. The manifest travels inside.
+
+Reading needs the private *identities* (``AGE-SECRET-KEY-1…``, the lines of an ``age-keygen`` key
+file). They never are flow parameters: they come from ``TENANT_BACKUP_IDENTITIES`` (the key text),
+``TENANT_BACKUP_IDENTITY_FILE`` (paths, ``:``-separated; the CLI's ``--identity``) or a Prefect
+Secret block named by ``TENANT_BACKUP_IDENTITY_BLOCK`` (``blocks.identities``), looked up only when
+an encrypted artifact is read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from tenant_backup.artifact.zipwriter import Writer
+from tenant_backup.errors import ConfigurationError, EncryptionKeyError, VerificationError
+
+if TYPE_CHECKING:
+    from pyrage import x25519
+
+__all__ = [
+    "AGE_MAGIC",
+    "Encrypting",
+    "IdentitySource",
+    "check_recipients",
+    "decrypt_file",
+    "default_recipients",
+    "identities_for",
+    "identities_in",
+    "is_encrypted",
+    "load_identities",
+    "public_key",
+]
+
+AGE_MAGIC = b"age-encryption.org/v1\n"
+_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}")
+_PIPE_CHUNK = 1 << 20
+
+IdentitySource = Callable[[], "list[x25519.Identity]"]  # called only when an encrypted artifact is read
+
+
+def check_recipients(recipients: list[str] | None, *, what: str = "--encrypt-to") -> list[str]:
+    """The recipients, stripped and in order, each a valid X25519 recipient; else a ConfigurationError
+    naming the one that is not."""
+    from pyrage import RecipientError, x25519
+
+    found: list[str] = []
+    for text in recipients or []:
+        item = text.strip()
+        if not item:
+            continue
+        try:
+            x25519.Recipient.from_str(item)
+        except (RecipientError, ValueError) as exc:
+            hint = (
+                " (that is a private key: give its public key, the 'public key:' line of the key file, or "
+                "`age-keygen -y key.txt`)"
+                if item.upper().startswith("AGE-SECRET-KEY-")
+                else " (an X25519 recipient starts with age1, as age-keygen prints it)"
+            )
+            shown = "AGE-SECRET-KEY-…" if item.upper().startswith("AGE-SECRET-KEY-") else repr(item[:70])
+            raise ConfigurationError(f"{what} {shown} is not an age recipient{hint}") from exc
+        if item not in found:
+            found.append(item)
+    return found
+
+
+def default_recipients() -> list[str]:
+    """``TENANT_BACKUP_RECIPIENTS``: recipients separated by commas or spaces (none: not encrypted)."""
+    raw = os.environ.get("TENANT_BACKUP_RECIPIENTS", "")
+    return check_recipients(re.split(r"[\s,]+", raw), what="TENANT_BACKUP_RECIPIENTS:")
+
+
+class Encrypting:
+    """A write-only stream that encrypts what is written to it into ``out``, as an age file.
+
+    pyrage reads its plaintext from a file-like object; the writers of artifacts push bytes. A pipe
+    joins the two: pyrage runs in a thread, reading the pipe, while the caller writes into it, so
+    both sides stream (the pipe holds at most its buffer). ``close`` writes the last chunk; an
+    error on either side reaches the caller."""
+
+    def __init__(self, out: Writer, recipients: list[str]) -> None:
+        from pyrage import x25519
+
+        self._recipients = [x25519.Recipient.from_str(r) for r in recipients]
+        read_fd, write_fd = os.pipe()
+        self._source = os.fdopen(read_fd, "rb", buffering=_PIPE_CHUNK)
+        self._sink = os.fdopen(write_fd, "wb", buffering=_PIPE_CHUNK)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._encrypt, args=(out,), name="age-encrypt", daemon=True)
+        self._thread.start()
+
+    def _encrypt(self, out: Writer) -> None:
+        import pyrage
+
+        try:
+            pyrage.encrypt_io(self._source, out, self._recipients)
+        except BaseException as exc:  # noqa: BLE001 - handed to the writer's thread
+            self._error = exc
+        finally:
+            self._source.close()  # a writer blocked on a full pipe gets EPIPE instead of waiting
+
+    def write(self, data: bytes | memoryview, /) -> int:
+        try:
+            return self._sink.write(data)
+        except BrokenPipeError:
+            self._finish()
+            raise  # _finish raised the encrypting side's error; this is for a silent end
+
+    def _finish(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """End the plaintext and wait for its last chunk to be written to ``out``."""
+        if not self._sink.closed:
+            with contextlib.suppress(BrokenPipeError):  # the encrypting side ended first: _finish says why
+                self._sink.close()
+        self._finish()
+
+    def abort(self) -> None:
+        """Stop without completing the age file (the caller discards ``out``)."""
+        self._source.close()
+        with contextlib.suppress(OSError):
+            self._sink.close()
+        self._thread.join()
+
+    def __enter__(self) -> Encrypting:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def is_encrypted(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(len(AGE_MAGIC)) == AGE_MAGIC
+
+
+def public_key(identity: x25519.Identity) -> str:
+    return str(identity.to_public())
+
+
+def identities_in(text: str, where: str) -> list[x25519.Identity]:
+    """The X25519 identities of a key file's text (comments and blank lines skipped)."""
+    from pyrage import IdentityError, x25519
+
+    found = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            found.append(x25519.Identity.from_str(line))
+        except (IdentityError, ValueError) as exc:
+            raise ConfigurationError(
+                f"{where} holds a line that is not an age identity (AGE-SECRET-KEY-1…, as age-keygen writes it); "
+                "only X25519 identities are read"
+            ) from exc
+    if not found:
+        raise ConfigurationError(f"{where} holds no age identity (AGE-SECRET-KEY-1…, as age-keygen writes it)")
+    return found
+
+
+def load_identities() -> list[x25519.Identity]:
+    """The identities of ``TENANT_BACKUP_IDENTITIES`` and of the files of ``TENANT_BACKUP_IDENTITY_FILE``
+    (``blocks.identities`` adds the Secret block named by ``TENANT_BACKUP_IDENTITY_BLOCK``)."""
+    found: list[x25519.Identity] = []
+    if text := os.environ.get("TENANT_BACKUP_IDENTITIES", "").strip():
+        found += identities_in(text, "TENANT_BACKUP_IDENTITIES")
+    for name in filter(None, os.environ.get("TENANT_BACKUP_IDENTITY_FILE", "").split(os.pathsep)):
+        try:
+            text = Path(name).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(f"identity file {name} cannot be read ({exc.strerror})") from exc
+        found += identities_in(text, f"identity file {name}")
+    return found
+
+
+def identities_for(
+    backup_id: str, recipients: list[str] | None, identities: IdentitySource = load_identities
+) -> list[x25519.Identity]:
+    """The identities at hand, refused (naming the backup's recipients) when there are none, or when
+    the ledger names the recipients and none of them is at hand: before anything is downloaded."""
+    to = f"; it was encrypted to {', '.join(recipients)}" if recipients else ""
+    found = identities()
+    if not found:
+        raise EncryptionKeyError(
+            f"backup {backup_id} is encrypted{to}: give the matching age identity with --identity key.txt, "
+            "TENANT_BACKUP_IDENTITY_FILE, TENANT_BACKUP_IDENTITIES or a Secret block named by "
+            "TENANT_BACKUP_IDENTITY_BLOCK",
+            backup_id=backup_id,
+        )
+    held = [public_key(i) for i in found]
+    if recipients and not set(held) & set(recipients):
+        raise EncryptionKeyError(
+            f"backup {backup_id} cannot be decrypted with the identities at hand (public keys {', '.join(held)})"
+            f"{to}: give the identity of one of its recipients",
+            backup_id=backup_id,
+        )
+    return found
+
+
+def decrypt_file(
+    src: Path,
+    dest: Path,
+    *,
+    backup_id: str,
+    recipients: list[str] | None = None,
+    identities: IdentitySource = load_identities,
+) -> None:
+    """Decrypt the age file ``src`` into ``dest`` with the identities at hand, streamed.
+
+    Refuses, naming the recipients it was encrypted to (the ledger's word, when known), when no
+    identity at hand opens it; a file that opens but fails its authentication is damaged."""
+    import pyrage
+
+    to = f"; it was encrypted to {', '.join(recipients)}" if recipients else ""
+    held = identities_for(backup_id, recipients, identities)
+    try:
+        with src.open("rb") as source, dest.open("wb") as out:
+            pyrage.decrypt_io(source, out, held)
+    except pyrage.DecryptError as exc:  # raised on the header: no stanza opens with these identities
+        dest.unlink(missing_ok=True)
+        keys = ", ".join(public_key(i) for i in held)
+        raise EncryptionKeyError(
+            f"backup {backup_id} cannot be decrypted with the identities at hand (public keys {keys}){to}: give "
+            "the identity of one of its recipients (or its header is damaged: then restore another backup)",
+            backup_id=backup_id,
+        ) from exc
+    except OSError as exc:
+        dest.unlink(missing_ok=True)
+        if "decryption error" not in str(exc):  # the spool's own disk, not the artifact
+            raise
+        raise VerificationError(
+            f"backup {backup_id} is an age file that fails its authentication ({exc}): it was altered or "
+            "truncated; restore another backup",
+            backup_id=backup_id,
+        ) from exc
