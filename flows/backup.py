@@ -49,6 +49,7 @@ def backup_tenant(
     allow_empty: bool = False,
     name: str | None = None,
     encrypt_to: list[str] | None = None,
+    tenant_key: bool | None = None,
     database_block: str | None = None,
     storage_block: str | None = None,
 ) -> BackupResult:
@@ -74,6 +75,8 @@ def backup_tenant(
         name: A name for the ledger row.
         encrypt_to: age recipients (public keys, age1…) to encrypt the artifact to; empty for
             TENANT_BACKUP_RECIPIENTS (none set: not encrypted). Restores need a matching identity.
+        tenant_key: Encrypt to the tenant's own key instead, kept wrapped to encrypt_to, so that
+            erase-tenant makes every copy unreadable; empty for TENANT_BACKUP_TENANT_KEYS.
         database_block: Advanced, usually empty: a tenant-backup-database block; else TENANT_BACKUP_DATABASE_URL.
         storage_block: Advanced, usually empty: a tenant-backup-storage block; else TENANT_BACKUP_STORAGE_URL.
     """
@@ -92,6 +95,7 @@ def backup_tenant(
         compression_level=compression_level,
         schedule_id=schedule_id,
         encrypt_to=encrypt_to,
+        tenant_key=tenant_key,
     )
     return sequences.backup_tenant(PrefectRunner(), request, database_block, storage_block)
 
@@ -136,6 +140,7 @@ def backup_all_tenants(
     compression: Compression = "deflate",
     compression_level: int | None = None,
     encrypt_to: list[str] | None = None,
+    tenant_key: bool | None = None,
     tenant_deployment: str | None = None,
     database_block: str | None = None,
     storage_block: str | None = None,
@@ -157,6 +162,7 @@ def backup_all_tenants(
         compression: deflate, zstd or none.
         compression_level: The codec's level (deflate 0..3, zstd 1..19); empty for the fast default.
         encrypt_to: age recipients (age1…) of every artifact; empty for TENANT_BACKUP_RECIPIENTS.
+        tenant_key: Encrypt each tenant to its own key, wrapped to encrypt_to (TENANT_BACKUP_TENANT_KEYS).
         tenant_deployment: Advanced: run each tenant as a run of this deployment
             (backup-tenant/backup-now) so that a work pool's workers share them.
         database_block: Advanced, usually empty: a tenant-backup-database block; else TENANT_BACKUP_DATABASE_URL.
@@ -175,6 +181,7 @@ def backup_all_tenants(
         "compression": compression,
         "compression_level": compression_level,
         "encrypt_to": encrypt_to,
+        "tenant_key": tenant_key,
     }
     if tenant_deployment:
         blocks = {"database_block": database_block, "storage_block": storage_block}

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     lock_timeout: str = Field("10s", description="PostgreSQL lock_timeout for every session.")
     work_mem: str = Field("256MB", description="PostgreSQL work_mem inside a restore's transaction.")
     throttle_seconds: int = Field(300, description="At most one backup per tenant in this window.")
+    tenant_keys: bool = Field(
+        False, description="Encrypt each tenant's backups to its own key, wrapped to RECIPIENTS (erase-tenant)."
+    )
     spool_dir: str | None = Field(None, description="Local folder for table parts (default: temp).")
     timezone: str = Field("UTC", description="Time zone of the schedules (IANA name, e.g. Europe/Paris).")
     slots: int = Field(

@@ -125,6 +125,8 @@ def test_an_encrypted_backup_opens_with_the_age_cli_and_restores_with_either_of_
     assert verified.returncode == 0, verified.stderr
     shown = _cli("show", backup["backup_id"], "--table", "clients", "--head", "2", "--identity", str(ops), *where)
     assert shown.returncode == 0 and json.loads(shown.stdout)["rows"], shown.stderr
+    refused = _cli("show", backup["backup_id"], *where)
+    assert refused.returncode == 2 and json.loads(refused.stdout)["backup_id"] == backup["backup_id"]
 
 
 def test_without_a_matching_identity_an_encrypted_backup_is_refused_naming_its_recipients(
@@ -135,8 +137,8 @@ def test_without_a_matching_identity_an_encrypted_backup_is_refused_naming_its_r
     tenant = pos_db.tenants[1].id
     where = ["--db", pos_db.url, "--storage", f"file://{tmp_path}/store"]
     backup = _json(_cli("backup", "--tenant", tenant, "--category", "clients", "--force", *where, "--json",
-                        env={"TENANT_BACKUP_RECIPIENTS": ops_public}))  # fmt: skip
-    assert backup["encrypted_to"] == [ops_public]  # the environment's recipients, as a deployment sets them
+                        env={"TENANT_BACKUP_RECIPIENTS": ops_public.upper()}))  # fmt: skip
+    assert backup["encrypted_to"] == [ops_public]  # the environment's, as a deployment sets them; canonical
     with pos_db.connect() as conn:
         conn.execute("UPDATE clients SET points_fidelite = 1 WHERE etablissement_id = %s", (tenant,))
     changed = state_of(pos_db.url, "pos", tenant)
@@ -152,6 +154,10 @@ def test_without_a_matching_identity_an_encrypted_backup_is_refused_naming_its_r
     shutil.copy(backup["storage_path"].removeprefix("file://"), copy)
     refused = _cli("restore", "--file", str(copy), "--confirm", "RESTORE", "--identity", str(other), *where)
     assert refused.returncode == 2 and "cannot be decrypted" in refused.stderr and other_public in refused.stderr
+    public_file = tmp_path / "public.txt"
+    public_file.write_text(f"# created: today\n{ops_public}\n")
+    refused = _cli("restore", "--file", str(copy), "--dry-run", "--identity", str(public_file), *where)
+    assert refused.returncode == 2 and "line 2: a public key" in refused.stderr, refused.stderr
     done = _cli("restore", "--file", str(copy), "--confirm", "RESTORE", "--identity", str(ops), *where)
     assert done.returncode == 0, done.stderr
     assert state_of(pos_db.url, "pos", tenant) != changed
@@ -186,12 +192,20 @@ def test_a_bad_recipient_is_refused_before_any_work_and_a_private_key_given_as_o
     where = ["--db", pos_db.url, "--storage", f"file://{tmp_path}/store"]
     with pos_db.connect() as conn:
         count = conn.execute("SELECT count(*) FROM tenant_backup.backups").fetchone()
-    for recipient, hint in ((secret, "that is a private key"), ("age1nope", "starts with age1")):
+    for recipient, hint in (
+        (secret, "that is a private key"),
+        ("ssh-ed25519 AAAAC3Nza", "starts with age1"),
+        (f"age1{'q' * 58}", "mistyped or cut short"),
+        ("", "empty recipient"),  # --encrypt-to "$UNSET": never a quiet plain backup
+    ):
         refused = _cli("backup", "--tenant", tenant, "--force", "--encrypt-to", recipient, *where)
         assert refused.returncode == 2 and hint in refused.stderr, refused.stderr
         assert secret not in refused.stderr + refused.stdout
-    refused = _cli("backup", "--tenant", tenant, "--force", *where, env={"TENANT_BACKUP_RECIPIENTS": "ssh-rsa AAA"})
-    assert refused.returncode == 2 and "TENANT_BACKUP_RECIPIENTS" in refused.stderr
+    given = _key(tmp_path, "given")[1]
+    for variable in ("ssh-rsa AAA", " , "):  # checked even when --encrypt-to is given
+        refused = _cli("backup", "--tenant", tenant, "--force", "--encrypt-to", given, *where,
+                       env={"TENANT_BACKUP_RECIPIENTS": variable})  # fmt: skip
+        assert refused.returncode == 2 and "TENANT_BACKUP_RECIPIENTS" in refused.stderr
     with pos_db.connect() as conn:
         assert conn.execute("SELECT count(*) FROM tenant_backup.backups").fetchone() == count
     assert not (tmp_path / "store").exists()
@@ -206,11 +220,20 @@ def test_an_altered_or_truncated_encrypted_artifact_is_refused_as_damaged(pos_db
     stored = Path(backup["storage_path"].removeprefix("file://")).read_bytes()
     flipped = bytearray(stored)
     flipped[len(stored) // 2] ^= 0x01
-    for name, data in (("flipped", bytes(flipped)), ("truncated", stored[: len(stored) - 100])):
+    header = stored.index(b"\n---") + 1
+    header_end = stored.index(b"\n", header) + 1
+    mac = bytearray(stored)
+    mac[header + 6] ^= 0x01
+    for name, data, says in (
+        ("flipped", bytes(flipped), "fails its authentication"),
+        ("truncated", stored[: len(stored) - 100], "fails its authentication"),
+        ("header", bytes(mac), "header is damaged"),
+        ("headless", stored[:header_end], "header is damaged"),  # cut right after its header
+    ):
         damaged = tmp_path / f"{name}.zip.age"
         damaged.write_bytes(data)
         refused = _cli("restore", "--file", str(damaged), "--confirm", "RESTORE", "--identity", str(key), *where)
-        assert refused.returncode == 2 and "fails its authentication" in refused.stderr, refused.stderr
+        assert refused.returncode == 2 and says in refused.stderr, (name, refused.stderr)
     # In the ledger's storage, an altered object fails the ledger's checksum before it is decrypted.
     Path(backup["storage_path"].removeprefix("file://")).write_bytes(bytes(flipped))
     refused = _cli("verify", backup["backup_id"], "--identity", str(key), *where)
@@ -264,5 +287,5 @@ def test_ledger_of_an_unencrypted_backup_records_no_recipients(pos_db: DemoDatab
     assert _ledger_row(pos_db, backup["backup_id"])[0] is None
     with psycopg.connect(pos_db.url) as conn:
         assert conn.execute("SELECT obj_description('tenant_backup'::regnamespace)").fetchone() == (
-            "tenant-backup ledger v4",
+            "tenant-backup ledger v5",
         )

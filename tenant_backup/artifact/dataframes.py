@@ -143,6 +143,7 @@ def open_backup(
     checksum: str | None = None,
     encrypted_to: list[str] | None = None,
     identities: IdentitySource = load_identities,
+    backup_id: str | None = None,
 ) -> Backup:
     """Open an artifact from a local path or a URL (``file://``, ``s3://``…), its tables checked
     against its manifest and, given the ledger's ``checksum`` (``sha256:…``), the whole file too."""
@@ -167,6 +168,10 @@ def open_backup(
                 f"artifact {text} does not match the ledger's checksum {checksum}: it was altered or truncated"
             )
     artifact = open_verified(
-        local, tables_dir=Path(workdir.name) / "tables", encrypted_to=encrypted_to, identities=identities
+        local,
+        backup_id=backup_id or text,
+        tables_dir=Path(workdir.name) / "tables",
+        encrypted_to=encrypted_to,
+        identities=identities,
     )
     return Backup(artifact, workdir)

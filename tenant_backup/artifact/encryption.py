@@ -52,35 +52,49 @@ IdentitySource = Callable[[], "list[x25519.Identity]"]  # called only when an en
 
 
 def check_recipients(recipients: list[str] | None, *, what: str = "--encrypt-to") -> list[str]:
-    """The recipients, stripped and in order, each a valid X25519 recipient; else a ConfigurationError
-    naming the one that is not."""
+    """The recipients in order, each a valid X25519 recipient in its canonical (lower-case) spelling;
+    else a ConfigurationError naming the one that is not. An empty one is refused: a variable left
+    unset in a script must not quietly give a plain backup."""
     from pyrage import RecipientError, x25519
 
     found: list[str] = []
     for text in recipients or []:
         item = text.strip()
         if not item:
-            continue
-        try:
-            x25519.Recipient.from_str(item)
-        except (RecipientError, ValueError) as exc:
-            hint = (
-                " (that is a private key: give its public key, the 'public key:' line of the key file, or "
-                "`age-keygen -y key.txt`)"
-                if item.upper().startswith("AGE-SECRET-KEY-")
-                else " (an X25519 recipient starts with age1, as age-keygen prints it)"
+            raise ConfigurationError(
+                f"{what} is given an empty recipient (a variable left unset?); give an age1… public key, or leave "
+                f"{what} out for a backup that is not encrypted"
             )
-            shown = "AGE-SECRET-KEY-…" if item.upper().startswith("AGE-SECRET-KEY-") else repr(item[:70])
-            raise ConfigurationError(f"{what} {shown} is not an age recipient{hint}") from exc
-        if item not in found:
-            found.append(item)
+        try:
+            canonical = str(x25519.Recipient.from_str(item.lower() if item.upper().startswith("AGE1") else item))
+        except (RecipientError, ValueError) as exc:
+            secret = item.upper().startswith("AGE-SECRET-KEY-")
+            if secret:
+                hint = (
+                    "that is a private key: give its public key, the 'public key:' line of the key file, or "
+                    "`age-keygen -y key.txt`"
+                )
+            elif item.lower().startswith("age1"):
+                hint = "its checksum fails: mistyped or cut short? copy it again from age-keygen's output"
+            else:
+                hint = "an X25519 recipient starts with age1, as age-keygen prints it"
+            shown = "AGE-SECRET-KEY-…" if secret else repr(item[:70])
+            raise ConfigurationError(f"{what} {shown} is not an age recipient ({hint})") from exc
+        if canonical not in found:
+            found.append(canonical)
     return found
 
 
 def default_recipients() -> list[str]:
-    """``TENANT_BACKUP_RECIPIENTS``: recipients separated by commas or spaces (none: not encrypted)."""
+    """``TENANT_BACKUP_RECIPIENTS``: recipients separated by commas or spaces (unset or empty: none)."""
     raw = os.environ.get("TENANT_BACKUP_RECIPIENTS", "")
-    return check_recipients(re.split(r"[\s,]+", raw), what="TENANT_BACKUP_RECIPIENTS:")
+    if not raw:
+        return []
+    if not raw.strip(" ,\t\n"):
+        raise ConfigurationError(
+            "TENANT_BACKUP_RECIPIENTS holds no recipient, only separators; give age1… public keys, or unset it"
+        )
+    return check_recipients([r for r in re.split(r"[\s,]+", raw) if r], what="TENANT_BACKUP_RECIPIENTS:")
 
 
 class Encrypting:
@@ -162,17 +176,20 @@ def identities_in(text: str, where: str) -> list[x25519.Identity]:
     from pyrage import IdentityError, x25519
 
     found = []
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         try:
             found.append(x25519.Identity.from_str(line))
         except (IdentityError, ValueError) as exc:
-            raise ConfigurationError(
-                f"{where} holds a line that is not an age identity (AGE-SECRET-KEY-1…, as age-keygen writes it); "
-                "only X25519 identities are read"
-            ) from exc
+            if line.lower().startswith("age1"):
+                hint = "a public key; identities (AGE-SECRET-KEY-1…) read backups"
+            elif line.upper().count("AGE-SECRET-KEY-") > 1:
+                hint = "several keys on one line; give one per line"
+            else:
+                hint = "not an age identity (AGE-SECRET-KEY-1…, as age-keygen writes it); only X25519 ones are read"
+            raise ConfigurationError(f"{where}, line {number}: {hint}") from exc
     if not found:
         raise ConfigurationError(f"{where} holds no age identity (AGE-SECRET-KEY-1…, as age-keygen writes it)")
     return found
@@ -236,12 +253,18 @@ def decrypt_file(
     try:
         with src.open("rb") as source, dest.open("wb") as out:
             pyrage.decrypt_io(source, out, held)
-    except pyrage.DecryptError as exc:  # raised on the header: no stanza opens with these identities
+    except pyrage.DecryptError as exc:  # raised on the header
         dest.unlink(missing_ok=True)
+        if "no matching keys" not in str(exc).lower():  # a header MAC that fails, a file cut short
+            raise VerificationError(
+                f"backup {backup_id} is an age file whose header is damaged ({exc}): it was altered or truncated; "
+                "restore another backup",
+                backup_id=backup_id,
+            ) from exc
         keys = ", ".join(public_key(i) for i in held)
         raise EncryptionKeyError(
             f"backup {backup_id} cannot be decrypted with the identities at hand (public keys {keys}){to}: give "
-            "the identity of one of its recipients (or its header is damaged: then restore another backup)",
+            "the identity of one of its recipients",
             backup_id=backup_id,
         ) from exc
     except OSError as exc:
@@ -253,3 +276,39 @@ def decrypt_file(
             "truncated; restore another backup",
             backup_id=backup_id,
         ) from exc
+
+
+def new_tenant_key(operator_recipients: list[str]) -> tuple[str, str]:
+    """A new X25519 key for one tenant: its public recipient, and its private identity encrypted
+    (armored age) to the operator's recipients, the only form in which it is ever stored."""
+    import pyrage
+    from pyrage import x25519
+
+    identity = x25519.Identity.generate()
+    wrapped = pyrage.encrypt(
+        f"{identity}\n".encode(), [x25519.Recipient.from_str(r) for r in operator_recipients], armored=True
+    )
+    return str(identity.to_public()), bytes(wrapped).decode("ascii")
+
+
+def with_tenant_key(
+    identities: IdentitySource, wrapped: str, *, tenant_id: str, wrapped_to: list[str]
+) -> IdentitySource:
+    """The identities at hand, with the tenant's own identity unwrapped by one of them first."""
+
+    def unwrapped() -> list[x25519.Identity]:
+        import pyrage
+
+        operator = identities()
+        try:
+            text = bytes(pyrage.decrypt(wrapped.encode("ascii"), operator)).decode("ascii")
+        except (pyrage.DecryptError, OSError, ValueError) as exc:
+            held = ", ".join(public_key(i) for i in operator) or "none"
+            raise EncryptionKeyError(
+                f"the key of tenant {tenant_id} is wrapped to {', '.join(wrapped_to)}; no identity at hand opens it "
+                f"(public keys {held}): give the operator identity with --identity key.txt",
+                tenant_id=tenant_id,
+            ) from exc
+        return [*identities_in(text, f"the key of tenant {tenant_id}"), *operator]
+
+    return unwrapped

@@ -15,14 +15,15 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from tenant_backup import ledger
 from tenant_backup.artifact.codecs import Compression, check_compression, default_level
-from tenant_backup.artifact.encryption import check_recipients, default_recipients
 from tenant_backup.artifact.formats import ArtifactFormat, check_types
 from tenant_backup.artifact.manifest import Manifest, TableManifest
 from tenant_backup.backup import assemble as artifact
 from tenant_backup.backup.assemble import ArtifactInfo
 from tenant_backup.backup.extract import TablePart, extract_table
+from tenant_backup.backup.recipients import artifact_recipients, operator_recipients
 from tenant_backup.db import DatabaseOwner, Snapshot, import_snapshot, read_owner
 from tenant_backup.errors import ConfigurationError, PermissionDeniedError, TenantBackupError
+from tenant_backup.ledger import keys
 from tenant_backup.segments import encode_segment, entry_name
 from tenant_backup.sessions import session
 from tenant_backup.settings import Settings
@@ -75,15 +76,16 @@ class BackupRequest(BaseModel):
     compression_level: int | None = None
     schedule_id: str | None = None
     encrypt_to: list[str] | None = None  # age recipients (public keys); default TENANT_BACKUP_RECIPIENTS
+    tenant_key: bool | None = None  # encrypt to the tenant's own key (wrapped to encrypt_to); default TENANT_KEYS
 
     @property
     def level(self) -> int:
         return default_level(self.compression) if self.compression_level is None else self.compression_level
 
-    @field_validator("categories", mode="before")
+    @field_validator("categories", "encrypt_to", mode="before")
     @classmethod
-    def _no_empty_categories(cls, value: Any) -> Any:
-        return value or None  # [] (a form left empty) means every category
+    def _empty_is_default(cls, value: Any) -> Any:
+        return value or None  # [] (a form left empty): every category; TENANT_BACKUP_RECIPIENTS
 
     @field_validator("requested_by", mode="before")
     @classmethod
@@ -120,6 +122,7 @@ class BackupPlan(BaseModel):
     foreign_keys: list[ForeignKey] = []  # from or to a backed-up table (the SQL artifact checks them)
     left_out: list[str] = []  # tables holding the tenant column that this backup does not hold
     encrypt_to: list[str] = []  # the age recipients of the artifact (none: not encrypted)
+    tenant_key: bool = False  # encrypt_to is the tenant's own key (crypto-erasure: erase-tenant)
 
     @property
     def relations(self) -> list[tuple[str, str]]:
@@ -145,7 +148,7 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
     """
     profile = resolve_profile(request.profile, request.tenant_column)
     check_compression(request.compression, request.level, request.format)
-    recipients = check_recipients(request.encrypt_to) or default_recipients()
+    operator = operator_recipients(request.encrypt_to)
     encode_segment(request.tenant_id)  # an id that cannot be stored is refused before anything is written
     with session(db_url, lock_timeout=settings.lock_timeout) as conn:
         ledger.migrate(conn, settings.ledger_schema)
@@ -176,6 +179,8 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
                 raise
         tenant = check_tenant(conn, catalog, profile, request.tenant_id, allow_empty=request.allow_empty)
         tenant_name, request = tenant.name, request.model_copy(update={"tenant_id": tenant.id})
+        tenant_key = settings.tenant_keys if request.tenant_key is None else request.tenant_key
+        recipients = artifact_recipients(conn, settings.ledger_schema, tenant.id, operator, tenant_key)
         if not request.force:  # early, before any lock is taken; the ledger entry checks it again under the lock
             ledger.check_throttle(
                 conn, settings.ledger_schema, request.tenant_id, timedelta(seconds=settings.throttle_seconds)
@@ -198,6 +203,7 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
         foreign_keys=[fk for fk in catalog.foreign_keys if {fk.table, fk.ref_table} & {s.table for s in scopes}],
         left_out=skipped,
         encrypt_to=recipients,
+        tenant_key=tenant_key,
     )
 
 
@@ -231,6 +237,7 @@ def open_entry(db_url: str, settings: Settings, plan: BackupPlan, flow_run_id: s
     flow run when there is one; the caller holds the tenant lock."""
     req = plan.request
     with session(db_url, lock_timeout=settings.lock_timeout) as conn, conn.transaction():
+        keys.refuse_erased(conn, settings.ledger_schema, req.tenant_id)  # erased since the plan: under the lock
         reaped = ledger.reap_stale(conn, settings.ledger_schema, req.tenant_id, reaper="backup")
         backup_id = ledger.create_backup(
             conn,

@@ -58,6 +58,7 @@ def cmd_backup(args: argparse.Namespace) -> dict[str, Any]:
         "compression": args.compression,
         "compression_level": args.compression_level,
         "encrypt_to": args.encrypt_to,
+        "tenant_key": args.tenant_key or None,
         "requested_by": args.requested_by,
         "profile": args.profile or "pos",
         "tenant_column": args.tenant_column,
@@ -81,6 +82,7 @@ def cmd_backup(args: argparse.Namespace) -> dict[str, Any]:
             f"{count(out['record_count'], 'row')} in {count(len(out['tables']), 'table')}, "
             f"{human_size(out['file_size'])}, {out['seconds']:.2f} s\n"
             f"  artifact: {out['storage_path']}\n  checksum: {out['checksum']}"
+            + (f"\n  encrypted to: {', '.join(out['encrypted_to'])}" if out["encrypted_to"] else "")
         )
     return out
 
@@ -109,6 +111,7 @@ def cmd_backup_all(args: argparse.Namespace) -> dict[str, Any]:
         "compression": args.compression,
         "compression_level": args.compression_level,
         "encrypt_to": args.encrypt_to,
+        "tenant_key": args.tenant_key or None,
     }
     settings = get_settings()
     found = steps.list_tenants(database_url(), settings, parameters["profile"], args.tenant_column)
@@ -257,6 +260,7 @@ def cmd_show(args: argparse.Namespace) -> dict[str, Any]:
     from tenant_backup.artifact.dataframes import open_backup
     from tenant_backup.db import connect
     from tenant_backup.ledger.lookup import require_ledger, resolve_backup_id
+    from tenant_backup.restore.identities import reading_identities, tenant_key_of
     from tenant_backup.settings import get_settings
 
     settings = get_settings()
@@ -265,6 +269,7 @@ def cmd_show(args: argparse.Namespace) -> dict[str, Any]:
         row = ledger.get_backup(
             conn, settings.ledger_schema, resolve_backup_id(conn, settings.ledger_schema, args.backup_id)
         )
+        key = tenant_key_of(conn, settings.ledger_schema, row.tenant_id, row.encrypted_to, row.id)
     if row.status != "completed" or not row.storage_path:
         raise LedgerError(f"backup {row.id} is {row.status}: it has no artifact to show", backup_id=row.id)
     backup = open_backup(
@@ -272,7 +277,8 @@ def cmd_show(args: argparse.Namespace) -> dict[str, Any]:
         storage_options=settings.storage_options,
         checksum=row.checksum,
         encrypted_to=row.encrypted_to,
-        identities=identities,
+        identities=reading_identities(identities, key),
+        backup_id=row.id,
     )
     if not args.table:
         tables: dict[str, dict[str, Any]] = {

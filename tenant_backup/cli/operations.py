@@ -31,9 +31,16 @@ def cmd_migrate(args: argparse.Namespace) -> dict[str, Any]:
     from tenant_backup.settings import get_settings
 
     settings = get_settings()
+    views: list[str] = []
     with connect(database_url()) as conn:
         before = ledger.migrate(conn, settings.ledger_schema)
         database = conn.info.dbname
+        if args.app_policies:
+            from tenant_backup.backup.steps import resolve_profile
+            from tenant_backup.operations.app_policies import apply_app_policies
+
+            profile = resolve_profile(args.profile or "pos", None)
+            views = apply_app_policies(conn, profile, settings.ledger_schema, args.app_schema, args.app_role)
     now, schema = ledger.LEDGER_VERSION, settings.ledger_schema
     if before is None:
         did = f"created the ledger (schema {schema}, version {now}) in database {database}"
@@ -43,7 +50,18 @@ def cmd_migrate(args: argparse.Namespace) -> dict[str, Any]:
         did = f"upgraded the ledger of database {database} (schema {schema}) from version {before} to {now}"
     if not args.json:
         print(did)
-    return {"status": "migrated", "schema": settings.ledger_schema, "version": now, "previous_version": before}
+        if views:
+            print(
+                f"the app's views, filtered by the JWT's user under profile {args.profile or 'pos'}'s rule, for role "
+                f"{args.app_role}: {', '.join(views)}"
+            )
+    return {
+        "status": "migrated",
+        "schema": settings.ledger_schema,
+        "version": now,
+        "previous_version": before,
+        "app_views": views,
+    }
 
 
 def cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
@@ -87,7 +105,7 @@ def cmd_list(args: argparse.Namespace) -> dict[str, Any]:
         if rows:
             print(
                 table(
-                    ["created (UTC)", "id", "tenant", "name", "status", "type", "format", "rows", "size"],
+                    ["created (UTC)", "id", "tenant", "name", "status", "type", "format", "rows", "size", "enc"],
                     [
                         [
                             f"{r.created_at:%Y-%m-%d %H:%M}",
@@ -99,6 +117,7 @@ def cmd_list(args: argparse.Namespace) -> dict[str, Any]:
                             r.format,
                             f"{r.record_count:,}" if r.record_count is not None else "-",
                             human_size(r.file_size),
+                            "age" if r.encrypted_to else "-",
                         ]
                         for r in rows
                     ],
@@ -172,6 +191,44 @@ def cmd_delete(args: argparse.Namespace) -> dict[str, Any]:
     if not args.json:
         left = "; the object belongs to another database and was left" if out["not_ours"] else ""
         print(f"deleted backup {backup_id} ({out['storage_path'] or 'no artifact'}){left}")
+    return out
+
+
+def cmd_erase_tenant(args: argparse.Namespace) -> dict[str, Any]:
+    from tenant_backup.operations.erasure import erase_tenant
+
+    db_url, settings, storage = _plain()
+    report = erase_tenant(
+        db_url,
+        settings,
+        storage,
+        args.tenant,
+        confirm=args.confirm,
+        dry_run=args.dry_run,
+        requested_by=args.requested_by,
+    )
+    out: dict[str, Any] = report.model_dump(mode="json")
+    if not args.json:
+        key = f"its key {report.key}" if report.key else "no key of its own"
+        if args.dry_run:
+            print(
+                f"erasing tenant {report.tenant_id} would destroy {key}, delete {count(len(report.objects), 'object')}"
+                f", {count(len(report.backups), 'ledger row')} and {count(report.schedules, 'schedule')}:"
+            )
+            for name in report.objects:
+                print(f"  {name}")
+            for backup_id in report.elsewhere:
+                print(f"  backup {backup_id}: its object is in another storage, which this run cannot reach")
+        else:
+            print(
+                f"erased tenant {report.tenant_id}: destroyed {key}, deleted "
+                f"{count(len(report.deleted_objects), 'object')} and {count(len(report.deleted_backups), 'ledger row')}"
+            )
+        if report.readable_copies:
+            print(
+                f"  {count(len(report.readable_copies), 'backup')} not encrypted to the tenant's key: a copy kept "
+                f"elsewhere stays readable ({', '.join(report.readable_copies[:5])})"
+            )
     return out
 
 

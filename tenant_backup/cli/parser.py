@@ -155,6 +155,15 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("migrate", help="create or update the ledger tables")
     common(p)
+    p.add_argument(
+        "--app-policies",
+        action="store_true",
+        help="also create the views an app reads through PostgREST / supabase-js: its users' backups and logs, "
+        "its admins' schedules (filtered by the JWT's user under the profile's admin rule)",
+    )
+    p.add_argument("--profile", help="the profile whose admin rule the views follow (default: pos)")
+    p.add_argument("--app-schema", default="public", help="the API's schema for the views (default: public)")
+    p.add_argument("--app-role", default="authenticated", help="the role API requests run as (default: authenticated)")
     p.set_defaults(func=operations.cmd_migrate)
 
     p = sub.add_parser("backup", help="back up one tenant, or every tenant (--all-tenants)")
@@ -188,6 +197,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="RECIPIENT",
         help="encrypt the artifact with age to this public key, age1… (repeatable: an operations key and an "
         "offline recovery key; default: TENANT_BACKUP_RECIPIENTS)",
+    )
+    p.add_argument(
+        "--tenant-key",
+        action="store_true",
+        help="encrypt to the tenant's own key, kept wrapped to the --encrypt-to recipients, so that erase-tenant "
+        "makes every copy unreadable (default: TENANT_BACKUP_TENANT_KEYS)",
     )
     p.set_defaults(func=commands.cmd_backup)
 
@@ -274,6 +289,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--confirm", help="type DELETE to confirm")
     p.add_argument("--requested-by", type=_user_id, help="app user id to check against the profile's admin rule")
     p.set_defaults(func=operations.cmd_delete)
+
+    p = sub.add_parser(
+        "erase-tenant",
+        help="erase a tenant's backups for good: destroy its own key (copies anywhere become unreadable), then "
+        "delete its objects and ledger rows (admins only)",
+    )
+    common(p, storage=True)
+    p.add_argument("tenant", help="the tenant id")
+    p.add_argument("--confirm", help="type ERASE to confirm (not needed with --dry-run)")
+    p.add_argument("--dry-run", action="store_true", help="list what would go; change nothing")
+    p.add_argument("--requested-by", type=_user_id, help="app user id to check against the profile's admin rule")
+    p.set_defaults(func=operations.cmd_erase_tenant)
 
     p = sub.add_parser("prune", help="retention: delete what the rules do not keep")
     common(p, storage=True)

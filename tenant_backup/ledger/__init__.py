@@ -90,7 +90,7 @@ def _q(schema: str, table: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
 
 
-LEDGER_VERSION = 4  # v<n>.sql next to this module is version n
+LEDGER_VERSION = 5  # v<n>.sql next to this module is version n
 
 
 def _statement(name: str, schema: str) -> sql.Composed:

@@ -24,11 +24,13 @@ from tenant_backup.tenancy.tenants import tables_read
 
 __all__ = ["grant_statements"]
 
-# What the ledger's tables need: backups are written and pruned, schedules stamped, actions logged.
+# What the ledger's tables need: backups are written and pruned, schedules stamped, actions logged,
+# a tenant's own key made on its first backup with --tenant-key (erase-tenant is the operator's).
 _LEDGER = {
     "backups": "SELECT, INSERT, UPDATE, DELETE",
     "backup_restore_logs": "SELECT, INSERT, UPDATE",
     "backup_schedules": "SELECT, UPDATE",
+    "tenant_keys": "SELECT, INSERT",
 }
 
 

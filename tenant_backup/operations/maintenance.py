@@ -51,7 +51,7 @@ class PruneReport(BaseModel):
         return [d for d in self.decisions if not d.keep]
 
 
-def _ours(row: BackupRow, owner: DatabaseOwner) -> bool:
+def wrote_object(row: BackupRow, owner: DatabaseOwner) -> bool:
     """Whether this database wrote the row's object (rows from before owners were recorded: yes)."""
     return row.owner is None or row.owner == owner
 
@@ -59,7 +59,7 @@ def _ours(row: BackupRow, owner: DatabaseOwner) -> bool:
 def _remove(conn: psycopg.Connection, schema: str, storage: Storage, row: BackupRow, owner: DatabaseOwner) -> None:
     """Object first, then the row (``conn`` is in autocommit: each row goes as its object goes);
     the object of another database stays where it is."""
-    if _ours(row, owner) and row.storage_path:
+    if wrote_object(row, owner) and row.storage_path:
         key = storage.key_in(row.storage_path)
         if key is None:
             raise LedgerError(
@@ -94,7 +94,7 @@ def prune(
     days = {s.id: s.retention_jours for s in valid}
     decisions = decide(rows, policy, days, now or datetime.now(UTC))
     by_id = {r.id: r for r in rows}
-    not_ours = [d.backup_id for d in decisions if not d.keep and not _ours(by_id[d.backup_id], owner)]
+    not_ours = [d.backup_id for d in decisions if not d.keep and not wrote_object(by_id[d.backup_id], owner)]
     deleted: list[str] = []
     errors: dict[str, str] = {}
     if not dry_run:
@@ -171,7 +171,7 @@ def delete_backup(
             )
             raise
         _remove(conn, settings.ledger_schema, storage, row, owner)
-        not_ours = not _ours(row, owner)
+        not_ours = not wrote_object(row, owner)
         ledger.log_action(
             conn,
             settings.ledger_schema,

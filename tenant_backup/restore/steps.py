@@ -14,24 +14,21 @@ import uuid
 from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tenant_backup import ledger
-from tenant_backup.artifact.encryption import IdentitySource, load_identities
-from tenant_backup.artifact.manifest import Manifest
-from tenant_backup.artifact.reader import Artifact, fetch_artifact, open_verified
 from tenant_backup.backup.steps import error_text
 from tenant_backup.db import connect, tenant_lock
-from tenant_backup.errors import ConfigurationError, LedgerError, RestoreRefusedError, VerificationError
+from tenant_backup.errors import ConfigurationError, LedgerError, RestoreRefusedError
 from tenant_backup.restore import CONFIRMATION
 from tenant_backup.restore.engine import RestorePlan, restore_tenant
+from tenant_backup.restore.fetch import RestoreTarget, VerifiedArtifact, fetch_file, verify
+from tenant_backup.restore.identities import tenant_key_of
 from tenant_backup.results import Approval, RestoreResult, TableCounts
 from tenant_backup.settings import Settings
-from tenant_backup.storage import Storage
 from tenant_backup.tenancy.admins import check_admin
 from tenant_backup.tenancy.catalog import read_catalog
 from tenant_backup.tenancy.profiles import Profile, stored_profile
@@ -105,30 +102,6 @@ class AppliedRestore(BaseModel):
     reaped_runs: list[str] = []
 
 
-class RestoreTarget(BaseModel):
-    """The ledger's word on the backup, and the tenant the rows go to."""
-
-    model_config = ConfigDict(frozen=True)
-
-    backup_id: str
-    source_tenant: str
-    tenant_id: str
-    storage_path: str
-    checksum: str | None
-    encrypted_to: list[str] | None = None  # the ledger's word: the age recipients of the artifact
-
-
-class VerifiedArtifact(BaseModel):
-    """A local copy of the artifact that passed every check, and its manifest."""
-
-    path: str
-    manifest: Manifest
-    check_on_read: bool = False  # a CSV ZIP's tables are re-hashed as the restore reads them
-
-    def open(self) -> Artifact:
-        return Artifact(Path(self.path), self.manifest, check_on_read=self.check_on_read)
-
-
 def require_confirmation(req: RestoreRequest, backup_id: str, target: str) -> None:
     if req.confirm != CONFIRMATION and not req.dry_run:
         raise RestoreRefusedError(
@@ -168,6 +141,7 @@ def check_request(db_url: str, settings: Settings, req: RestoreRequest, log: Run
                 )
             if req.requested_by:
                 check_admin(conn, profile, target, req.requested_by, "restore")
+            key = tenant_key_of(conn, settings.ledger_schema, row.tenant_id, row.encrypted_to, req.backup_id)
         except Exception as exc:
             _log(conn, settings, req, target, log, "failed", error=str(exc))
             raise
@@ -178,31 +152,8 @@ def check_request(db_url: str, settings: Settings, req: RestoreRequest, log: Run
         storage_path=row.storage_path,
         checksum=row.checksum,
         encrypted_to=row.encrypted_to,
+        tenant_key=key,
     )
-
-
-def fetch_file(
-    file: str, storage_options: dict[str, Any], spool: Path, identities: IdentitySource = load_identities
-) -> VerifiedArtifact:
-    """Copy an artifact that is not in this ledger (a downloaded file, another environment's
-    backup) into the spool and verify it by its manifest: every table's sha256 and row count."""
-    import fsspec
-
-    dest = spool / "artifact"
-    local = "://" not in file or file.startswith("file://")
-    try:
-        with (
-            fsspec.open(file, "rb", **({} if local else storage_options)) as source,
-            dest.open("wb") as out,
-        ):
-            while chunk := source.read(1 << 20):
-                out.write(chunk)
-    except FileNotFoundError as exc:
-        raise ConfigurationError(f"--file {file}: no such file or object; check the path or URL") from exc
-    except OSError as exc:
-        raise ConfigurationError(f"--file {file} cannot be read ({exc})") from exc
-    artifact = open_verified(dest, backup_id=file, identities=identities)
-    return VerifiedArtifact(path=str(artifact.path), manifest=artifact.manifest)
 
 
 def check_file(
@@ -231,31 +182,6 @@ def check_file(
         storage_path=req.file or "",
         checksum=None,
     )
-
-
-def verify(
-    storage: Storage, target: RestoreTarget, spool: Path, identities: IdentitySource = load_identities
-) -> VerifiedArtifact:
-    """Download and verify the artifact; refuse another tenant's artifact."""
-    artifact = fetch_artifact(
-        storage,
-        target.storage_path,
-        target.checksum,
-        spool / "artifact",
-        backup_id=target.backup_id,
-        encrypted_to=target.encrypted_to,
-        identities=identities,
-    )
-    manifest = artifact.manifest
-    if manifest.backup_id != target.backup_id or manifest.tenant_id != target.source_tenant:
-        raise VerificationError(
-            f"the artifact at {target.storage_path} belongs to backup {manifest.backup_id} of tenant "
-            f"{manifest.tenant_id}, not to backup {target.backup_id} of tenant {target.source_tenant}; "
-            "it was replaced in storage: restore another backup",
-            backup_id=target.backup_id,
-            tenant_id=target.source_tenant,
-        )
-    return VerifiedArtifact(path=str(artifact.path), manifest=manifest, check_on_read=artifact.check_on_read)
 
 
 def plan_restore(
