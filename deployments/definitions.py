@@ -17,6 +17,7 @@ from prefect.schedules import Cron, Interval
 from flows.backup import backup_all_tenants, backup_tenant
 from flows.maintenance import prune_backups, reconcile_storage, sync_schedules
 from flows.restore import restore_backup, verify_backup
+from flows.watch import check_freshness, verify_backups
 
 __all__ = ["DEPLOYMENTS", "build_deployments", "register_block_types", "serve_all"]
 
@@ -30,6 +31,8 @@ DEPLOYMENTS = {
     "retention": "prune-backups/nightly-retention",
     "reconcile": "reconcile-storage/reconcile-now",
     "sync": "sync-schedules/every-5-minutes",
+    "verify_all": "verify-backups/nightly-verification",
+    "freshness": "check-freshness/hourly",
 }
 
 
@@ -40,9 +43,12 @@ def build_deployments(
     retention_cron: str = "30 3 * * *",
     sync_seconds: int = 300,
     profile: str = "pos",
+    verify_cron: str = "0 4 * * *",
+    verify_sample: int | None = None,
 ) -> list[Any]:
     """The deployments: seed 001's pg_cron schedule (every 12 hours) on backup-all-tenants, a
-    daily retention, the schedule sync every 5 minutes, and on-demand ones."""
+    daily retention, the schedule sync every 5 minutes, a nightly verification of the newest
+    backups, an hourly freshness check, and on-demand ones."""
     return [
         backup_all_tenants.to_deployment(
             name="every-12-hours",
@@ -76,6 +82,19 @@ def build_deployments(
             parameters={"timezone": timezone, "profile": profile},
             description="Apply the backup_schedules table to the scheduled deployment.",
         ),
+        verify_backups.to_deployment(
+            name="nightly-verification",
+            schedules=[Cron(verify_cron, timezone=timezone)],
+            parameters={"sample": verify_sample} if verify_sample else {},
+            description="Test-restore (rolled back) each tenant's newest backup; fails when one does not restore.",
+        ),
+        check_freshness.to_deployment(
+            name="hourly",
+            schedules=[Interval(3600)],
+            parameters={"profile": profile},
+            description="Fails when a tenant's newest backup is older than promised, or its backup or "
+            "verification failed.",
+        ),
     ]
 
 
@@ -92,5 +111,8 @@ def serve_all(**kwargs: Any) -> None:
     """Register the block types, then serve every deployment from this process until it is
     stopped. Backups at once are bounded by the database's backup slots (TENANT_BACKUP_SLOTS),
     not by anything of Prefect's."""
+    from deployments.automation import notify_on_failure
+
     register_block_types()
+    notify_on_failure()  # with TENANT_BACKUP_NOTIFY_BLOCK: failures reach a person
     serve(*build_deployments(**kwargs))

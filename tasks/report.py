@@ -10,6 +10,7 @@ from typing import Any
 
 from tenant_backup import progress
 from tenant_backup.naming import tenant_label
+from tenant_backup.operations.freshness import TenantStatus
 from tenant_backup.operations.maintenance import PruneReport
 from tenant_backup.operations.reconcile import ReconcileReport
 from tenant_backup.operations.schedules import SyncReport
@@ -268,3 +269,49 @@ class ProgressArtifact:
         progress.unsubscribe(self)
         if exc[0] is None:
             artifacts().update_progress_artifact(self._id, progress=100.0)
+
+
+def publish_verification_report(outcomes: list[TenantOutcome]) -> None:
+    """One markdown artifact for a run of verifications: a line per backup, failures first."""
+    failed = sum(o.status == "failed" for o in outcomes)
+    lines = [
+        f"# Verification of {len(outcomes):,} backups",
+        "",
+        f"- {len(outcomes) - failed:,} passed, {failed:,} failed (download, hashes, a rolled-back restore)",
+        "",
+        "| tenant | backup | verdict | s | why |",
+        "|---|---|---|---:|---|",
+        *(
+            f"| {o.tenant_name or o.tenant_id} (`{o.tenant_id}`) | `{o.backup_id}` | "
+            f"{'failed' if o.status == 'failed' else 'passed'} | {o.seconds or 0:.2f} | "
+            f"{(o.error or '').replace('|', '/')[:300]} |"
+            for o in sorted(outcomes, key=lambda o: (o.status != "failed", o.tenant_name or o.tenant_id))
+        ),
+    ]
+    artifacts().create_markdown_artifact(
+        markdown="\n".join(lines), key="verify-backups", description=f"{failed:,} of {len(outcomes):,} failed"
+    )
+
+
+def publish_freshness_report(found: list[TenantStatus]) -> None:
+    """One markdown artifact: every tenant's newest backup, its age against its promise, its
+    verification and its last failure; those that need attention first."""
+    attention = sum(s.state != "ok" for s in found)
+    lines = [
+        f"# Freshness of {len(found):,} tenants",
+        "",
+        f"- {attention:,} need attention",
+        "",
+        "| tenant | state | newest backup | age h | promised h | verified | why |",
+        "|---|---|---|---:|---:|---|---|",
+        *(
+            f"| {s.tenant_name or s.tenant_id} (`{s.tenant_id}`) | {s.state} | "
+            f"{f'{s.newest_at:%Y-%m-%d %H:%M}' if s.newest_at else '-'} | "
+            f"{'-' if s.age_hours is None else f'{s.age_hours:.1f}'} | {s.promised_hours:g} | "
+            f"{s.verification or '-'} | {'' if s.state == 'ok' else s.reason.replace('|', '/')[:300]} |"
+            for s in found
+        ),
+    ]
+    artifacts().create_markdown_artifact(
+        markdown="\n".join(lines), key="tenant-freshness", description=f"{attention:,} of {len(found):,} need attention"
+    )

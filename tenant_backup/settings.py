@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     tenant_keys: bool = Field(
         False, description="Encrypt each tenant's backups to its own key, wrapped to RECIPIENTS (erase-tenant)."
     )
+    freshness_hours: float = Field(
+        24, gt=0, description="status: a tenant without a schedule is stale when its newest backup is older."
+    )
     spool_dir: str | None = Field(None, description="Local folder for table parts (default: temp).")
     timezone: str = Field("UTC", description="Time zone of the schedules (IANA name, e.g. Europe/Paris).")
     slots: int = Field(

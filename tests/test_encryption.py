@@ -58,17 +58,21 @@ def _json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return out
 
 
-def _s3_object(bucket_url: str, options: dict[str, Any], storage_path: str) -> bytes:
-    bucket = bucket_url.removeprefix("s3://").split("/", 1)[0]
-    key = storage_path.removeprefix(f"s3://{bucket}/")
-    s3 = boto3.client(
+def _s3(options: dict[str, Any]) -> Any:
+    """A boto3 client of the moto server that ``options`` (the fsspec options) point at."""
+    return boto3.client(
         "s3",
         endpoint_url=options["client_kwargs"]["endpoint_url"],
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
-    body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def _s3_object(bucket_url: str, options: dict[str, Any], storage_path: str) -> bytes:
+    bucket = bucket_url.removeprefix("s3://").split("/", 1)[0]
+    key = storage_path.removeprefix(f"s3://{bucket}/")
+    body: bytes = _s3(options).get_object(Bucket=bucket, Key=key)["Body"].read()
     return body
 
 
@@ -287,5 +291,20 @@ def test_ledger_of_an_unencrypted_backup_records_no_recipients(pos_db: DemoDatab
     assert _ledger_row(pos_db, backup["backup_id"])[0] is None
     with psycopg.connect(pos_db.url) as conn:
         assert conn.execute("SELECT obj_description('tenant_backup'::regnamespace)").fetchone() == (
-            "tenant-backup ledger v5",
+            "tenant-backup ledger v6",
         )
+
+
+def test_a_writer_that_fails_half_way_stops_the_encryption_and_leaves_no_age_file(tmp_path: Path) -> None:
+    from pyrage import x25519
+
+    from tenant_backup.artifact.encryption import Encrypting
+
+    out = tmp_path / "half.age"
+    with out.open("wb") as fh:
+        sink = Encrypting(fh, [str(x25519.Identity.generate().to_public())])
+        with pytest.raises(RuntimeError, match="a part could not be read"), sink:
+            for _ in range(8):  # more than the pipe holds: the encrypting thread is busy reading
+                sink.write(os.urandom(1 << 20))
+            raise RuntimeError("a part could not be read")
+    assert not sink._thread.is_alive()  # it ended, no hang; what it wrote, write_atomic discards

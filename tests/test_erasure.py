@@ -10,24 +10,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from tests.conftest import DemoDatabase
 from tests.helpers import state_of
-from tests.test_encryption import _cli, _json, _key, _s3_object
+from tests.test_encryption import _cli, _json, _key, _s3, _s3_object
 
 
 def _bucket_keys(storage: str, options: dict[str, Any], folder: str) -> list[str]:
     bucket, _, root = storage.removeprefix("s3://").partition("/")
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=options["client_kwargs"]["endpoint_url"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    found = s3.list_objects_v2(Bucket=bucket, Prefix=f"{root}/").get("Contents", [])
+    found = _s3(options).list_objects_v2(Bucket=bucket, Prefix=f"{root}/").get("Contents", [])
     return [o["Key"] for o in found if f"/{folder}/" in o["Key"]]
 
 
@@ -138,8 +130,13 @@ def test_only_an_admin_of_the_tenant_may_erase_it_and_a_refusal_erases_nothing(
     assert _one(pos_db, "SELECT wrapped_identity IS NOT NULL FROM tenant_backup.tenant_keys WHERE tenant_id = %s",
                 tenant.id)  # fmt: skip
     assert _one(pos_db, "SELECT count(*) FROM tenant_backup.backups WHERE tenant_id = %s", tenant.id) >= 1
-    done = _json(_cli("erase-tenant", tenant.id, "--confirm", "ERASE", "--requested-by", tenant.admin_id, *where))
+    spelled = tenant.id.upper()  # the same tenant: its key is destroyed all the same
+    done = _json(_cli("erase-tenant", spelled, "--confirm", "ERASE", "--requested-by", tenant.admin_id, *where))
     assert done["deleted_backups"] and not list((tmp_path / "store").rglob("*.age"))
+    assert done["tenant_id"] == tenant.id and done["key"]
+    assert (
+        _one(pos_db, "SELECT wrapped_identity FROM tenant_backup.tenant_keys WHERE tenant_id = %s", tenant.id) is None
+    )
     failed = _one(
         pos_db,
         "SELECT count(*) FROM tenant_backup.backup_restore_logs WHERE tenant_id = %s AND action = 'erase' "

@@ -146,8 +146,9 @@ class Encrypting:
         self._finish()
 
     def abort(self) -> None:
-        """Stop without completing the age file (the caller discards ``out``)."""
-        self._source.close()
+        """Stop, the plaintext unfinished: the caller discards ``out``, whatever the thread wrote.
+        The pipe's writing end closes first (the reader, maybe blocked in a read, sees its end), so
+        that the thread always ends."""
         with contextlib.suppress(OSError):
             self._sink.close()
         self._thread.join()

@@ -143,10 +143,9 @@ def fetch_artifact(
     """Download ``storage_path`` into ``dest`` and verify it whole (an age file: decrypted, then
     verified; ``encrypted_to`` names its recipients when no identity opens it). Raises
     VerificationError."""
-    if encrypted_to:
-        identities_for(
-            backup_id, encrypted_to, identities
-        )  # none of its recipients' at hand: refused before the download
+    if encrypted_to:  # refused before the download when none of its recipients' identities is at hand
+        held = identities_for(backup_id, encrypted_to, identities)
+        identities = lambda: held  # noqa: E731 - read once (a Secret block, a tenant key unwrapped)
     digest = hashlib.sha256()
     key = storage.key_of(storage_path)
     with storage.open_read(key) as source, dest.open("wb") as out:

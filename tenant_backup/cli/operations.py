@@ -105,7 +105,19 @@ def cmd_list(args: argparse.Namespace) -> dict[str, Any]:
         if rows:
             print(
                 table(
-                    ["created (UTC)", "id", "tenant", "name", "status", "type", "format", "rows", "size", "enc"],
+                    [
+                        "created (UTC)",
+                        "id",
+                        "tenant",
+                        "name",
+                        "status",
+                        "type",
+                        "format",
+                        "rows",
+                        "size",
+                        "enc",
+                        "verified",
+                    ],
                     [
                         [
                             f"{r.created_at:%Y-%m-%d %H:%M}",
@@ -118,6 +130,7 @@ def cmd_list(args: argparse.Namespace) -> dict[str, Any]:
                             f"{r.record_count:,}" if r.record_count is not None else "-",
                             human_size(r.file_size),
                             "age" if r.encrypted_to else "-",
+                            r.verification or "-",
                         ]
                         for r in rows
                     ],

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NoReturn
 
-from tenant_backup.cli import commands, operations
+from tenant_backup.cli import commands, operations, watch
 from tenant_backup.errors import TenantBackupError
 
 __all__ = ["main"]
@@ -240,6 +240,22 @@ def _parser() -> argparse.ArgumentParser:
     common(p, storage=True, reads=True)
     p.add_argument("backup_id", type=_backup_id, help="the backup to check: its id or a unique prefix")
     p.set_defaults(func=commands.cmd_verify)
+
+    p = sub.add_parser(
+        "verify-all", help="verify each tenant's newest backup (or --sample N of them, verified longest ago first)"
+    )
+    common(p, storage=True, reads=True)
+    p.add_argument("--sample", type=_positive, help="only N tenants, those verified longest ago (a rotation)")
+    p.set_defaults(func=watch.cmd_verify_all)
+
+    p = sub.add_parser(
+        "status", help="every tenant: newest backup against its schedule, last verification, last failure"
+    )
+    common(p)
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--profile", help="with a profile, the app's tenants never backed up count too")
+    scope.add_argument("--tenant-column", help="instead of a profile: the column that holds the tenant id")
+    p.set_defaults(func=watch.cmd_status)
 
     p = sub.add_parser("show", help="print a backup's tables, or one table's rows (no database writes)")
     common(p, storage=True, reads=True)

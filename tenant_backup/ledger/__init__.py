@@ -45,7 +45,10 @@ __all__ = [
     "mark_in_progress",
     "mark_missing",
     "migrate",
+    "newest_completed",
     "reap_stale",
+    "record_verification",
+    "uuid_spelling",
 ]
 
 BackupStatus = Literal["pending", "in_progress", "completed", "failed"]
@@ -77,6 +80,9 @@ class BackupRow(BaseModel):
     metadata: dict[str, Any] = {}
     schedule_id: str | None = None
     encrypted_to: list[str] | None = None  # the age recipients of an encrypted artifact
+    verified_at: datetime | None = None  # the last verification: when, its verdict, why it failed
+    verification: Literal["passed", "failed"] | None = None
+    verification_error: str | None = None
 
     @property
     def owner(self) -> DatabaseOwner | None:
@@ -90,7 +96,7 @@ def _q(schema: str, table: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
 
 
-LEDGER_VERSION = 5  # v<n>.sql next to this module is version n
+LEDGER_VERSION = 6  # v<n>.sql next to this module is version n
 
 
 def _statement(name: str, schema: str) -> sql.Composed:
@@ -316,6 +322,31 @@ def log_action(
     )
 
 
+def record_verification(conn: psycopg.Connection, schema: str, backup_id: str, error: str | None) -> None:
+    """The verdict of a verification of ``backup_id``: passed, or failed and why."""
+    conn.execute(
+        sql.SQL("UPDATE {} SET verified_at = now(), verification = %s, verification_error = %s WHERE id = %s").format(
+            _q(schema, "backups")
+        ),
+        ("failed" if error else "passed", error, backup_id),
+    )
+
+
+def newest_completed(conn: psycopg.Connection, schema: str) -> list[BackupRow]:
+    """Each tenant's newest completed backup, the least recently verified first (never: first)."""
+    rows = _select(
+        conn,
+        schema,
+        sql.SQL(
+            "id IN (SELECT DISTINCT ON (tenant_id) id FROM {} WHERE status = 'completed' "
+            "ORDER BY tenant_id, completed_at DESC)"
+        ).format(_q(schema, "backups")),
+        (),
+        limit=None,
+    )
+    return sorted(rows, key=lambda r: (r.verified_at is not None, r.verified_at or r.created_at, r.tenant_id))
+
+
 def get_backup(conn: psycopg.Connection, schema: str, backup_id: str) -> BackupRow:
     rows = _select(conn, schema, sql.SQL("id = %s"), (backup_id,), limit=1)
     if not rows:
@@ -323,7 +354,8 @@ def get_backup(conn: psycopg.Connection, schema: str, backup_id: str) -> BackupR
     return rows[0]
 
 
-def _uuid_spelling(text: str) -> str:
+def uuid_spelling(text: str) -> str:
+    """A uuid's canonical spelling (lower case, hyphens), anything else as it is."""
     try:
         return str(uuid.UUID(text))
     except ValueError:
@@ -345,7 +377,7 @@ class BackupFilter(BaseModel):
         params: list[Any] = []
         if self.tenant_id is not None:  # a uuid typed in capitals, or in braces, is the same tenant
             conditions.append(sql.SQL("tenant_id = ANY(%s)"))
-            params.append(sorted({self.tenant_id, _uuid_spelling(self.tenant_id)}))
+            params.append(sorted({self.tenant_id, uuid_spelling(self.tenant_id)}))
         for column in ("status", "backup_type", "format"):
             value = getattr(self, column)
             if value is not None:
@@ -419,7 +451,8 @@ def _select(
     query = sql.SQL(
         "SELECT id::text, tenant_id, tenant_column, nom, type, format, status, backup_type, storage_path, file_size, "
         "record_count, checksum, error_message, created_by::text, created_at, started_at, completed_at, "
-        "tables_backed_up, categories, metadata, schedule_id::text, encrypted_to FROM {} WHERE {} "
+        "tables_backed_up, categories, metadata, schedule_id::text, encrypted_to, verified_at, verification, "
+        "verification_error FROM {} WHERE {} "
         "ORDER BY created_at DESC, id LIMIT %s OFFSET %s"
     ).format(_q(schema, "backups"), where)
     with conn.cursor(row_factory=dict_row) as cur:

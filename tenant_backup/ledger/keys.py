@@ -13,6 +13,7 @@ from psycopg.rows import class_row
 from pydantic import BaseModel
 
 from tenant_backup.errors import ConfigurationError
+from tenant_backup.ledger import uuid_spelling
 
 __all__ = ["TenantKey", "destroy_key", "get_key", "refuse_erased", "tenant_recipient"]
 
@@ -32,12 +33,14 @@ def _table(schema: str) -> sql.Composed:
 
 
 def get_key(conn: psycopg.Connection, schema: str, tenant_id: str) -> TenantKey | None:
+    """The tenant's key row; a uuid typed in capitals or in braces is the same tenant."""
     query = sql.SQL(
         "SELECT tenant_id, recipient, wrapped_identity, wrapped_to, created_at, destroyed_at, destroyed_by::text "
-        "FROM {} WHERE tenant_id = %s"
+        "FROM {} WHERE tenant_id = ANY(%s) ORDER BY tenant_id = %s DESC LIMIT 1"
     ).format(_table(schema))
+    spellings = sorted({tenant_id, uuid_spelling(tenant_id)})
     with conn.cursor(row_factory=class_row(TenantKey)) as cur:
-        return cur.execute(query, (tenant_id,)).fetchone()
+        return cur.execute(query, (spellings, uuid_spelling(tenant_id))).fetchone()
 
 
 def refuse_erased(conn: psycopg.Connection, schema: str, tenant_id: str) -> None:

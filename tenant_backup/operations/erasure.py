@@ -75,6 +75,8 @@ def erase_tenant(
         owner = read_owner(conn)
         rows = ledger.list_backups(conn, schema, limit=None, where=BackupFilter(tenant_id=tenant_id))
         key = keys.get_key(conn, schema, tenant_id)
+        # The ledger's spelling (a uuid typed in capitals is the same tenant): its key, its folder.
+        tenant_id = rows[0].tenant_id if rows else key.tenant_id if key else ledger.uuid_spelling(tenant_id)
         try:
             if not dry_run and confirm != ERASE_CONFIRMATION:
                 raise ConfigurationError(

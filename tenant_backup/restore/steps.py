@@ -265,6 +265,8 @@ def log_restore(
     duration, result. A row already settled (an applied restore's, or one reaped) stays as it is."""
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
         _log(conn, settings, req, tenant_id, log, "failed" if error else "success", plan=plan, error=error)
+        if log.action == "verify" and req.backup_id:  # the backup's verdict, for list and status
+            ledger.record_verification(conn, settings.ledger_schema, req.backup_id, error)
 
 
 def _log(
