@@ -165,3 +165,13 @@ def test_operations_commands_page_sign_delete_prune_and_reconcile(
 
     no_deployment = run(prefect_api, "sync-schedules", "--db", crm_db.url, "--deployment", "backup-tenant/nowhere")
     assert no_deployment.returncode == 2 and "does not exist" in no_deployment.stderr
+
+
+def test_show_prints_json_values_as_json_and_null_as_na() -> None:
+    import pandas as pd
+
+    from tenant_backup.cli.commands import frame_text
+
+    frame = pd.DataFrame({"doc": [{"a": [1, "é"]}, None], "n": pd.array([1, None], dtype="Int64")})
+    text = frame_text(frame, 10)
+    assert '{"a": [1, "é"]}' in text and text.count("<NA>") == 2 and "'a'" not in text

@@ -312,7 +312,7 @@ def frame_text(frame: Any, limit: int) -> str:
     import shutil
 
     width = shutil.get_terminal_size((120, 24)).columns
-    shown = frame.head(limit)
+    shown = frame.head(limit).astype(object).map(_shown)  # json / jsonb as JSON, not Python's repr
     text: str = shown.to_string(index=False, max_colwidth=40)
     if max((len(line) for line in text.splitlines()), default=0) <= width:
         return text
@@ -324,9 +324,20 @@ def frame_text(frame: Any, limit: int) -> str:
     return "\n".join(blocks)
 
 
+def _json_text(value: Any) -> Any:
+    import json
+
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
+
+
+def _shown(value: Any) -> Any:
+    """A cell for the one-line-per-row display: NULL as <NA>, json as JSON."""
+    return "<NA>" if _jsonable(value) is None else _json_text(value)
+
+
 def _cell(value: Any) -> str:
     """A cell as one line of text (NULL as <NA>, newlines shown as \\n)."""
-    text = "<NA>" if _jsonable(value) is None else str(_jsonable(value))
+    text = "<NA>" if _jsonable(value) is None else str(_json_text(_jsonable(value)))
     return text.replace("\n", "\\n").replace("\r", "\\r")
 
 
