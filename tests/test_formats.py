@@ -225,6 +225,7 @@ def test_psql_single_transaction_replays_the_sql_artifact(
 
     done = _psql(db, script)
     assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""  # psql -q prints nothing: no stray result set
     assert state_of(db.url, profile, tenant) == before
     # Sequences moved past the restored ids: the app can insert again.
     with db.connect() as conn:

@@ -50,14 +50,26 @@ def _text(statement: sql.Composable) -> str:
     return statement.as_string(None)
 
 
+def _quiet(select: str) -> str:
+    """A ``SELECT …;`` run for its effect, as a ``DO`` block (``PERFORM``), so that psql prints
+    no result set for it. The dollar-quote tag is one the statement does not hold."""
+    assert select.startswith("SELECT ") and select.endswith(";")
+    tag = "$tb$"
+    while tag in select:
+        tag = tag[:-1] + "_$"
+    return f"DO {tag}BEGIN PERFORM {select.removeprefix('SELECT ')} END{tag};"
+
+
 def _tables(manifest: Manifest, scopes: list[TableScope]) -> list[RestoreTable]:
     tenant = sql.Literal(manifest.tenant_id)
     return [RestoreTable(s, [c.name for c in s.copied_columns], tenant) for s in scopes]
 
 
 def _refuse(count: sql.Composable, message: str) -> str:
-    return _text(
-        sql.SQL("SELECT pg_temp.tenant_backup_refuse(n, {}) FROM ({}) AS x(n);").format(sql.Literal(message), count)
+    return _quiet(
+        _text(
+            sql.SQL("SELECT pg_temp.tenant_backup_refuse(n, {}) FROM ({}) AS x(n);").format(sql.Literal(message), count)
+        )
     )
 
 
@@ -83,7 +95,7 @@ def sql_header(manifest: Manifest, scopes: list[TableScope]) -> bytes:
         "DO $$BEGIN IF statement_timestamp() = transaction_timestamp() THEN RAISE EXCEPTION "
         "'run this script in one transaction: psql --single-transaction -f FILE'; END IF; END$$;",
         "SET CONSTRAINTS ALL DEFERRED;",
-        _text(sql.SQL("SELECT pg_advisory_xact_lock(hashtext('tenant-backup'), hashtext({}));").format(tenant)),
+        _quiet(_text(sql.SQL("SELECT pg_advisory_xact_lock(hashtext('tenant-backup'), hashtext({}));").format(tenant))),
         _REFUSE,
     ]
     lines += [_text(t.create_stage()) + ";" for t in _tables(manifest, scopes)]
@@ -150,18 +162,12 @@ def _sequences(scopes: list[TableScope]) -> list[str]:
         for column in scope.copied_columns:
             if column.type not in _INTEGER:
                 continue
-            lines.append(
-                _text(
-                    sql.SQL(
-                        "SELECT setval(s.seq::regclass, x.m) FROM (SELECT pg_get_serial_sequence({t}, {c}) AS seq) s "
-                        "CROSS JOIN LATERAL (SELECT max({col}) AS m FROM {target} WHERE s.seq IS NOT NULL) x "
-                        "WHERE x.m > coalesce(pg_sequence_last_value(s.seq::regclass), 0);"
-                    ).format(
-                        t=sql.Literal(_text(target)),
-                        c=sql.Literal(column.name),
-                        col=sql.Identifier(column.name),
-                        target=target,
-                    )
-                )
+            statement = sql.SQL(
+                "SELECT setval(s.seq::regclass, x.m) FROM (SELECT pg_get_serial_sequence({t}, {c}) AS seq) s "
+                "CROSS JOIN LATERAL (SELECT max({col}) AS m FROM {target} WHERE s.seq IS NOT NULL) x "
+                "WHERE x.m > coalesce(pg_sequence_last_value(s.seq::regclass), 0);"
+            ).format(
+                t=sql.Literal(_text(target)), c=sql.Literal(column.name), col=sql.Identifier(column.name), target=target
             )
+            lines.append(_quiet(_text(statement)))
     return lines
