@@ -233,27 +233,42 @@ def _take_slot(conn: psycopg.Connection, tenant_id: str, slots: int, timeout: fl
 
 
 def _take_tenant_lock(
-    conn: psycopg.Connection, tenant_id: str, purpose: str, lock_timeout: str, notify: Notify | None
+    conn: psycopg.Connection,
+    tenant_id: str,
+    purpose: str,
+    lock_timeout: str,
+    notify: Notify | None,
+    *,
+    transaction: bool = False,
 ) -> None:
-    """Take the tenant's lock on this session, waiting up to ``lock_timeout``."""
+    """Take the tenant's lock on this session (or, ``transaction``, until this transaction ends),
+    waiting up to ``lock_timeout``; a wait is said once, naming who holds the lock."""
     key = (TENANT_LOCK, tenant_id)
-    row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))", key).fetchone()
+    scope = "_xact" if transaction else ""
+    row = conn.execute(f"SELECT pg_try_advisory{scope}_lock(hashtext(%s), hashtext(%s))", key).fetchone()
     if row is not None and row[0]:
         return
+    holders = _tenant_holders(conn, tenant_id)  # named now: a failed wait aborts a transaction
     _say(
         notify,
-        f"{purpose} of tenant {tenant_id} waits for the tenant's lock, held by {_tenant_holders(conn, tenant_id)}; "
-        f"it waits up to lock_timeout={lock_timeout} (TENANT_BACKUP_LOCK_TIMEOUT)",
+        f"{purpose} of tenant {tenant_id} waits for the tenant's lock, held by {holders}; it waits up to "
+        f"lock_timeout={lock_timeout} (TENANT_BACKUP_LOCK_TIMEOUT)",
     )
     try:
-        conn.execute("SELECT pg_advisory_lock(hashtext(%s), hashtext(%s))", key)
+        conn.execute(f"SELECT pg_advisory{scope}_lock(hashtext(%s), hashtext(%s))", key)
     except pg_errors.LockNotAvailable as exc:
         raise TenantBusyError(
-            f"another backup or restore of tenant {tenant_id} is running (its lock is held by "
-            f"{_tenant_holders(conn, tenant_id)} and was not free within lock_timeout={lock_timeout}); wait "
-            "for it to finish, then run again",
+            f"another backup or restore of tenant {tenant_id} is running (its lock is held by {holders} and was "
+            f"not free within lock_timeout={lock_timeout}); nothing was changed: wait for it to finish, then run "
+            "again",
             tenant_id=tenant_id,
         ) from exc
+
+
+def take_tenant_lock_in_transaction(conn: psycopg.Connection, tenant_id: str, purpose: str, lock_timeout: str) -> None:
+    """The tenant's lock until the current transaction ends (a restore, an erasure): see
+    :func:`_take_tenant_lock`. Raises TenantBusyError past ``lock_timeout``."""
+    _take_tenant_lock(conn, tenant_id, purpose, lock_timeout, None, transaction=True)
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,19 @@ def test_one_tenant_spelled_two_ways_is_one_tenant(pos_db: DemoDatabase, tmp_pat
     assert first["backup_id"] in {b["id"] for b in listed["backups"]}
 
 
+def test_a_restore_says_at_once_whom_it_waits_for_and_fails_naming_them(pos_db: DemoDatabase, tmp_path: Path) -> None:
+    tenant = pos_db.tenants[0].id
+    where = ["--db", pos_db.url, "--storage", f"file://{tmp_path}/store"]
+    backup = _json(cli("backup", "--tenant", tenant, "--category", "clients", "--force", *where, "--json"))
+    with psycopg.connect(pos_db.url, autocommit=True, application_name="ops-console") as holder:
+        holder.execute("SELECT pg_advisory_lock(hashtext('tenant-backup'), hashtext(%s))", (tenant,))
+        done = cli("restore", backup["backup_id"], "--confirm", "RESTORE", *where, lock_timeout="1s")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 2, done.stderr
+    assert lines[0].startswith(f"tenant-backup: restore of tenant {tenant} waits for the tenant's lock, held by")
+    assert "'ops-console'" in lines[0] and "'ops-console'" in lines[1] and "nothing was changed" in lines[1]
+
+
 def _sessions_opened(db: DemoDatabase) -> int:
     with db.connect() as conn:
         conn.execute("SELECT pg_stat_force_next_flush()")

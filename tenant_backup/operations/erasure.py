@@ -23,14 +23,13 @@ import contextlib
 from typing import Any
 
 import psycopg
-from psycopg import errors as pg_errors
 from psycopg import sql
 from pydantic import BaseModel
 
 from tenant_backup import ledger
 from tenant_backup.backup.assemble import tenant_prefix
-from tenant_backup.db import connect, read_owner
-from tenant_backup.errors import ConfigurationError, StorageError, TenantBackupError, TenantBusyError
+from tenant_backup.db import connect, read_owner, take_tenant_lock_in_transaction
+from tenant_backup.errors import ConfigurationError, StorageError, TenantBackupError
 from tenant_backup.ledger import BackupFilter, keys
 from tenant_backup.operations.maintenance import wrote_object
 from tenant_backup.settings import Settings
@@ -122,20 +121,13 @@ def erase_tenant(
     if dry_run:
         return report
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
-        try:
-            with conn.transaction():  # (1) the key and the schedules, under the tenant's lock
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext('tenant-backup'), hashtext(%s))", (tenant_id,))
-                keys.destroy_key(conn, schema, tenant_id, requested_by)
-                conn.execute(
-                    sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(sql.Identifier(schema, "backup_schedules")),
-                    (tenant_id,),
-                )
-        except pg_errors.LockNotAvailable as exc:
-            raise TenantBusyError(
-                f"a backup or restore of tenant {tenant_id} is running (its lock stayed taken past lock_timeout "
-                f"{settings.lock_timeout}); nothing was erased: run erase-tenant again when it ends",
-                tenant_id=tenant_id,
-            ) from exc
+        with conn.transaction():  # (1) the key and the schedules, under the tenant's lock
+            take_tenant_lock_in_transaction(conn, tenant_id, "erasure", settings.lock_timeout)
+            keys.destroy_key(conn, schema, tenant_id, requested_by)
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(sql.Identifier(schema, "backup_schedules")),
+                (tenant_id,),
+            )
         by_key = {storage.key_in(r.storage_path): r for r in ours if r.storage_path}
         for object_key in objects:  # (2) each object, then its row
             try:

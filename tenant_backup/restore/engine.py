@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.artifact.reader import Artifact
+from tenant_backup.db import take_tenant_lock_in_transaction
 from tenant_backup.errors import RestoreRefusedError, TenantBusyError
 from tenant_backup.progress import Progress, publish
 from tenant_backup.restore import delta, space
@@ -149,19 +150,15 @@ def _in_one_transaction(
     manifest = artifact.manifest
     profile = stored_profile(manifest.profile_doc, manifest.tenant_column, manifest.db_schema)
     with conn.transaction():
+        # work_mem: the anti-joins and EXCEPT ALL below hash instead of sorting to disk.
+        conn.execute(
+            "SELECT set_config('lock_timeout', %s, true), set_config('work_mem', %s, true)", (lock_timeout, work_mem)
+        )
         try:
-            # work_mem: the anti-joins and EXCEPT ALL below hash instead of sorting to disk.
-            conn.execute(
-                "SELECT set_config('lock_timeout', %s, true), set_config('work_mem', %s, true)",
-                (lock_timeout, work_mem),
-            )
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('tenant-backup'), hashtext(%s))", (target_tenant,))
-        except pg_errors.LockNotAvailable as exc:
-            raise TenantBusyError(
-                f"another backup or restore of tenant {target_tenant} is running; wait for it, then run again",
-                tenant_id=target_tenant,
-                backup_id=backup_id,
-            ) from exc
+            take_tenant_lock_in_transaction(conn, target_tenant, "restore", lock_timeout)
+        except TenantBusyError as exc:
+            exc.backup_id = backup_id
+            raise
         replica = _try_replica(conn)
         conn.execute("SET CONSTRAINTS ALL DEFERRED")
         catalog = read_catalog(conn, profile.db_schema, profile.schemas)
