@@ -88,6 +88,10 @@ def log_restore(
     plan: RestorePlan | None,
     error: str | None,
     database_block: str | None,
+    verdict: bool = True,
 ) -> None:
-    """Settle the run's log row (a row an applied restore settled stays as it is)."""
-    steps.log_restore(database_url(database_block), get_settings(), req, tenant_id, log, plan=plan, error=error)
+    """Settle the run's log row (a row an applied restore settled stays as it is); a verification's
+    verdict goes on the backup (``verdict`` false: it could not judge)."""
+    steps.log_restore(
+        database_url(database_block), get_settings(), req, tenant_id, log, plan=plan, error=error, verdict=verdict
+    )

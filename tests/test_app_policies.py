@@ -84,6 +84,20 @@ def test_a_user_sees_only_their_tenants_backups_and_only_admins_manage_schedules
         _as_user(pos_db, api_role, a.admin_id, moved, b.id)  # nor moved to another tenant
     deleted = _as_user(pos_db, api_role, b.admin_id, "DELETE FROM public.tenant_backup_schedules RETURNING id")
     assert deleted == []
+    # Only valid schedules (seed 000's rules, the profile's categories), only their settings.
+    for bad in (
+        "INSERT INTO public.tenant_backup_schedules (tenant_id, nom, frequence, retention_jours) "
+        "VALUES (%s, 'x-5', 'daily', -5)",
+        "INSERT INTO public.tenant_backup_schedules (tenant_id, nom, frequence) VALUES (%s, 'weekly', 'weekly')",
+        "INSERT INTO public.tenant_backup_schedules (tenant_id, nom, frequence, categories) "
+        "VALUES (%s, 'nope', 'daily', '[\"nope\"]')",
+    ):
+        with pytest.raises(psycopg.errors.WithCheckOptionViolation):
+            _as_user(pos_db, api_role, a.admin_id, bad, a.id)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        _as_user(pos_db, api_role, a.admin_id, "UPDATE public.tenant_backup_schedules SET derniere_execution = now()")
+    fields = _as_user(pos_db, api_role, a.member_id, "SELECT * FROM public.tenant_backups LIMIT 1")
+    assert fields and not any("tenant_backup" in str(v) or "sha256" in str(v) for v in fields[0])
     with pos_db.connect() as conn:
         assert conn.execute("SELECT count(*) FROM tenant_backup.backup_schedules").fetchone() == (1,)
 

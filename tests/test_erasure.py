@@ -61,6 +61,8 @@ def test_erasing_a_tenant_makes_a_surviving_copy_unreadable_and_deletes_its_obje
     assert done.returncode == 0 and state_of(pos_db.url, "pos", tenant) == before, done.stderr
     replica = tmp_path / "replica.zip.age"
     replica.write_bytes(_s3_object(storage, options, first["storage_path"]))
+    plain_copy = tmp_path / "plain.zip"  # a plain backup's download: erasure cannot reach it
+    plain_copy.write_bytes(_s3_object(storage, options, plain["storage_path"]))
     folder = first["storage_path"].rsplit("/", 2)[-2]
     assert len(_bucket_keys(storage, options, folder)) == 3
 
@@ -95,6 +97,10 @@ def test_erasing_a_tenant_makes_a_surviving_copy_unreadable_and_deletes_its_obje
     # The erased id is not backed up again; the other tenant's backups are untouched and readable.
     again = _cli("backup", "--tenant", tenant, "--category", "clients", *keyed, *where)
     assert again.returncode == 2 and "was erased on" in again.stderr
+    back = _cli("restore", "--file", str(plain_copy), "--dry-run", *where)  # nor brought back from a copy
+    assert back.returncode == 2 and "is not restored into again" in back.stderr, back.stderr
+    twice = _cli("erase-tenant", tenant, "--confirm", "ERASE", *where)
+    assert twice.returncode == 2 and "nothing here to erase (it was erased on" in twice.stderr
     assert _cli("verify", kept["backup_id"], "--identity", str(ops), *where).returncode == 0
 
 
@@ -144,3 +150,39 @@ def test_only_an_admin_of_the_tenant_may_erase_it_and_a_refusal_erases_nothing(
         tenant.id,
     )
     assert failed == 2
+
+
+def test_an_unknown_tenant_id_is_refused_rather_than_reported_erased(pos_db: DemoDatabase, tmp_path: Path) -> None:
+    where = ["--db", pos_db.url, "--storage", f"file://{tmp_path}/store"]
+    typo = pos_db.tenants[2].id[:-1] + ("0" if pos_db.tenants[2].id[-1] != "0" else "1")
+    for args in (("--dry-run",), ("--confirm", "ERASE")):
+        refused = _cli("erase-tenant", typo, *args, *where)
+        assert (
+            refused.returncode == 2
+            and "has nothing here to erase" in refused.stderr
+            and "check the id" in refused.stderr
+        )
+    assert _one(pos_db, "SELECT count(*) FROM tenant_backup.tenant_keys WHERE tenant_id = %s", typo) == 0
+
+
+def test_rewrap_keys_moves_every_tenant_key_to_the_new_operator_key(
+    pos_db: DemoDatabase, operator: tuple[Path, str], tmp_path: Path
+) -> None:
+    old, old_public = operator
+    new, new_public = _key(tmp_path, "new")
+    tenant = pos_db.tenants[2].id
+    where = ["--db", pos_db.url, "--storage", f"file://{tmp_path}/store", "--json"]
+    backup = _json(_cli("backup", "--tenant", tenant, "--category", "clients", "--force", "--encrypt-to", old_public,
+                        "--tenant-key", *where))  # fmt: skip
+    warned = _cli("backup", "--tenant", tenant, "--category", "clients", "--force", "--encrypt-to", new_public,
+                  "--tenant-key", *where)  # fmt: skip
+    assert warned.returncode == 0 and "run tenant-backup rewrap-keys" in warned.stderr
+    db = [*where[:2], "--json"]  # rewrap-keys needs the ledger only
+    refused = _cli("rewrap-keys", "--encrypt-to", new_public, "--identity", str(new), *db)
+    assert refused.returncode == 2 and "nothing was changed" in json.loads(refused.stdout)["error"]
+    done = _json(_cli("rewrap-keys", "--encrypt-to", new_public, "--identity", str(old), *db))
+    assert tenant in done["rewrapped"]
+    assert _one(pos_db, "SELECT wrapped_to FROM tenant_backup.tenant_keys WHERE tenant_id = %s", tenant) == [new_public]
+    assert _cli("verify", backup["backup_id"], "--identity", str(new), *where).returncode == 0  # old backups too
+    assert _cli("verify", backup["backup_id"], "--identity", str(old), *where).returncode == 2
+    assert _json(_cli("rewrap-keys", "--encrypt-to", new_public, *db))["rewrapped"] == []  # nothing left to do

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import DemoDatabase
-from tests.test_encryption import _cli, _json
+from tests.test_encryption import _cli, _json, _key
 
 
 def _backup(db: DemoDatabase, tenant: str, where: list[str]) -> dict[str, Any]:
@@ -83,6 +83,20 @@ def test_verify_all_records_each_verdict_and_status_names_the_stale_the_never_an
         )
     states = {t["tenant_id"]: t for t in json.loads(_cli("status", *where[:2], "--json").stdout)["tenants"]}
     assert states[old.id]["state"] == "failed" and "cannot be reached" in states[old.id]["reason"]
+    # Without the identity, an encrypted backup cannot be judged: the run fails, the verdict stays unset.
+    _, public = _key(tmp_path, "ops")
+    sealed = _json(_cli("backup", "--tenant", never.id, "--category", "clients", "--force", "--encrypt-to", public,
+                        *where, "--json"))  # fmt: skip
+    unjudged = _cli("verify-all", *where)
+    assert unjudged.returncode == 3 and "give the matching age identity" in unjudged.stderr
+    assert _row(pos_db, sealed["backup_id"])[0] is None
+    # An erased tenant that the app still lists is named as such, with what to do.
+    assert _cli("erase-tenant", never.id, "--confirm", "ERASE", *where).returncode == 0
+    states = {
+        t["tenant_id"]: t
+        for t in json.loads(_cli("status", *where[:2], "--profile", "pos", "--json").stdout)["tenants"]
+    }
+    assert states[never.id]["state"] == "erased" and "delete its rows from the app" in states[never.id]["reason"]
 
 
 def test_the_watch_flows_fail_on_a_real_prefect_server_when_a_tenant_needs_attention(

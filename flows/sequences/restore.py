@@ -9,7 +9,7 @@ from flows.runner import Runner
 from tasks import restore as t
 from tasks.report import publish_restore_plan, publish_restore_report
 from tenant_backup.backup.steps import error_text
-from tenant_backup.errors import ApprovalRejectedError
+from tenant_backup.errors import ApprovalRejectedError, ConfigurationError
 from tenant_backup.naming import tenant_label, tenant_tags
 from tenant_backup.progress import Progress, publish
 from tenant_backup.restore import steps
@@ -108,7 +108,8 @@ def verify_backup(run: Runner, backup_id: str, database_block: str | None, stora
             )
             plan = run(t.plan_restore, req, target, artifact, database_block)
     except BaseException as exc:
-        run(t.log_restore, req, target.tenant_id, log, None, error_text(exc), database_block)
+        judged = not isinstance(exc, ConfigurationError)  # a missing identity says nothing of the backup
+        run(t.log_restore, req, target.tenant_id, log, None, error_text(exc), database_block, judged)
         raise
     run(t.log_restore, req, target.tenant_id, log, plan, None, database_block)
     return steps.result_of(plan, time.perf_counter() - started, status="verified")

@@ -41,11 +41,13 @@ __all__ = [
     "identities_in",
     "is_encrypted",
     "load_identities",
+    "new_tenant_key",
     "public_key",
+    "with_tenant_key",
+    "wrap_identity",
 ]
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
-_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}")
 _PIPE_CHUNK = 1 << 20
 
 IdentitySource = Callable[[], "list[x25519.Identity]"]  # called only when an encrypted artifact is read
@@ -279,17 +281,24 @@ def decrypt_file(
         ) from exc
 
 
-def new_tenant_key(operator_recipients: list[str]) -> tuple[str, str]:
-    """A new X25519 key for one tenant: its public recipient, and its private identity encrypted
-    (armored age) to the operator's recipients, the only form in which it is ever stored."""
+def wrap_identity(identity_text: str, operator_recipients: list[str]) -> str:
+    """An identity's text encrypted (armored age) to the operator's recipients."""
     import pyrage
     from pyrage import x25519
 
-    identity = x25519.Identity.generate()
     wrapped = pyrage.encrypt(
-        f"{identity}\n".encode(), [x25519.Recipient.from_str(r) for r in operator_recipients], armored=True
+        f"{identity_text.strip()}\n".encode(), [x25519.Recipient.from_str(r) for r in operator_recipients], armored=True
     )
-    return str(identity.to_public()), bytes(wrapped).decode("ascii")
+    return bytes(wrapped).decode("ascii")
+
+
+def new_tenant_key(operator_recipients: list[str]) -> tuple[str, str]:
+    """A new X25519 key for one tenant: its public recipient, and its private identity encrypted
+    (armored age) to the operator's recipients, the only form in which it is ever stored."""
+    from pyrage import x25519
+
+    identity = x25519.Identity.generate()
+    return str(identity.to_public()), wrap_identity(str(identity), operator_recipients)
 
 
 def with_tenant_key(
@@ -304,10 +313,10 @@ def with_tenant_key(
         try:
             text = bytes(pyrage.decrypt(wrapped.encode("ascii"), operator)).decode("ascii")
         except (pyrage.DecryptError, OSError, ValueError) as exc:
-            held = ", ".join(public_key(i) for i in operator) or "none"
+            held = f"public keys {', '.join(public_key(i) for i in operator)}" if operator else "no identity given"
             raise EncryptionKeyError(
                 f"the key of tenant {tenant_id} is wrapped to {', '.join(wrapped_to)}; no identity at hand opens it "
-                f"(public keys {held}): give the operator identity with --identity key.txt",
+                f"({held}): give the operator identity with --identity key.txt",
                 tenant_id=tenant_id,
             ) from exc
         return [*identities_in(text, f"the key of tenant {tenant_id}"), *operator]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import psycopg
 
 from tenant_backup.artifact.encryption import check_recipients, default_recipients, new_tenant_key
@@ -10,6 +12,8 @@ from tenant_backup.errors import ConfigurationError
 from tenant_backup.ledger import keys
 
 __all__ = ["artifact_recipients", "operator_recipients"]
+
+log = logging.getLogger("tenant_backup")
 
 
 def operator_recipients(encrypt_to: list[str] | None) -> list[str]:
@@ -31,4 +35,14 @@ def artifact_recipients(
             "pass --encrypt-to age1… (or set TENANT_BACKUP_RECIPIENTS) with --tenant-key",
             tenant_id=tenant_id,
         )
-    return [keys.tenant_recipient(conn, schema, tenant_id, operator, new_tenant_key)]
+    recipient = keys.tenant_recipient(conn, schema, tenant_id, operator, new_tenant_key)
+    key = keys.get_key(conn, schema, tenant_id)
+    if key is not None and sorted(key.wrapped_to) != sorted(operator):
+        log.warning(
+            "the key of tenant %s is wrapped to %s, not to the recipients given (%s): once the old operator key is "
+            "retired its backups cannot be read; run tenant-backup rewrap-keys --identity OLD_KEY --encrypt-to NEW",
+            tenant_id,
+            ", ".join(key.wrapped_to),
+            ", ".join(operator),
+        )
+    return [recipient]

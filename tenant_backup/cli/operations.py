@@ -207,6 +207,22 @@ def cmd_delete(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def cmd_rewrap_keys(args: argparse.Namespace) -> dict[str, Any]:
+    from blocks import database_url, identities
+    from tenant_backup.backup.recipients import operator_recipients
+    from tenant_backup.operations.keyring import rewrap_keys
+    from tenant_backup.settings import get_settings
+
+    report = rewrap_keys(database_url(), get_settings(), operator_recipients(args.encrypt_to), identities)
+    if not args.json:
+        print(
+            f"{count(len(report.rewrapped), 'tenant key')} wrapped again to {', '.join(report.recipients)}; "
+            f"{len(report.already)} already were"
+        )
+    out: dict[str, Any] = report.model_dump(mode="json")
+    return out
+
+
 def cmd_erase_tenant(args: argparse.Namespace) -> dict[str, Any]:
     from tenant_backup.operations.erasure import erase_tenant
 
@@ -223,15 +239,18 @@ def cmd_erase_tenant(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = report.model_dump(mode="json")
     if not args.json:
         key = f"its key {report.key}" if report.key else "no key of its own"
+        if report.key_destroyed_at:
+            key = f"no key (its key {report.key or ''} was destroyed on {report.key_destroyed_at[:16]} UTC)"
         if args.dry_run:
+            rows = len(report.backups) - len(report.elsewhere)
             print(
                 f"erasing tenant {report.tenant_id} would destroy {key}, delete {count(len(report.objects), 'object')}"
-                f", {count(len(report.backups), 'ledger row')} and {count(report.schedules, 'schedule')}:"
+                f", {count(rows, 'ledger row')} and {count(report.schedules, 'schedule')}:"
             )
             for name in report.objects:
                 print(f"  {name}")
             for backup_id in report.elsewhere:
-                print(f"  backup {backup_id}: its object is in another storage, which this run cannot reach")
+                print(f"  backup {backup_id}: kept, its object is in another storage (run with that storage)")
         else:
             print(
                 f"erased tenant {report.tenant_id}: destroyed {key}, deleted "

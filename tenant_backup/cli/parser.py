@@ -307,6 +307,19 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=operations.cmd_delete)
 
     p = sub.add_parser(
+        "rewrap-keys",
+        help="key rotation for per-tenant keys: wrap every tenant's key to the new operator recipients",
+    )
+    common(p, reads=True)
+    p.add_argument(
+        "--encrypt-to",
+        action="append",
+        metavar="RECIPIENT",
+        help="the new operator recipients (repeatable; default: TENANT_BACKUP_RECIPIENTS)",
+    )
+    p.set_defaults(func=operations.cmd_rewrap_keys)
+
+    p = sub.add_parser(
         "erase-tenant",
         help="erase a tenant's backups for good: destroy its own key (copies anywhere become unreadable), then "
         "delete its objects and ledger rows (admins only)",

@@ -43,13 +43,13 @@ def get_key(conn: psycopg.Connection, schema: str, tenant_id: str) -> TenantKey 
         return cur.execute(query, (spellings, uuid_spelling(tenant_id))).fetchone()
 
 
-def refuse_erased(conn: psycopg.Connection, schema: str, tenant_id: str) -> None:
-    """An erased tenant is never backed up again under the same id (its rows should be gone)."""
+def refuse_erased(conn: psycopg.Connection, schema: str, tenant_id: str, action: str = "backed up") -> None:
+    """An erased tenant is never backed up again, nor restored into, under the same id."""
     key = get_key(conn, schema, tenant_id)
     if key is not None and key.destroyed_at is not None:
         raise ConfigurationError(
-            f"tenant {tenant_id} was erased on {key.destroyed_at:%Y-%m-%d %H:%M} UTC (erase-tenant): it is not backed "
-            "up again; delete its rows from the app, or, if the id really is a new tenant, remove the record of "
+            f"tenant {tenant_id} was erased on {key.destroyed_at:%Y-%m-%d %H:%M} UTC (erase-tenant): it is not "
+            f"{action} again; delete its rows from the app, or, if the id really is a new tenant, remove the record of "
             f"the erasure: DELETE FROM {schema}.tenant_keys WHERE tenant_id = '{tenant_id}'",
             tenant_id=tenant_id,
         )

@@ -6,12 +6,13 @@ the API, its tables have no grants for the app's role, and the tool's own roles 
 whole); the app gets three views in its API schema (``public`` by default), owned by the role
 that runs the migration, each filtered by the profile's rule for the user of the request:
 
-- ``tenant_backups``: the backups of the tenants the user belongs to (no storage path, checksum or
-  metadata: where the bucket is is the operator's business);
-- ``tenant_backup_logs``: the backup / restore log of those tenants;
+- ``tenant_backups``: the backups of the tenants the user belongs to (no storage path, checksum,
+  error text or metadata: where the bucket is, and what failed how, is the operator's business);
+- ``tenant_backup_logs``: the backup / restore log of those tenants (its results, not its errors);
 - ``tenant_backup_schedules``: the schedules of the tenants the user is an *admin* of, and only
-  theirs can be inserted, changed or deleted (``WITH CHECK OPTION``): a non-admin sees none and
-  creates none.
+  theirs can be inserted, changed or deleted (``WITH CHECK OPTION``), only valid ones (seed 000's
+  rules, the profile's categories), only their settings (not the runs' bookkeeping): a non-admin
+  sees none and creates none.
 
 The user is ``tenant_backup.app_user_id()``: the ``sub`` claim of the request's JWT, read as
 Supabase's ``auth.uid()`` reads it (``request.jwt.claims``, or the older ``request.jwt.claim.sub``),
@@ -32,6 +33,11 @@ from tenant_backup.tenancy.profiles import Profile
 __all__ = ["APP_VIEWS", "app_policy_statements", "apply_app_policies"]
 
 APP_VIEWS = ("tenant_backups", "tenant_backup_logs", "tenant_backup_schedules")
+# What the app may write of a schedule; the bookkeeping (runs, timestamps, the id) stays the tool's.
+_WRITABLE = (
+    "tenant_id", "nom", "actif", "frequence", "heure_execution", "jour_semaine", "jour_mois", "type", "categories",
+    "format", "retention_jours",
+)  # fmt: skip
 
 
 def app_policy_statements(profile: Profile, ledger_schema: str, app_schema: str, app_role: str) -> list[sql.Composed]:
@@ -53,17 +59,30 @@ def app_policy_statements(profile: Profile, ledger_schema: str, app_schema: str,
         member=member, role=sql.Identifier(rule.role_column), roles=sql.Literal(list(rule.roles))
     )
 
-    def view(name: str, columns: str, table: str, tenants: sql.Composable, check: bool) -> sql.Composed:
+    def view(
+        name: str, columns: str, table: str, tenants: sql.Composable, check: sql.Composable | None
+    ) -> sql.Composed:
         return sql.SQL(
-            "CREATE OR REPLACE VIEW {view} WITH (security_barrier = true) AS SELECT {columns} FROM {table} "
-            "WHERE tenant_id IN ({tenants}){check}"
+            "DROP VIEW IF EXISTS {view}; CREATE VIEW {view} WITH (security_barrier = true) AS SELECT {columns} "
+            "FROM {table} WHERE tenant_id IN ({tenants}){valid}{check}"
         ).format(
             view=sql.Identifier(app_schema, name),
             columns=sql.SQL(columns),
             table=sql.Identifier(ledger_schema, table),
             tenants=tenants,
-            check=sql.SQL(" WITH CASCADED CHECK OPTION" if check else ""),
+            valid=sql.SQL(" AND ({})").format(check) if check is not None else sql.SQL(""),
+            check=sql.SQL(" WITH CASCADED CHECK OPTION" if check is not None else ""),
         )
+
+    # What seed 000's backupScheduleSchema accepts, and the profile's categories: checked on every
+    # write through the view (a row the app cannot write, it does not see either).
+    valid_schedule = sql.SQL(
+        "length(nom) BETWEEN 2 AND 100 AND retention_jours BETWEEN 1 AND 365 AND type IN ('full', 'partial') "
+        "AND (jour_semaine IS NULL OR jour_semaine BETWEEN 0 AND 6) AND (jour_mois IS NULL OR jour_mois BETWEEN 1 "
+        "AND 31) AND (frequence <> 'weekly' OR jour_semaine IS NOT NULL) AND (frequence <> 'monthly' OR jour_mois "
+        "IS NOT NULL) AND jsonb_typeof(categories) = 'array' AND NOT EXISTS (SELECT 1 FROM "
+        "jsonb_array_elements_text(categories) c WHERE c <> ALL ({categories}))"
+    ).format(categories=sql.Literal(sorted(profile.categories)))
 
     role = sql.Identifier(app_role)
     return [
@@ -75,18 +94,18 @@ def app_policy_statements(profile: Profile, ledger_schema: str, app_schema: str,
         view(
             "tenant_backups",
             "id, tenant_id, nom, type, format, status, backup_type, categories, file_size, record_count, "
-            "error_message, created_by, created_at, started_at, completed_at, schedule_id, "
-            "encrypted_to IS NOT NULL AS encrypted",
+            "created_by, created_at, started_at, completed_at, schedule_id, encrypted_to IS NOT NULL AS encrypted, "
+            "verified_at, verification",
             "backups",
             member,
-            False,
+            None,
         ),
         view(
             "tenant_backup_logs",
-            "id, backup_id, tenant_id, performed_by, action, result, error_message, created_at",
+            "id, backup_id, tenant_id, performed_by, action, result, created_at",
             "backup_restore_logs",
             member,
-            False,
+            None,
         ),
         view(
             "tenant_backup_schedules",
@@ -94,15 +113,17 @@ def app_policy_statements(profile: Profile, ledger_schema: str, app_schema: str,
             "format, retention_jours, derniere_execution, prochaine_execution, created_at, updated_at",
             "backup_schedules",
             admin,
-            True,
+            valid_schedule,
         ),
         sql.SQL("GRANT EXECUTE ON FUNCTION {}.app_user_id() TO {}").format(ledger, role),
         sql.SQL("REVOKE ALL ON {}, {}, {} FROM PUBLIC").format(*(sql.Identifier(app_schema, v) for v in APP_VIEWS)),
         sql.SQL("GRANT SELECT ON {}, {} TO {}").format(
             sql.Identifier(app_schema, "tenant_backups"), sql.Identifier(app_schema, "tenant_backup_logs"), role
         ),
-        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
-            sql.Identifier(app_schema, "tenant_backup_schedules"), role
+        sql.SQL("GRANT SELECT, DELETE, INSERT ({columns}), UPDATE ({columns}) ON {view} TO {role}").format(
+            columns=sql.SQL(", ").join(map(sql.Identifier, _WRITABLE)),
+            view=sql.Identifier(app_schema, "tenant_backup_schedules"),
+            role=role,
         ),
     ]
 

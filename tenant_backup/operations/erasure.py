@@ -107,6 +107,13 @@ def erase_tenant(
         {k for r in ours if r.storage_path and (k := storage.key_in(r.storage_path))}
         | set(storage.list(tenant_prefix(owner, tenant_id)))
     )
+    if not rows and not objects and not (schedules and schedules[0]) and (key is None or key.destroyed_at):
+        already = f" (it was erased on {key.destroyed_at:%Y-%m-%d %H:%M} UTC)" if key and key.destroyed_at else ""
+        raise ConfigurationError(
+            f"tenant {tenant_id} has nothing here to erase{already}: no backup, key, schedule or object of it in "
+            f"this ledger and storage {storage.url}; check the id (tenant-backup list, status)",
+            tenant_id=tenant_id,
+        )
     report = ErasureReport(
         tenant_id=tenant_id,
         dry_run=dry_run,

@@ -6,8 +6,9 @@ the app, so that one never backed up shows): its newest completed backup and its
 its schedule promises (its most frequent active schedule: a day, a week, a month; otherwise
 ``TENANT_BACKUP_FRESHNESS_HOURS``, 24 h: a missed 12-hourly run is tolerated, two are not), plus an
 hour of grace; the last verification of that backup; and its last failure. A tenant is ``ok``, or
-``never`` backed up, ``stale``, or ``failed`` (its newest backup attempt failed, or its newest
-backup's last verification did).
+``never`` backed up, ``stale``, ``failed`` (its newest backup attempt failed, or its newest
+backup's last verification did), or ``erased`` yet still listed (by the app, or by backups an
+unfinished erasure left).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ __all__ = ["TenantStatus", "tenant_statuses"]
 
 GRACE = timedelta(hours=1)
 _PERIODS = {"daily": timedelta(days=1), "weekly": timedelta(days=7), "monthly": timedelta(days=31)}
-State = Literal["ok", "never", "stale", "failed"]
+State = Literal["ok", "never", "stale", "failed", "erased"]
 
 
 class TenantStatus(BaseModel):
@@ -43,10 +44,16 @@ class TenantStatus(BaseModel):
     verification_error: str | None = None
     last_failure_at: datetime | None = None
     last_failure: str | None = None
+    erased_at: datetime | None = None
 
     @property
     def reason(self) -> str:
         """Why the tenant needs attention (``ok`` when it does not)."""
+        if self.state == "erased":
+            return (
+                f"erased on {self.erased_at:%Y-%m-%d %H:%M} UTC, yet still listed: delete its rows from the app (or "
+                "run erase-tenant again if backups of it remain)"
+            )
         if self.state == "never":
             return "no completed backup"
         if self.state == "stale":
@@ -84,6 +91,14 @@ def tenant_statuses(
     )
     with conn.cursor(row_factory=dict_row) as cur:
         rows = {r["tenant_id"]: r for r in cur.execute(query)}
+        erased = {
+            r["tenant_id"]: r["destroyed_at"]
+            for r in cur.execute(
+                sql.SQL("SELECT tenant_id, destroyed_at FROM {} WHERE destroyed_at IS NOT NULL").format(
+                    sql.Identifier(schema, "tenant_keys")
+                )
+            )
+        }
     valid, _ = read_schedules(conn, schema)
     promises: dict[str, tuple[timedelta, str]] = {}
     for s in valid:
@@ -96,7 +111,9 @@ def tenant_statuses(
         newest, failure_at = row.get("newest_at"), row.get("last_failure_at")
         age = now - newest if newest else None
         state: State = "ok"
-        if newest is None:
+        if tenant_id in erased:
+            state = "erased"
+        elif newest is None:
             state = "never"
         elif (failure_at and failure_at > newest) or row.get("verification") == "failed":
             state = "failed"
@@ -117,7 +134,8 @@ def tenant_statuses(
                 verification_error=row.get("verification_error"),
                 last_failure_at=failure_at,
                 last_failure=row.get("last_failure"),
+                erased_at=erased.get(tenant_id),
             )
         )
-    order = {"failed": 0, "never": 1, "stale": 2, "ok": 3}
+    order = {"failed": 0, "erased": 1, "never": 2, "stale": 3, "ok": 4}
     return sorted(found, key=lambda s: (order[s.state], s.tenant_id))

@@ -23,6 +23,7 @@ from tenant_backup import ledger
 from tenant_backup.backup.steps import error_text
 from tenant_backup.db import connect, tenant_lock
 from tenant_backup.errors import ConfigurationError, LedgerError, RestoreRefusedError
+from tenant_backup.ledger import keys
 from tenant_backup.restore import CONFIRMATION
 from tenant_backup.restore.engine import RestorePlan, restore_tenant
 from tenant_backup.restore.fetch import RestoreTarget, VerifiedArtifact, fetch_file, verify
@@ -141,6 +142,7 @@ def check_request(db_url: str, settings: Settings, req: RestoreRequest, log: Run
                 )
             if req.requested_by:
                 check_admin(conn, profile, target, req.requested_by, "restore")
+            keys.refuse_erased(conn, settings.ledger_schema, target, "restored into")
             key = tenant_key_of(conn, settings.ledger_schema, row.tenant_id, row.encrypted_to, req.backup_id)
         except Exception as exc:
             _log(conn, settings, req, target, log, "failed", error=str(exc))
@@ -172,6 +174,7 @@ def check_file(
             require_confirmation(req, manifest.backup_id, target)
             if req.requested_by:
                 check_admin(conn, profile, target, req.requested_by, "restore")
+            keys.refuse_erased(conn, settings.ledger_schema, target, "restored into")
         except Exception as exc:
             _log(conn, settings, req, target, log, "failed", error=str(exc))
             raise
@@ -260,12 +263,15 @@ def log_restore(
     *,
     plan: RestorePlan | None,
     error: str | None,
+    verdict: bool = True,
 ) -> None:
     """Settle the run's ``backup_restore_logs`` row at its end: who, which backup, mode, counts,
-    duration, result. A row already settled (an applied restore's, or one reaped) stays as it is."""
+    duration, result. A row already settled (an applied restore's, or one reaped) stays as it is.
+    A verification also records its verdict on the backup, unless it could not judge (``verdict``
+    false: no identity at hand, a bad setting), which leaves the last real verdict as it was."""
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
         _log(conn, settings, req, tenant_id, log, "failed" if error else "success", plan=plan, error=error)
-        if log.action == "verify" and req.backup_id:  # the backup's verdict, for list and status
+        if log.action == "verify" and req.backup_id and verdict:  # the backup's verdict, for list and status
             ledger.record_verification(conn, settings.ledger_schema, req.backup_id, error)
 
 
