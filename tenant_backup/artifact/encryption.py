@@ -43,6 +43,7 @@ __all__ = [
     "load_identities",
     "new_tenant_key",
     "public_key",
+    "unwrap_identity",
     "with_tenant_key",
     "wrap_identity",
 ]
@@ -301,24 +302,36 @@ def new_tenant_key(operator_recipients: list[str]) -> tuple[str, str]:
     return str(identity.to_public()), wrap_identity(str(identity), operator_recipients)
 
 
+def unwrap_identity(
+    wrapped: str,
+    held: list[x25519.Identity],
+    *,
+    tenant_id: str,
+    wrapped_to: list[str],
+    then: str = "give the operator identity with --identity key.txt",
+) -> str:
+    """The text of a tenant's identity, unwrapped by one of ``held``; refused, naming the keys, else."""
+    import pyrage
+
+    try:
+        return bytes(pyrage.decrypt(wrapped.encode("ascii"), held)).decode("ascii")
+    except (pyrage.DecryptError, OSError, ValueError) as exc:
+        keys = f"public keys {', '.join(public_key(i) for i in held)}" if held else "no identity given"
+        raise EncryptionKeyError(
+            f"the key of tenant {tenant_id} is wrapped to {', '.join(wrapped_to)}; no identity at hand opens it "
+            f"({keys}): {then}",
+            tenant_id=tenant_id,
+        ) from exc
+
+
 def with_tenant_key(
     identities: IdentitySource, wrapped: str, *, tenant_id: str, wrapped_to: list[str]
 ) -> IdentitySource:
     """The identities at hand, with the tenant's own identity unwrapped by one of them first."""
 
     def unwrapped() -> list[x25519.Identity]:
-        import pyrage
-
         operator = identities()
-        try:
-            text = bytes(pyrage.decrypt(wrapped.encode("ascii"), operator)).decode("ascii")
-        except (pyrage.DecryptError, OSError, ValueError) as exc:
-            held = f"public keys {', '.join(public_key(i) for i in operator)}" if operator else "no identity given"
-            raise EncryptionKeyError(
-                f"the key of tenant {tenant_id} is wrapped to {', '.join(wrapped_to)}; no identity at hand opens it "
-                f"({held}): give the operator identity with --identity key.txt",
-                tenant_id=tenant_id,
-            ) from exc
+        text = unwrap_identity(wrapped, operator, tenant_id=tenant_id, wrapped_to=wrapped_to)
         return [*identities_in(text, f"the key of tenant {tenant_id}"), *operator]
 
     return unwrapped

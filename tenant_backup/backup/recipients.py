@@ -35,9 +35,8 @@ def artifact_recipients(
             "pass --encrypt-to age1… (or set TENANT_BACKUP_RECIPIENTS) with --tenant-key",
             tenant_id=tenant_id,
         )
-    recipient = keys.tenant_recipient(conn, schema, tenant_id, operator, new_tenant_key)
-    key = keys.get_key(conn, schema, tenant_id)
-    if key is not None and sorted(key.wrapped_to) != sorted(operator):
+    key = keys.tenant_key(conn, schema, tenant_id, operator, new_tenant_key)
+    if sorted(key.wrapped_to) != sorted(operator):
         log.warning(
             "the key of tenant %s is wrapped to %s, not to the recipients given (%s): once the old operator key is "
             "retired its backups cannot be read; run tenant-backup rewrap-keys --identity OLD_KEY --encrypt-to NEW",
@@ -45,4 +44,5 @@ def artifact_recipients(
             ", ".join(key.wrapped_to),
             ", ".join(operator),
         )
-    return [recipient]
+    assert key.recipient is not None  # a live key
+    return [key.recipient]

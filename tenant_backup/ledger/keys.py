@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from tenant_backup.errors import ConfigurationError
 from tenant_backup.ledger import uuid_spelling
 
-__all__ = ["TenantKey", "destroy_key", "get_key", "refuse_erased", "tenant_recipient"]
+__all__ = ["TenantKey", "destroy_key", "get_key", "refuse_erased", "tenant_key"]
 
 
 class TenantKey(BaseModel):
@@ -55,19 +55,19 @@ def refuse_erased(conn: psycopg.Connection, schema: str, tenant_id: str, action:
         )
 
 
-def tenant_recipient(
+def tenant_key(
     conn: psycopg.Connection,
     schema: str,
     tenant_id: str,
     operator_recipients: list[str],
     new_key: Callable[[list[str]], tuple[str, str]],
-) -> str:
-    """The tenant's public key; on first use ``new_key`` makes it (its recipient, and its identity
-    wrapped to ``operator_recipients``). Concurrent first backups agree on one key."""
-    refuse_erased(conn, schema, tenant_id)
+) -> TenantKey:
+    """The tenant's live key; on first use ``new_key`` makes it (its recipient, and its identity
+    wrapped to ``operator_recipients``). Concurrent first backups agree on one key. The caller
+    has refused an erased tenant (:func:`refuse_erased`)."""
     key = get_key(conn, schema, tenant_id)
     if key is not None and key.recipient is not None:
-        return key.recipient
+        return key
     recipient, wrapped = new_key(operator_recipients)
     conn.execute(
         sql.SQL(
@@ -78,7 +78,7 @@ def tenant_recipient(
     )
     key = get_key(conn, schema, tenant_id)
     assert key is not None and key.recipient is not None
-    return key.recipient
+    return key
 
 
 def destroy_key(conn: psycopg.Connection, schema: str, tenant_id: str, destroyed_by: str | None) -> TenantKey | None:

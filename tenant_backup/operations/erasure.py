@@ -30,7 +30,7 @@ from tenant_backup import ledger
 from tenant_backup.backup.assemble import tenant_prefix
 from tenant_backup.db import connect, read_owner, take_tenant_lock_in_transaction
 from tenant_backup.errors import ConfigurationError, StorageError, TenantBackupError
-from tenant_backup.ledger import BackupFilter, keys
+from tenant_backup.ledger import BackupFilter, BackupRow, keys
 from tenant_backup.operations.maintenance import wrote_object
 from tenant_backup.settings import Settings
 from tenant_backup.storage import Storage
@@ -101,12 +101,11 @@ def erase_tenant(
             (tenant_id,),
         ).fetchone()
     recipient = key.recipient if key else None
-    ours = [r for r in rows if wrote_object(r, owner) and r.storage_path]
-    elsewhere = [r.id for r in ours if r.storage_path and storage.key_in(r.storage_path) is None]
-    objects = sorted(
-        {k for r in ours if r.storage_path and (k := storage.key_in(r.storage_path))}
-        | set(storage.list(tenant_prefix(owner, tenant_id)))
-    )
+    # Each of our rows' object, as a key of this storage (None: it lies in another storage root).
+    located = {r.id: storage.key_in(r.storage_path) for r in rows if wrote_object(r, owner) and r.storage_path}
+    by_key: dict[str, BackupRow] = {where: r for r in rows if (where := located.get(r.id) or "")}
+    elsewhere = [backup_id for backup_id, where in located.items() if where is None]
+    objects = sorted({*by_key, *storage.list(tenant_prefix(owner, tenant_id))})
     if not rows and not objects and not (schedules and schedules[0]) and (key is None or key.destroyed_at):
         already = f" (it was erased on {key.destroyed_at:%Y-%m-%d %H:%M} UTC)" if key and key.destroyed_at else ""
         raise ConfigurationError(
@@ -135,7 +134,6 @@ def erase_tenant(
                 sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(sql.Identifier(schema, "backup_schedules")),
                 (tenant_id,),
             )
-        by_key = {storage.key_in(r.storage_path): r for r in ours if r.storage_path}
         for object_key in objects:  # (2) each object, then its row
             try:
                 storage.remove(object_key)

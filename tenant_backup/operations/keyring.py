@@ -8,14 +8,13 @@ change (they stay encrypted to the tenant keys), and the old operator key can th
 
 from __future__ import annotations
 
-import pyrage
 from psycopg import sql
 from pydantic import BaseModel
 
 from tenant_backup import ledger
-from tenant_backup.artifact.encryption import IdentitySource, public_key, wrap_identity
+from tenant_backup.artifact.encryption import IdentitySource, unwrap_identity, wrap_identity
 from tenant_backup.db import connect
-from tenant_backup.errors import ConfigurationError, EncryptionKeyError
+from tenant_backup.errors import ConfigurationError
 from tenant_backup.settings import Settings
 
 __all__ = ["RewrapReport", "rewrap_keys"]
@@ -28,8 +27,8 @@ class RewrapReport(BaseModel):
 
 
 def rewrap_keys(db_url: str, settings: Settings, recipients: list[str], identities: IdentitySource) -> RewrapReport:
-    """Wrap every live tenant key to ``recipients``; refused, changing nothing, when a key that needs
-    it opens with none of the identities at hand."""
+    """Wrap every live tenant key to ``recipients``; refused, changing nothing (one transaction), when
+    a key that needs it opens with none of the identities at hand."""
     if not recipients:
         raise ConfigurationError(
             "no recipients to wrap the tenant keys to: give the new operator key with --encrypt-to age1… (or set "
@@ -49,16 +48,13 @@ def rewrap_keys(db_url: str, settings: Settings, recipients: list[str], identiti
             held = identities() if todo else []
             rewrapped = []
             for tenant_id, wrapped, wrapped_to in todo:
-                try:
-                    text = bytes(pyrage.decrypt(wrapped.encode("ascii"), held)).decode("ascii")
-                except (pyrage.DecryptError, OSError, ValueError) as exc:
-                    keys = ", ".join(public_key(i) for i in held) or "none given"
-                    raise EncryptionKeyError(
-                        f"the key of tenant {tenant_id} is wrapped to {', '.join(wrapped_to)}, and no identity at hand "
-                        f"opens it (public keys: {keys}); nothing was changed: give the old operator identity with "
-                        "--identity old.txt",
-                        tenant_id=tenant_id,
-                    ) from exc
+                text = unwrap_identity(
+                    wrapped,
+                    held,
+                    tenant_id=tenant_id,
+                    wrapped_to=wrapped_to,
+                    then="nothing was changed: give the old operator identity with --identity old.txt",
+                )
                 conn.execute(
                     sql.SQL("UPDATE {} SET wrapped_identity = %s, wrapped_to = %s WHERE tenant_id = %s").format(table),
                     (wrap_identity(text, recipients), recipients, tenant_id),
