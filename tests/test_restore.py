@@ -358,6 +358,8 @@ def _paused_run(db: DemoDatabase, backup_id: str, answer: dict[str, Any]) -> tup
     """Start a restore that waits for approval, answer it through the Prefect API (first with a bare
     Resume, which must be refused), return its outcome and its flow run as the API has it."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
     from prefect.flow_runs import resume_flow_run
 
     outcome: dict[str, Any] = {}
@@ -379,8 +381,10 @@ def _paused_run(db: DemoDatabase, backup_id: str, answer: dict[str, Any]) -> tup
     deadline = time.monotonic() + 60
     with get_client(sync_client=True) as client:
         paused = None
+        # Paused runs only: the session's server holds many runs of other tests (CI missed it in 20).
+        only_paused = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
         while paused is None and time.monotonic() < deadline:
-            runs = client.read_flow_runs(limit=20, sort="START_TIME_DESC")
+            runs = client.read_flow_runs(flow_run_filter=only_paused, limit=50)
             paused = next(
                 (r for r in runs if r.state and r.state.is_paused() and r.parameters.get("backup_id") == backup_id),
                 None,
