@@ -50,6 +50,7 @@ def backup_tenant(
     name: str | None = None,
     encrypt_to: list[str] | None = None,
     tenant_key: bool | None = None,
+    kind: Literal["full", "incremental"] = "full",
     database_block: str | None = None,
     storage_block: str | None = None,
 ) -> BackupResult:
@@ -77,6 +78,8 @@ def backup_tenant(
             TENANT_BACKUP_RECIPIENTS (none set: not encrypted). Restores need a matching identity.
         tenant_key: Encrypt to the tenant's own key instead, kept wrapped to encrypt_to, so that
             erase-tenant makes every copy unreadable; empty for TENANT_BACKUP_TENANT_KEYS.
+        kind: full, or incremental: only the changes since the tenant's newest backup (csv only); a
+            full one starts a new chain when the chain is older than TENANT_BACKUP_CHAIN_DAYS.
         database_block: Advanced, usually empty: a tenant-backup-database block; else TENANT_BACKUP_DATABASE_URL.
         storage_block: Advanced, usually empty: a tenant-backup-storage block; else TENANT_BACKUP_STORAGE_URL.
     """
@@ -96,6 +99,7 @@ def backup_tenant(
         schedule_id=schedule_id,
         encrypt_to=encrypt_to,
         tenant_key=tenant_key,
+        kind=kind,
     )
     return sequences.backup_tenant(PrefectRunner(), request, database_block, storage_block)
 
@@ -141,6 +145,7 @@ def backup_all_tenants(
     compression_level: int | None = None,
     encrypt_to: list[str] | None = None,
     tenant_key: bool | None = None,
+    kind: Literal["full", "incremental"] = "full",
     tenant_deployment: str | None = None,
     database_block: str | None = None,
     storage_block: str | None = None,
@@ -163,6 +168,8 @@ def backup_all_tenants(
         compression_level: The codec's level (deflate 0..3, zstd 1..19); empty for the fast default.
         encrypt_to: age recipients (age1…) of every artifact; empty for TENANT_BACKUP_RECIPIENTS.
         tenant_key: Encrypt each tenant to its own key, wrapped to encrypt_to (TENANT_BACKUP_TENANT_KEYS).
+        kind: full, or incremental (the changes since each tenant's newest backup; a weekly full
+            with TENANT_BACKUP_CHAIN_DAYS=7).
         tenant_deployment: Advanced: run each tenant as a run of this deployment
             (backup-tenant/backup-now) so that a work pool's workers share them.
         database_block: Advanced, usually empty: a tenant-backup-database block; else TENANT_BACKUP_DATABASE_URL.
@@ -182,6 +189,7 @@ def backup_all_tenants(
         "compression_level": compression_level,
         "encrypt_to": encrypt_to,
         "tenant_key": tenant_key,
+        "kind": kind,
     }
     if tenant_deployment:
         blocks = {"database_block": database_block, "storage_block": storage_block}

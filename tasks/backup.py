@@ -10,6 +10,7 @@ from tasks.step import step, transient
 from tenant_backup.artifact.manifest import Manifest
 from tenant_backup.backup import assemble, steps
 from tenant_backup.backup.assemble import ArtifactInfo
+from tenant_backup.backup.chain import ChainPlan
 from tenant_backup.backup.extract import TablePart
 from tenant_backup.backup.steps import BackupPlan, BackupRequest, LedgerEntry
 from tenant_backup.db import Snapshot
@@ -74,10 +75,18 @@ def mark_started(backup_id: str, snapshot: Snapshot, database_block: str | None)
     summary=lambda part: f"{_rows(part.rows)}, {part.size:,} bytes",
 )
 def extract_table(
-    scope: TableScope, request: BackupRequest, snapshot_id: str, spool: str, database_block: str | None
+    scope: TableScope,
+    request: BackupRequest,
+    chain: ChainPlan | None,
+    snapshot_id: str,
+    spool: str,
+    database_block: str | None,
 ) -> TablePart:
-    """COPY one table's tenant rows, inside the shared snapshot, into the spool folder."""
-    return steps.extract_part(database_url(database_block), get_settings(), scope, snapshot_id, Path(spool), request)
+    """COPY one table's tenant rows (an incremental's: those changed), inside the shared snapshot,
+    into the spool folder; in a chain, digest its keys."""
+    return steps.extract_part(
+        database_url(database_block), get_settings(), scope, snapshot_id, Path(spool), request, chain
+    )
 
 
 @step(
@@ -95,8 +104,15 @@ def write_artifact(
 
 
 @step("complete-ledger-entry")
-def finish_entry(backup_id: str, manifest: Manifest, artifact: ArtifactInfo, database_block: str | None) -> None:
-    steps.finish_entry(database_url(database_block), get_settings(), backup_id, manifest, artifact)
+def finish_entry(
+    backup_id: str,
+    manifest: Manifest,
+    artifact: ArtifactInfo,
+    plan: BackupPlan,
+    parts: list[TablePart],
+    database_block: str | None,
+) -> None:
+    steps.finish_entry(database_url(database_block), get_settings(), backup_id, manifest, artifact, plan, parts)
 
 
 @step("fail-ledger-entry")

@@ -278,6 +278,7 @@ class Snapshot:
     snapshot_id: str
     taken_at: datetime
     server_version: str
+    xids: str = ""  # pg_current_snapshot(): which transactions' writes it sees
 
 
 class TenantLock:
@@ -309,9 +310,11 @@ class TenantLock:
         conn = self.conn
         try:
             self._begin_locked(tables)
-            row = conn.execute("SELECT pg_export_snapshot(), now(), current_setting('server_version')").fetchone()
+            row = conn.execute(
+                "SELECT pg_export_snapshot(), now(), current_setting('server_version'), pg_current_snapshot()::text"
+            ).fetchone()
             assert row is not None
-            yield Snapshot(snapshot_id=row[0], taken_at=row[1], server_version=row[2])
+            yield Snapshot(snapshot_id=row[0], taken_at=row[1], server_version=row[2], xids=row[3])
         except BaseException:
             with suppress(psycopg.Error):  # the error that got us here is the one to report
                 conn.execute("ROLLBACK")

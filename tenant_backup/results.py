@@ -81,6 +81,8 @@ class BackupResult(BaseModel):
     seconds: float
     left_out: list[str] = []  # tables holding the tenant column that the backup does not hold
     encrypted_to: list[str] = []  # the age recipients of the artifact (none: not encrypted)
+    parent_id: str | None = None  # an incremental's parent
+    chain_note: str | None = None  # an incremental asked for, taken full: why
 
 
 class TenantOutcome(BaseModel):

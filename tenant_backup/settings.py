@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     freshness_hours: float = Field(
         24, gt=0, description="status: a tenant without a schedule is stale when its newest backup is older."
     )
+    chain_days: float = Field(
+        7, gt=0, description="Incremental backups: a new full base once the chain's base is older (weekly full)."
+    )
+    chain_links: int = Field(30, ge=1, description="Incremental backups: a new full base after this many incrementals.")
     spool_dir: str | None = Field(None, description="Local folder for table parts (default: temp).")
     timezone: str = Field("UTC", description="Time zone of the schedules (IANA name, e.g. Europe/Paris).")
     slots: int = Field(

@@ -20,6 +20,7 @@ import boto3
 import psycopg
 import pytest
 
+from tenant_backup.ledger import LEDGER_VERSION
 from tests.conftest import DemoDatabase
 from tests.helpers import state_of
 
@@ -291,7 +292,7 @@ def test_ledger_of_an_unencrypted_backup_records_no_recipients(pos_db: DemoDatab
     assert _ledger_row(pos_db, backup["backup_id"])[0] is None
     with psycopg.connect(pos_db.url) as conn:
         assert conn.execute("SELECT obj_description('tenant_backup'::regnamespace)").fetchone() == (
-            "tenant-backup ledger v6",
+            f"tenant-backup ledger v{LEDGER_VERSION}",
         )
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from tenant_backup.operations.schedules import ScheduleRow, cron_specs, next_run
+from tenant_backup.operations.schedules import ScheduleRow, cron_specs, next_run, schedule_parameters
 
 
 def row(**fields: object) -> ScheduleRow:
@@ -173,3 +173,9 @@ def test_next_runs_agree_with_prefects_own_cron_schedules() -> None:
                     theirs = min(prefect_next(spec.cron, zone, moment) for spec in cron_specs(schedule))
                     assert ours == theirs, (zone, fields, moment)
                     moment = ours
+
+
+def test_a_daily_incremental_row_runs_incremental_backups_and_a_full_one_per_chain() -> None:
+    parameters = schedule_parameters(row(frequence="daily", heure_execution="02:00", type="incremental"), "pos")
+    assert parameters["kind"] == "incremental" and parameters["categories"] is None
+    assert "kind" not in schedule_parameters(row(frequence="daily", heure_execution="02:00"), "pos")

@@ -17,6 +17,7 @@ from flows.backup import backup_tenant
 from flows.restore import restore_backup
 from tenant_backup import ledger
 from tenant_backup.artifact.dataframes import open_backup
+from tenant_backup.artifact.manifest import ARTIFACT_VERSION
 from tenant_backup.db import DatabaseOwner, read_owner
 from tenant_backup.errors import ConfigurationError
 from tenant_backup.ledger import BackupFilter
@@ -161,7 +162,7 @@ def test_tables_named_like_paths_stay_inside_the_artifact(hostile_db: Database, 
     assert sorted(archive.namelist()) == ["%2E.%2Fx.csv", "a%2Fb.csv", "items.csv", "manifest.json"]
     backup = open_backup(result.storage_path, checksum=result.checksum)  # what `show` does
     assert backup.manifest.tables["../x"].file == "%2E.%2Fx.csv" and len(backup.table("a/b")) == 3
-    assert backup.manifest.version == "1.2.0" and backup.manifest.database == _owner(hostile_db)
+    assert backup.manifest.version == ARTIFACT_VERSION and backup.manifest.database == _owner(hostile_db)
 
 
 @pytest.mark.parametrize(("tenant", "message"), [("", "tenant id is empty"), ("é" * 40, "over the limit of 200")])

@@ -49,7 +49,7 @@ def backup_tenant(
         [
             *tenant_tags(tenant_id, plan.tenant_name),
             f"format:{request.format}",
-            f"type:{plan.type}",
+            f"type:{'incremental' if plan.incremental else plan.type}",
             request.backup_type,
         ],
     )
@@ -79,11 +79,17 @@ def backup_tenant(
                 with lock.snapshot(plan.relations) as snapshot, reuse_sessions():
                     run(t.mark_started, backup_id, snapshot, database_block)
                     parts = run.map(
-                        t.extract_table, plan.tables, request, snapshot.snapshot_id, str(spool), database_block
+                        t.extract_table,
+                        plan.tables,
+                        request,
+                        plan.chain,
+                        snapshot.snapshot_id,
+                        str(spool),
+                        database_block,
                     )
                 manifest = build_manifest(plan, backup_id, snapshot, parts)
                 artifact = run(t.write_artifact, plan, manifest, parts, storage_block)
-            run(t.finish_entry, backup_id, manifest, artifact, database_block)
+                run(t.finish_entry, backup_id, manifest, artifact, plan, parts, database_block)
         except BaseException as exc:
             run(t.fail_entry, backup_id, tenant_id, error_text(exc), database_block)
             raise
@@ -101,6 +107,8 @@ def backup_tenant(
         seconds=round(time.perf_counter() - started, 3),
         left_out=plan.left_out,
         encrypted_to=artifact.encrypted_to,
+        parent_id=manifest.parent_id,
+        chain_note=plan.chain.reason if plan.chain and not plan.chain.parent else None,
     )
     if plan.left_out:
         run.warn(
@@ -108,6 +116,8 @@ def backup_tenant(
             f"{', '.join(plan.left_out)} (add them to a category of the profile, and their schema to its "
             "other_schemas; with --tenant-column, write a profile file for them: --profile app.toml)"
         )
+    if result.chain_note:
+        run.log(f"backup {backup_id} of tenant {tenant_id} is a full one that starts a chain: {result.chain_note}")
     run.log(
         f"backup {backup_id} of tenant {tenant_id} completed: {result.record_count:,} rows in {len(result.tables)} "
         f"tables, {result.file_size:,} bytes, {result.seconds:.2f} s"

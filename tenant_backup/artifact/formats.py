@@ -91,18 +91,19 @@ def _json_expr(column: ColumnInfo) -> sql.Composable:
     return sql.SQL("CASE WHEN {c} IS NULL THEN NULL ELSE concat({c}) END AS {c}").format(c=ident)
 
 
-def copy_statement(scope: TableScope, fmt: ArtifactFormat) -> sql.Composed:
-    """``COPY (<the tenant's rows>) TO STDOUT`` in the shape ``fmt`` stores."""
+def copy_statement(scope: TableScope, fmt: ArtifactFormat, only: sql.Composable | None = None) -> sql.Composed:
+    """``COPY (<the tenant's rows>) TO STDOUT`` in the shape ``fmt`` stores; ``only``: those of them
+    that also meet this condition (an incremental's changed rows)."""
     if fmt == "csv":
-        return sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER true)").format(select_tenant_rows(scope))
+        return sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER true)").format(select_tenant_rows(scope, only))
     if fmt == "sql":
-        return sql.SQL("COPY ({}) TO STDOUT").format(select_tenant_rows(scope))
+        return sql.SQL("COPY ({}) TO STDOUT").format(select_tenant_rows(scope, only))
     # One JSON object per line. CSV with quote and delimiter bytes that JSON text never holds raw
     # (row_to_json escapes control characters) writes each line exactly as PostgreSQL built it.
     select = sql.SQL("SELECT {} FROM {} WHERE {}").format(
         sql.SQL(", ").join(_json_expr(c) for c in scope.copied_columns),
         scope.ident(),
-        tenant_filter(scope),
+        tenant_filter(scope) if only is None else sql.SQL("{} AND {}").format(tenant_filter(scope), only),
     )
     return sql.SQL(
         "COPY (SELECT row_to_json(tenant_backup_row.*) FROM ({}) tenant_backup_row) "

@@ -12,12 +12,14 @@ from tenant_backup.artifact.formats import ArtifactFormat
 from tenant_backup.db import DatabaseOwner
 from tenant_backup.tenancy.catalog import ColumnInfo
 
-__all__ = ["ARTIFACT_VERSION", "Manifest", "TableManifest"]
+__all__ = ["ARTIFACT_VERSION", "INCREMENTAL_VERSION", "Manifest", "TableManifest"]
 
 # Bumped on any change a reader must know about; a reader refuses a newer major version.
 # 1.1: json and sql formats, codecs; 1.2: the database an artifact belongs to, and a SQL artifact
-# that stages its rows and replays only the difference
-ARTIFACT_VERSION = "1.2.0"
+# that stages its rows and replays only the difference; 1.3: key digests of a chain's base;
+# 2.0: incremental backups (a reader that knows no chains must not take one for a whole tenant)
+ARTIFACT_VERSION = "1.3.0"
+INCREMENTAL_VERSION = "2.0.0"
 
 
 class TableManifest(BaseModel):
@@ -37,6 +39,25 @@ class TableManifest(BaseModel):
     scope: str = Field(
         description="How the tenant's rows were selected, e.g. lignes_vente.vente_id -> ventes.etablissement_id."
     )
+    content: Literal["rows", "changes"] = Field(
+        "rows", description="rows: all the tenant's rows; changes: those written since the parent backup."
+    )
+    state_rows: int | None = Field(None, description="With changes: the tenant's rows of the table at the snapshot.")
+    buckets: int | None = Field(None, description="Buckets of the key digests (a table compared by key).")
+    key_columns: list[str] | None = Field(None, description="The key the digests hash (a chain's tables).")
+    key_digest: str | None = Field(
+        None, description="<count>:<XOR of the key hashes, hex> of the tenant's keys at the snapshot."
+    )
+    keys_file: str | None = Field(
+        None, description="With changes: entry of the changed buckets and the hashes of their keys now."
+    )
+    keys_sha256: str | None = None
+    keys_size: int = 0
+
+    @property
+    def total(self) -> int:
+        """The tenant's rows of the table at the snapshot."""
+        return self.rows if self.state_rows is None else self.state_rows
 
 
 class Manifest(BaseModel):
@@ -73,3 +94,7 @@ class Manifest(BaseModel):
     left_out: list[str] = Field(
         default_factory=list, description="Tables holding the tenant column that this backup does not hold."
     )
+    kind: Literal["full", "incremental"] = "full"
+    parent_id: str | None = Field(None, description="An incremental's parent: it holds the changes since.")
+    base_id: str | None = Field(None, description="The full backup an incremental's chain starts with.")
+    chain_seed: int | None = Field(None, description="Seed of the key hashes of the chain.")

@@ -31,7 +31,7 @@ from tenant_backup.artifact.encryption import (
     load_identities,
 )
 from tenant_backup.artifact.formats import copy_in_line, legacy_copy_in_line
-from tenant_backup.artifact.manifest import ARTIFACT_VERSION, Manifest
+from tenant_backup.artifact.manifest import INCREMENTAL_VERSION, Manifest
 from tenant_backup.artifact.rows import json_row_to_copy_text
 from tenant_backup.errors import VerificationError
 from tenant_backup.segments import encode_segment, entry_name
@@ -71,12 +71,30 @@ class Artifact:
     once, inside its transaction, and a mismatch raises there, before anything is written."""
 
     def __init__(
-        self, path: Path, manifest: Manifest, tables_dir: Path | None = None, *, check_on_read: bool = False
+        self,
+        path: Path,
+        manifest: Manifest,
+        tables_dir: Path | None = None,
+        *,
+        check_on_read: bool = False,
+        chain: list[Artifact] | None = None,
     ) -> None:
         self.path = path
         self.manifest = manifest
         self.tables_dir = tables_dir or tables_dir_of(path)
         self.check_on_read = check_on_read
+        self.chain = chain or []  # an incremental's ancestors, its base first
+
+    @property
+    def state(self) -> Manifest:
+        """The manifest as a restore sees it: each table's rows are the tenant's at the snapshot
+        (an incremental's changes rebuild them from its chain)."""
+        if not self.chain:
+            return self.manifest
+        tables = {name: t.model_copy(update={"rows": t.total}) for name, t in self.manifest.tables.items()}
+        return self.manifest.model_copy(
+            update={"tables": tables, "total_records": sum(t.rows for t in tables.values())}
+        )
 
     @property
     def copy_format(self) -> Literal["csv", "text"]:
@@ -95,6 +113,15 @@ class Artifact:
         else:
             with table_file(self.tables_dir, table).open("rb") as fh:
                 yield fh
+
+    @contextmanager
+    def open_keys(self, table: str) -> Iterator[BinaryIO]:
+        """An incremental's changed key buckets of ``table`` (CSV ``bucket,key_hash``; checked
+        against the manifest when the artifact was opened)."""
+        name = self.manifest.tables[table].keys_file
+        assert name is not None, f"table {table} of backup {self.manifest.backup_id} holds no changes"
+        with zipfile.ZipFile(self.path) as archive, archive.open(name) as fh:
+            yield fh  # type: ignore[misc]
 
 
 def _entry(manifest: Manifest, table: str) -> str:
@@ -212,10 +239,10 @@ def _manifest(raw: Any, backup_id: str) -> Manifest:
     if not isinstance(raw, dict) or raw.get("format") != "tenant-backup":
         raise VerificationError(f"backup {backup_id} is not a tenant-backup artifact", backup_id=backup_id)
     version = str(raw.get("version", ""))
-    if _major(version) > _major(ARTIFACT_VERSION):
+    if _major(version) > _major(INCREMENTAL_VERSION):
         raise VerificationError(
             f"backup {backup_id} was written by artifact version {version}, newer than this tool's "
-            f"{ARTIFACT_VERSION}: upgrade tenant-backup to restore it",
+            f"{INCREMENTAL_VERSION}: upgrade tenant-backup to restore it",
             backup_id=backup_id,
         )
     try:
@@ -250,13 +277,30 @@ def _verify_zip(path: Path, backup_id: str, *, tables: bool = True) -> Manifest:
             ) from exc
         manifest = _manifest(raw, backup_id)
         names = set(archive.namelist())
-        missing = [t for t in manifest.tables if _entry(manifest, t) not in names]
+        missing = [
+            t
+            for t, m in manifest.tables.items()
+            if _entry(manifest, t) not in names or (m.keys_file is not None and m.keys_file not in names)
+        ]
         if missing:
             raise VerificationError(
                 f"backup {backup_id} lacks the file of table {missing[0]} that its manifest lists; it is damaged",
                 backup_id=backup_id,
                 table=missing[0],
             )
+        for table, entry in manifest.tables.items():  # an incremental's key buckets: small, always checked here
+            if entry.keys_file is not None:
+                try:
+                    data = archive.read(entry.keys_file)
+                except _ZIP_UNREADABLE as exc:
+                    raise _unreadable(table, backup_id, exc) from exc
+                if hashlib.sha256(data).hexdigest() != entry.keys_sha256:
+                    raise VerificationError(
+                        f"the changed keys of table {table} in backup {backup_id} do not match their sha256 in the "
+                        "manifest; it is damaged",
+                        backup_id=backup_id,
+                        table=table,
+                    )
         for table in manifest.tables if tables else ():
             try:
                 fh = archive.open(_entry(manifest, table))

@@ -149,6 +149,10 @@ def _write_zip(out: Writer, manifest: Manifest, parts: list[TablePart]) -> None:
                 size=part.size,
                 stored=manifest.compression == "none",
             )
+        keys = manifest.tables[part.table].keys_file
+        if keys and part.key_state and part.key_state.keys_path:  # an incremental's changed key buckets (small)
+            with open(part.key_state.keys_path, "rb") as source:
+                writer.add_bytes(keys, source.read())
     writer.add_bytes("manifest.json", manifest.model_dump_json(indent=2).encode("utf-8"))
     writer.close()
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from isal import isal_zlib
-from psycopg import ClientCursor
+from psycopg import ClientCursor, sql
 from pydantic import BaseModel, ConfigDict
 
 from tenant_backup.artifact.codecs import Compression, compressor
 from tenant_backup.artifact.formats import ArtifactFormat, Framer, copy_statement
+from tenant_backup.backup.changes import KeyState
 from tenant_backup.backup.copyout import CopyOut
 from tenant_backup.errors import ExtractError, RoleAccessError
 from tenant_backup.progress import Progress, listening, publish
@@ -38,6 +40,8 @@ class TablePart(BaseModel):
     compressed_size: int
     sha256: str  # of those bytes
     crc32: int  # of the uncompressed part, as a ZIP entry needs (0 for JSON and SQL)
+    changes: bool = False  # only the rows written since the parent backup (an incremental)
+    key_state: KeyState | None = None  # the tenant's keys, for a chain of incrementals
 
 
 def extract_table(
@@ -49,9 +53,11 @@ def extract_table(
     fmt: ArtifactFormat = "csv",
     compression: Compression = "deflate",
     level: int = 1,
+    only: sql.Composable | None = None,
+    params: dict[str, Any] | None = None,
 ) -> TablePart:
     """COPY the tenant's rows of ``scope`` into ``dest``; ``conn`` must already be inside the
-    shared snapshot."""
+    shared snapshot. ``only`` narrows them (an incremental's changed rows; its ``params``)."""
     digest = hashlib.sha256()
     frame = Framer(fmt, scope)
     zip_entry = fmt == "csv"
@@ -60,8 +66,8 @@ def extract_table(
     size = 0
     # COPY takes no bind parameters: the tenant id is bound client-side, as psycopg's own
     # cursor.copy(query, params) does.
-    statement = ClientCursor(conn).mogrify(copy_statement(scope, fmt), {"tenant": tenant_id}).encode()
-    copy = CopyOut(conn, statement)
+    statement = ClientCursor(conn).mogrify(copy_statement(scope, fmt, only), {**(params or {}), "tenant": tenant_id})
+    copy = CopyOut(conn, statement.encode())
     try:
         with dest.open("wb") as out:
 

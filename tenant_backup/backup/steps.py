@@ -16,14 +16,16 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from tenant_backup import ledger
 from tenant_backup.artifact.codecs import Compression, check_compression, default_level
 from tenant_backup.artifact.formats import ArtifactFormat, check_types
-from tenant_backup.artifact.manifest import Manifest, TableManifest
+from tenant_backup.artifact.manifest import ARTIFACT_VERSION, INCREMENTAL_VERSION, Manifest, TableManifest
 from tenant_backup.backup import assemble as artifact
 from tenant_backup.backup.assemble import ArtifactInfo
+from tenant_backup.backup.chain import ChainPlan, plan_chain, timeline
+from tenant_backup.backup.changes import changed_filter, read_keys, xid_params
 from tenant_backup.backup.extract import TablePart, extract_table
 from tenant_backup.backup.recipients import artifact_recipients, operator_recipients
 from tenant_backup.db import DatabaseOwner, Snapshot, import_snapshot, read_owner
 from tenant_backup.errors import ConfigurationError, PermissionDeniedError, TenantBackupError
-from tenant_backup.ledger import keys
+from tenant_backup.ledger import chains, keys
 from tenant_backup.segments import encode_segment, entry_name
 from tenant_backup.sessions import session
 from tenant_backup.settings import Settings
@@ -77,6 +79,7 @@ class BackupRequest(BaseModel):
     schedule_id: str | None = None
     encrypt_to: list[str] | None = None  # age recipients (public keys); default TENANT_BACKUP_RECIPIENTS
     tenant_key: bool | None = None  # encrypt to the tenant's own key (wrapped to encrypt_to); default TENANT_KEYS
+    kind: Literal["full", "incremental"] = "full"  # incremental: the changes since the tenant's newest backup
 
     @property
     def level(self) -> int:
@@ -123,6 +126,12 @@ class BackupPlan(BaseModel):
     left_out: list[str] = []  # tables holding the tenant column that this backup does not hold
     encrypt_to: list[str] = []  # the age recipients of the artifact (none: not encrypted)
     tenant_key: bool = False  # encrypt_to is the tenant's own key (crypto-erasure: erase-tenant)
+    chain: ChainPlan | None = None  # asked for an incremental: its parent, or a full backup starting a chain
+    timeline: int | None = None  # the server's, when the chain was planned
+
+    @property
+    def incremental(self) -> bool:
+        return self.chain is not None and self.chain.parent is not None
 
     @property
     def relations(self) -> list[tuple[str, str]]:
@@ -148,6 +157,18 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
     """
     profile = resolve_profile(request.profile, request.tenant_column)
     check_compression(request.compression, request.level, request.format)
+    if request.kind == "incremental" and request.format != "csv":
+        raise ConfigurationError(
+            f"an incremental backup cannot be a {request.format} artifact: "
+            + (
+                "a SQL script must bring the whole tenant back on its own (psql -f), and an incremental holds only "
+                "changes"
+                if request.format == "sql"
+                else "seed 000's JSON document is read as the tenant's whole data, and an incremental holds only "
+                "changes"
+            )
+            + "; use --format csv (the default) for incrementals, or take a full backup in this format"
+        )
     operator = operator_recipients(request.encrypt_to)
     encode_segment(request.tenant_id)  # an id that cannot be stored is refused before anything is written
     with session(db_url, lock_timeout=settings.lock_timeout) as conn:
@@ -181,6 +202,26 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
         tenant_name, request = tenant.name, request.model_copy(update={"tenant_id": tenant.id})
         tenant_key = settings.tenant_keys if request.tenant_key is None else request.tenant_key
         recipients = artifact_recipients(conn, settings.ledger_schema, tenant.id, operator, tenant_key)
+        chain, line = None, None
+        if request.kind == "incremental":
+            line = timeline(conn)
+            chain = plan_chain(
+                conn,
+                settings.ledger_schema,
+                tenant_id=tenant.id,
+                scopes=scopes,
+                wanted={
+                    "format": request.format,
+                    "tenant_column": profile.tenant_column,
+                    "categories": request.categories or (list(profile.categories) or [s.table for s in scopes]),
+                    "profile": profile.name,
+                    "schema_fingerprint": schema_fingerprint(scopes),
+                },
+                database=database,
+                line=line,
+                chain_days=settings.chain_days,
+                chain_links=settings.chain_links,
+            )
         if not request.force:  # early, before any lock is taken; the ledger entry checks it again under the lock
             ledger.check_throttle(
                 conn, settings.ledger_schema, request.tenant_id, timedelta(seconds=settings.throttle_seconds)
@@ -204,6 +245,8 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
         left_out=skipped,
         encrypt_to=recipients,
         tenant_key=tenant_key,
+        chain=chain,
+        timeline=line,
     )
 
 
@@ -246,13 +289,14 @@ def open_entry(db_url: str, settings: Settings, plan: BackupPlan, flow_run_id: s
             tenant_column=plan.tenant_column,
             name=req.name or f"{req.backup_type} backup {datetime.now():%Y-%m-%d %H:%M}",
             backup_type=req.backup_type,
-            type_=plan.type,
+            type_="incremental" if plan.incremental else plan.type,
             format_=req.format,
             categories=plan.categories,
             created_by=req.requested_by,
             throttle=None if req.force else timedelta(seconds=settings.throttle_seconds),
             schedule_id=req.schedule_id,
             metadata={"flow_run_id": flow_run_id} if flow_run_id else None,
+            parent_id=plan.chain.parent.backup_id if plan.chain and plan.chain.parent else None,
         )
     return LedgerEntry(backup_id=backup_id, reaped_runs=reaped)
 
@@ -264,42 +308,54 @@ def extract_part(
     snapshot_id: str,
     spool: Path,
     request: BackupRequest,
+    chain: ChainPlan | None = None,
 ) -> TablePart:
-    """Extract one table inside the shared snapshot into ``spool``, in the requested format."""
-    fmt, compression, level = request.format, request.compression, request.level
+    """Extract one table inside the shared snapshot into ``spool``, in the requested format; in a
+    chain, digest its keys too, and in an incremental extract only its changed rows."""
     tenant_id = request.tenant_id
+    dest = spool / f"{encode_segment(scope.table, what='table')}.part"
     with session(db_url, lock_timeout=settings.lock_timeout) as conn:
         import_snapshot(conn, snapshot_id, tenant_id)
         try:
-            return extract_table(
+            keys, only, params = None, None, {}
+            if chain is not None and scope.table in chain.buckets:
+                parent = chain.parent
+                before = (
+                    chains.read_digest(conn, settings.ledger_schema, parent.backup_id, scope.table) if parent else None
+                )
+                keys = read_keys(
+                    conn,
+                    scope,
+                    tenant_id,
+                    seed=chain.seed,
+                    buckets=chain.buckets[scope.table],
+                    parent_digests=before,
+                    dest=dest,
+                )
+                if parent is not None:
+                    only, params = changed_filter(scope), xid_params(conn, parent.xids)
+            part = extract_table(
                 conn,
                 scope,
                 tenant_id,
-                spool / f"{encode_segment(scope.table, what='table')}.part",
-                fmt=fmt,
-                compression=compression,
-                level=level,
+                dest,
+                fmt=request.format,
+                compression=request.compression,
+                level=request.level,
+                only=only,
+                params=params,
             )
+            return part.model_copy(update={"changes": only is not None, "key_state": keys})
         finally:
             conn.execute("ROLLBACK")
 
 
 def build_manifest(plan: BackupPlan, backup_id: str, snapshot: Snapshot, parts: list[TablePart]) -> Manifest:
     by_table = {p.table: p for p in parts}
-    tables = {
-        s.table: TableManifest(
-            file=f"{entry_name(s.table)}.csv" if plan.request.format == "csv" else None,
-            rows=by_table[s.table].rows,
-            size=by_table[s.table].size,
-            compressed_size=by_table[s.table].compressed_size,
-            sha256=by_table[s.table].sha256,
-            columns=list(s.columns),
-            primary_key=list(s.primary_key),
-            scope=s.describe(),
-        )
-        for s in sorted(plan.tables, key=lambda s: s.table)
-    }
+    tables = {s.table: _table_manifest(plan, s, by_table[s.table]) for s in sorted(plan.tables, key=lambda s: s.table)}
+    parent = plan.chain.parent if plan.chain else None
     return Manifest(
+        version=INCREMENTAL_VERSION if parent else ARTIFACT_VERSION,
         backup_id=backup_id,
         date=snapshot.taken_at,
         database=plan.database,
@@ -323,6 +379,32 @@ def build_manifest(plan: BackupPlan, backup_id: str, snapshot: Snapshot, parts: 
         server_version=snapshot.server_version,
         tool_version=tool_version(),
         left_out=plan.left_out,
+        kind="incremental" if parent else "full",
+        parent_id=parent.backup_id if parent else None,
+        base_id=parent.base_id if parent else None,
+        chain_seed=plan.chain.seed if plan.chain else None,
+    )
+
+
+def _table_manifest(plan: BackupPlan, scope: TableScope, part: TablePart) -> TableManifest:
+    keys = part.key_state
+    return TableManifest(
+        file=f"{entry_name(scope.table)}.csv" if plan.request.format == "csv" else None,
+        rows=part.rows,
+        size=part.size,
+        compressed_size=part.compressed_size,
+        sha256=part.sha256,
+        columns=list(scope.columns),
+        primary_key=list(scope.primary_key),
+        scope=scope.describe(),
+        content="changes" if part.changes else "rows",
+        state_rows=keys.rows if keys and part.changes else None,
+        buckets=keys.buckets if keys else None,
+        key_columns=list(scope.key) if keys else None,
+        key_digest=keys.digest if keys else None,
+        keys_file=f"{entry_name(scope.table)}.keys.csv" if keys and keys.keys_path else None,
+        keys_sha256=keys.keys_sha256 if keys else None,
+        keys_size=keys.keys_size if keys else 0,
     )
 
 
@@ -353,9 +435,26 @@ def list_tenants(
         )
 
 
-def finish_entry(db_url: str, settings: Settings, backup_id: str, manifest: Manifest, artifact: ArtifactInfo) -> None:
-    """Mark the row completed with the artifact's path, size and checksum, and log the action."""
+def finish_entry(
+    db_url: str,
+    settings: Settings,
+    backup_id: str,
+    manifest: Manifest,
+    artifact: ArtifactInfo,
+    plan: BackupPlan | None = None,
+    parts: list[TablePart] | None = None,
+) -> None:
+    """Mark the row completed with the artifact's path, size and checksum, and log the action; in a
+    chain, keep its key digests (the next incremental compares with them) in the same transaction."""
+    chain_meta = _chain_metadata(db_url, settings, plan, manifest) if plan and plan.chain else {}
     with session(db_url, lock_timeout=settings.lock_timeout) as conn, conn.transaction():
+        if plan and plan.chain:
+            digests = {
+                p.table: (p.key_state.buckets, Path(p.key_state.digests_path).read_bytes())
+                for p in parts or []
+                if p.key_state
+            }
+            chains.store_digests(conn, settings.ledger_schema, backup_id, manifest.tenant_id, digests)
         ledger.complete_backup(
             conn,
             settings.ledger_schema,
@@ -377,6 +476,7 @@ def finish_entry(db_url: str, settings: Settings, backup_id: str, manifest: Mani
                 "profile_doc": manifest.profile_doc,
                 "tenant_name": manifest.tenant_name,
                 "rows": {name: t.rows for name, t in manifest.tables.items()},
+                **chain_meta,
             },
         )
         ledger.log_action(
@@ -388,6 +488,23 @@ def finish_entry(db_url: str, settings: Settings, backup_id: str, manifest: Mani
             backup_id=backup_id,
             details={"records": manifest.total_records, "bytes": artifact.size},
         )
+
+
+def _chain_metadata(db_url: str, settings: Settings, plan: BackupPlan, manifest: Manifest) -> dict[str, Any]:
+    """What the next incremental needs of this backup: its snapshot's transactions, the chain's
+    seed and base time, the server's timeline, the profile and categories it was taken with."""
+    assert plan.chain is not None
+    base_at = manifest.date.isoformat()
+    if plan.chain.parent is not None:
+        with session(db_url, lock_timeout=settings.lock_timeout) as conn:
+            parent = ledger.get_backup(conn, settings.ledger_schema, plan.chain.parent.backup_id)
+            base_at = parent.metadata.get("chain_base_at", base_at)
+    return {
+        "chain_seed": plan.chain.seed,
+        "chain_base_at": base_at,
+        "timeline": plan.timeline,
+        "scope_type": plan.type,
+    }
 
 
 def fail_entry(db_url: str, settings: Settings, backup_id: str, tenant_id: str, error: str) -> None:
@@ -411,5 +528,9 @@ def mark_started(db_url: str, settings: Settings, backup_id: str, snapshot: Snap
             conn,
             settings.ledger_schema,
             backup_id,
-            {"snapshot_time": snapshot.taken_at.isoformat(), "server_version": snapshot.server_version},
+            {
+                "snapshot_time": snapshot.taken_at.isoformat(),
+                "server_version": snapshot.server_version,
+                "xids": snapshot.xids,  # the transactions the snapshot sees: an incremental's starting point
+            },
         )

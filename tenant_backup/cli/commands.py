@@ -65,6 +65,7 @@ def cmd_backup(args: argparse.Namespace) -> dict[str, Any]:
         "force": args.force,
         "allow_empty": args.allow_empty,
         "name": args.name,
+        "kind": args.kind,
     }
     request = _checked(BackupRequest, **parameters)
     plan = steps.plan_backup(database_url(), get_settings(), request)  # every refusal, before any work
@@ -82,6 +83,8 @@ def cmd_backup(args: argparse.Namespace) -> dict[str, Any]:
             f"{count(out['record_count'], 'row')} in {count(len(out['tables']), 'table')}, "
             f"{human_size(out['file_size'])}, {out['seconds']:.2f} s\n"
             f"  artifact: {out['storage_path']}\n  checksum: {out['checksum']}"
+            + (f"\n  incremental since backup {out['parent_id']}" if out["parent_id"] else "")
+            + (f"\n  a full backup, starting a chain: {out['chain_note']}" if out["chain_note"] else "")
             + (f"\n  encrypted to: {', '.join(out['encrypted_to'])}" if out["encrypted_to"] else "")
         )
     return out
@@ -112,6 +115,7 @@ def cmd_backup_all(args: argparse.Namespace) -> dict[str, Any]:
         "compression_level": args.compression_level,
         "encrypt_to": args.encrypt_to,
         "tenant_key": args.tenant_key or None,
+        "kind": args.kind,
     }
     settings = get_settings()
     found = steps.list_tenants(database_url(), settings, parameters["profile"], args.tenant_column)

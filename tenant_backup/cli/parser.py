@@ -187,6 +187,14 @@ def _parser() -> argparse.ArgumentParser:
         "--compression", choices=["deflate", "zstd", "none"], default="deflate", help="default deflate (fast)"
     )
     p.add_argument("--compression-level", type=int, help="deflate 0..3, zstd 1..19")
+    p.add_argument(
+        "--type",
+        dest="kind",
+        choices=["full", "incremental"],
+        default="full",
+        help="incremental: only what changed since the tenant's newest backup (csv); a full one when there is none "
+        "to follow, its chain is older than TENANT_BACKUP_CHAIN_DAYS (weekly full) or the schema changed",
+    )
     p.add_argument("--force", action="store_true", help="ignore the one-backup-per-5-minutes throttle")
     p.add_argument("--allow-empty", action="store_true", help="back up a tenant that has no rows yet (no tenant table)")
     p.add_argument("--requested-by", type=_user_id, help="app user id to check against the profile's admin rule")

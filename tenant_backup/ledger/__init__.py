@@ -83,6 +83,7 @@ class BackupRow(BaseModel):
     verified_at: datetime | None = None  # the last verification: when, its verdict, why it failed
     verification: Literal["passed", "failed"] | None = None
     verification_error: str | None = None
+    parent_id: str | None = None  # an incremental's parent: the backup it holds the changes since
 
     @property
     def owner(self) -> DatabaseOwner | None:
@@ -96,7 +97,7 @@ def _q(schema: str, table: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
 
 
-LEDGER_VERSION = 6  # v<n>.sql next to this module is version n
+LEDGER_VERSION = 7  # v<n>.sql next to this module is version n
 
 
 def _statement(name: str, schema: str) -> sql.Composed:
@@ -143,7 +144,7 @@ def reap_stale(conn: psycopg.Connection, schema: str, tenant_id: str, *, reaper:
     with conn.transaction():
         backups = conn.execute(
             sql.SQL(
-                "UPDATE {} SET status = 'failed', completed_at = now(), error_message = %s "
+                "UPDATE {} SET status = 'failed', completed_at = now(), error_message = %s, parent_id = NULL "
                 "WHERE tenant_id = %s AND status IN ('pending', 'in_progress') RETURNING metadata->>'flow_run_id'"
             ).format(_q(schema, "backups")),
             (message, tenant_id),
@@ -193,6 +194,7 @@ def create_backup(
     throttle: timedelta | None,
     schedule_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    parent_id: str | None = None,
 ) -> str:
     """Insert a ``pending`` row and return its id; call while holding the tenant lock, after
     :func:`reap_stale`. Applies the throttle unless ``throttle`` is None.
@@ -203,8 +205,8 @@ def create_backup(
         row = conn.execute(
             sql.SQL(
                 "INSERT INTO {} (tenant_id, tenant_column, nom, type, format, categories, created_by, "
-                "backup_type, schedule_id, metadata, status) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending') RETURNING id"
+                "backup_type, schedule_id, metadata, parent_id, status) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending') RETURNING id"
             ).format(_q(schema, "backups")),
             (
                 tenant_id,
@@ -217,6 +219,7 @@ def create_backup(
                 backup_type,
                 schedule_id,
                 Jsonb(metadata or {}),
+                parent_id,
             ),
         ).fetchone()
     assert row is not None
@@ -287,7 +290,7 @@ def fail_backup(conn: psycopg.Connection, schema: str, backup_id: str, error: st
         schema,
         backup_id,
         ("pending", "in_progress"),
-        sql.SQL("status = 'failed', completed_at = now(), error_message = %s"),
+        sql.SQL("status = 'failed', completed_at = now(), error_message = %s, parent_id = NULL"),
         (error[:4000],),
     )
 
@@ -452,7 +455,7 @@ def _select(
         "SELECT id::text, tenant_id, tenant_column, nom, type, format, status, backup_type, storage_path, file_size, "
         "record_count, checksum, error_message, created_by::text, created_at, started_at, completed_at, "
         "tables_backed_up, categories, metadata, schedule_id::text, encrypted_to, verified_at, verification, "
-        "verification_error FROM {} WHERE {} "
+        "verification_error, parent_id::text FROM {} WHERE {} "
         "ORDER BY created_at DESC, id LIMIT %s OFFSET %s"
     ).format(_q(schema, "backups"), where)
     with conn.cursor(row_factory=dict_row) as cur:

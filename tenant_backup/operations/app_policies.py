@@ -77,8 +77,9 @@ def app_policy_statements(profile: Profile, ledger_schema: str, app_schema: str,
     # What seed 000's backupScheduleSchema accepts, and the profile's categories: checked on every
     # write through the view (a row the app cannot write, it does not see either).
     valid_schedule = sql.SQL(
-        "length(nom) BETWEEN 2 AND 100 AND retention_jours BETWEEN 1 AND 365 AND type IN ('full', 'partial') "
-        "AND (jour_semaine IS NULL OR jour_semaine BETWEEN 0 AND 6) AND (jour_mois IS NULL OR jour_mois BETWEEN 1 "
+        "length(nom) BETWEEN 2 AND 100 AND retention_jours BETWEEN 1 AND 365 "
+        "AND type IN ('full', 'partial', 'incremental') AND (jour_semaine IS NULL OR jour_semaine BETWEEN 0 AND 6) "
+        "AND (jour_mois IS NULL OR jour_mois BETWEEN 1 "
         "AND 31) AND (frequence <> 'weekly' OR jour_semaine IS NOT NULL) AND (frequence <> 'monthly' OR jour_mois "
         "IS NOT NULL) AND jsonb_typeof(categories) = 'array' AND NOT EXISTS (SELECT 1 FROM "
         "jsonb_array_elements_text(categories) c WHERE c <> ALL ({categories}))"

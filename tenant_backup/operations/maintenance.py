@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from tenant_backup import ledger
 from tenant_backup.db import DatabaseOwner, connect, read_owner
 from tenant_backup.errors import ConfigurationError, LedgerError, TenantBackupError
-from tenant_backup.ledger import BackupFilter, BackupRow
+from tenant_backup.ledger import BackupFilter, BackupRow, chains
 from tenant_backup.operations import schedules
 from tenant_backup.operations.retention import Decision, RetentionPolicy, decide
 from tenant_backup.settings import Settings
@@ -58,7 +58,16 @@ def wrote_object(row: BackupRow, owner: DatabaseOwner) -> bool:
 
 def _remove(conn: psycopg.Connection, schema: str, storage: Storage, row: BackupRow, owner: DatabaseOwner) -> None:
     """Object first, then the row (``conn`` is in autocommit: each row goes as its object goes);
-    the object of another database stays where it is."""
+    the object of another database stays where it is. A backup that an incremental still needs
+    (its parent) is refused: a chain goes as a whole, newest first."""
+    needed_by = chains.dependents(conn, schema, [row.id]).get(row.id)
+    if needed_by:
+        raise LedgerError(
+            f"backup {row.id} of tenant {row.tenant_id} is the parent of incremental backup(s) {', '.join(needed_by)}, "
+            "which cannot be restored without it; delete those first (newest first), or keep it",
+            backup_id=row.id,
+            tenant_id=row.tenant_id,
+        )
     if wrote_object(row, owner) and row.storage_path:
         key = storage.key_in(row.storage_path)
         if key is None:

@@ -10,7 +10,8 @@ Per tenant, over its completed and failed backups, newest first:
   each of the last N days / ISO weeks / months that have one is kept whatever its age;
 - **guard**: the tenant's newest completed *full* backup is always kept (its newest backup when
   it has no full one): a partial backup cannot bring the whole tenant back;
-- failed rows never count toward ``max_backups`` and are kept only within the age limit.
+- failed rows never count toward ``max_backups`` and are kept only within the age limit;
+- **chains** go as a whole: a kept incremental keeps its parent, and so on to its full base.
 
 Pending and running backups are never touched. Every decision says why.
 """
@@ -97,12 +98,13 @@ def decide(
                 kept.update(_buckets(completed, count, key))
         # What can bring the whole tenant back always stays: its newest full backup (a partial one
         # holds some categories only), or, when it has none, its newest backup.
-        newest_full = next((r for r in completed if r.type == "full"), None)
+        newest_full = next((r for r in completed if _whole(r)), None)
         if newest_full is not None:
             kept[newest_full.id] = "newest full backup of the tenant"
         elif completed:
             kept[completed[0].id] = "newest completed backup of the tenant (it has no full one)"
         rank = 0
+        tenant_decisions: list[Decision] = []
         for row in tenant_rows:
             days = schedule_days.get(row.schedule_id or "", policy.max_age_days)
             too_old = days is not None and row.created_at < now - timedelta(days=days)
@@ -117,7 +119,7 @@ def decide(
                 keep, reason = False, f"beyond the newest {policy.max_backups}"
             else:
                 keep, reason = True, "within the limits"
-            decisions.append(
+            tenant_decisions.append(
                 Decision(
                     backup_id=row.id,
                     tenant_id=row.tenant_id,
@@ -128,4 +130,24 @@ def decide(
                     reason=reason,
                 )
             )
+        decisions += _keep_chains(tenant_decisions, {r.id: r for r in tenant_rows})
     return decisions
+
+
+def _whole(row: BackupRow) -> bool:
+    """The backup brings the whole tenant back: a full one, or an incremental of a full chain."""
+    return row.type == "full" or (row.type == "incremental" and row.metadata.get("scope_type") == "full")
+
+
+def _keep_chains(decisions: list[Decision], rows: dict[str, BackupRow]) -> list[Decision]:
+    """Keep the ancestors of every kept incremental (decisions newest first: children first)."""
+    needed: dict[str, str] = {}
+    out: list[Decision] = []
+    for d in decisions:
+        if not d.keep and d.backup_id in needed:
+            d = d.model_copy(update={"keep": True, "reason": needed[d.backup_id]})
+        parent = rows[d.backup_id].parent_id
+        if d.keep and parent is not None:
+            needed[parent] = f"needed by incremental {d.backup_id} (a chain goes as a whole)"
+        out.append(d)
+    return out

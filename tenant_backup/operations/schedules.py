@@ -3,7 +3,10 @@ that reads and stamps the rows).
 
 Validation follows seed 000's ``backupScheduleSchema``: ``daily`` / ``weekly`` (``jour_semaine``
 0..6, 0 = Sunday as in JavaScript's ``getDay()`` and cron) / ``monthly`` (``jour_mois`` 1..31),
-``heure_execution`` ``HH:MM``, ``retention_jours`` 1..365, ``type`` full / partial. Nothing finer
+``heure_execution`` ``HH:MM``, ``retention_jours`` 1..365, ``type`` full / partial, or
+``incremental`` (seed 000's backup type: the changes since the tenant's newest backup, and a full
+one each ``TENANT_BACKUP_CHAIN_DAYS``, 7 by default: a daily row is a weekly full plus daily
+incrementals). Nothing finer
 than daily exists. A monthly day past the end of a month runs on that month's last day (31 →
 30 April, 28 or 29 February), which takes two crons for days 29 and 30 (``L`` is cron's last
 day). Times are wall-clock times in the configured time zone: on the day clocks go forward, a
@@ -54,7 +57,7 @@ class ScheduleRow(BaseModel):
     heure_execution: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")
     jour_semaine: int | None = Field(None, ge=0, le=6, description="0 = Sunday")
     jour_mois: int | None = Field(None, ge=1, le=31)
-    type: Literal["full", "partial"] = "full"
+    type: Literal["full", "partial", "incremental"] = "full"
     categories: list[str] = Field(default_factory=list)
     retention_jours: int = Field(30, ge=1, le=365)
     format: Literal["csv", "json", "sql"] = "csv"
@@ -155,6 +158,7 @@ def schedule_parameters(row: ScheduleRow, profile: str | None) -> dict[str, Any]
         "categories": row.categories if row.type == "partial" else None,
         "format": row.format,
         "backup_type": "scheduled",
+        **({"kind": "incremental"} if row.type == "incremental" else {}),
         "schedule_id": row.id,
         "name": row.nom,
         **({"profile": profile} if profile else {}),

@@ -147,7 +147,7 @@ def _in_one_transaction(
     before_commit: Callable[[psycopg.Connection, RestorePlan], None] | None,
     cascade: bool,
 ) -> RestorePlan:
-    manifest = artifact.manifest
+    manifest = artifact.state  # a chain's tables as rebuilt at its last snapshot
     profile = stored_profile(manifest.profile_doc, manifest.tenant_column, manifest.db_schema)
     with conn.transaction():
         # work_mem: the anti-joins and EXCEPT ALL below hash instead of sorting to disk.

@@ -19,6 +19,17 @@ from tenant_backup.storage import Storage
 __all__ = ["RestoreTarget", "VerifiedArtifact", "fetch_file", "verify"]
 
 
+class Link(BaseModel):
+    """One ancestor of an incremental backup, as the ledger records it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backup_id: str
+    storage_path: str
+    checksum: str | None
+    encrypted_to: list[str] | None = None
+
+
 class RestoreTarget(BaseModel):
     """The ledger's word on the backup, and the tenant the rows go to."""
 
@@ -31,6 +42,7 @@ class RestoreTarget(BaseModel):
     checksum: str | None
     encrypted_to: list[str] | None = None  # the ledger's word: the age recipients of the artifact
     tenant_key: TenantKey | None = None  # the tenant's own key (wrapped), when the artifact is encrypted to it
+    chain: list[Link] = []  # an incremental's ancestors, its base first
 
 
 class VerifiedArtifact(BaseModel):
@@ -39,9 +51,15 @@ class VerifiedArtifact(BaseModel):
     path: str
     manifest: Manifest
     check_on_read: bool = False  # a CSV ZIP's tables are re-hashed as the restore reads them
+    chain: list[VerifiedArtifact] = []  # an incremental's ancestors, its base first
 
     def open(self) -> Artifact:
-        return Artifact(Path(self.path), self.manifest, check_on_read=self.check_on_read)
+        return Artifact(
+            Path(self.path),
+            self.manifest,
+            check_on_read=self.check_on_read,
+            chain=[link.open() for link in self.chain],
+        )
 
 
 def fetch_file(
@@ -65,29 +83,67 @@ def fetch_file(
     except OSError as exc:
         raise ConfigurationError(f"--file {file} cannot be read ({exc})") from exc
     artifact = open_verified(dest, backup_id=file, identities=identities)
+    if artifact.manifest.kind == "incremental":
+        raise ConfigurationError(
+            f"--file {file} is incremental backup {artifact.manifest.backup_id}: it holds only the changes since "
+            f"backup {artifact.manifest.parent_id}, and a restore needs its whole chain; restore it by its id from the "
+            "ledger it was taken with, or restore a full backup"
+        )
     return VerifiedArtifact(path=str(artifact.path), manifest=artifact.manifest)
 
 
 def verify(
     storage: Storage, target: RestoreTarget, spool: Path, identities: IdentitySource = load_identities
 ) -> VerifiedArtifact:
-    """Download and verify the artifact; refuse another tenant's artifact."""
-    artifact = fetch_artifact(
-        storage,
-        target.storage_path,
-        target.checksum,
-        spool / "artifact",
-        backup_id=target.backup_id,
-        encrypted_to=target.encrypted_to,
-        identities=reading_identities(identities, target.tenant_key),
-    )
-    manifest = artifact.manifest
-    if manifest.backup_id != target.backup_id or manifest.tenant_id != target.source_tenant:
-        raise VerificationError(
-            f"the artifact at {target.storage_path} belongs to backup {manifest.backup_id} of tenant "
-            f"{manifest.tenant_id}, not to backup {target.backup_id} of tenant {target.source_tenant}; "
-            "it was replaced in storage: restore another backup",
-            backup_id=target.backup_id,
-            tenant_id=target.source_tenant,
+    """Download and verify the artifact (an incremental: each backup of its chain, which must link
+    up); refuse another tenant's artifact."""
+    reading = reading_identities(identities, target.tenant_key)
+    links = [
+        *target.chain,
+        Link(**target.model_dump(include={"backup_id", "storage_path", "checksum", "encrypted_to"})),
+    ]
+    verified: list[VerifiedArtifact] = []
+    for i, link in enumerate(links):
+        folder = spool if i == len(links) - 1 else spool / f"link-{i}"
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            artifact = fetch_artifact(
+                storage,
+                link.storage_path,
+                link.checksum,
+                folder / "artifact",
+                backup_id=link.backup_id,
+                encrypted_to=link.encrypted_to,
+                identities=reading,
+            )
+        except VerificationError as exc:
+            if i == len(links) - 1:
+                raise
+            raise VerificationError(
+                f"incremental backup {target.backup_id} needs backup {link.backup_id} of its chain (link {i + 1} of "
+                f"{len(links)}), which fails verification: {exc}",
+                backup_id=target.backup_id,
+                tenant_id=target.source_tenant,
+            ) from exc
+        manifest = artifact.manifest
+        if manifest.backup_id != link.backup_id or manifest.tenant_id != target.source_tenant:
+            raise VerificationError(
+                f"the artifact at {link.storage_path} belongs to backup {manifest.backup_id} of tenant "
+                f"{manifest.tenant_id}, not to backup {link.backup_id} of tenant {target.source_tenant}; "
+                "it was replaced in storage: restore another backup",
+                backup_id=target.backup_id,
+                tenant_id=target.source_tenant,
+            )
+        expected = verified[-1].manifest.backup_id if verified else None
+        if manifest.parent_id != expected or (verified and manifest.chain_seed != verified[0].manifest.chain_seed):
+            raise VerificationError(
+                f"backup {link.backup_id} does not follow {expected or 'nothing'} in the chain of backup "
+                f"{target.backup_id} (its manifest names parent {manifest.parent_id}): the ledger and the artifacts "
+                "disagree; restore a full backup",
+                backup_id=target.backup_id,
+                tenant_id=target.source_tenant,
+            )
+        verified.append(
+            VerifiedArtifact(path=str(artifact.path), manifest=manifest, check_on_read=artifact.check_on_read)
         )
-    return VerifiedArtifact(path=str(artifact.path), manifest=manifest, check_on_read=artifact.check_on_read)
+    return verified[-1].model_copy(update={"chain": verified[:-1]})

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from tenant_backup.artifact.reader import Artifact
 from tenant_backup.errors import RestoreRefusedError
 from tenant_backup.progress import Progress, publish
+from tenant_backup.restore.chain import copy_rows, stage_chain
 from tenant_backup.tenancy.catalog import Catalog, ForeignKey
 from tenant_backup.tenancy.diff import RestoreTable, dangling, doomed_keys, referencing
 
@@ -37,7 +38,6 @@ __all__ = [
 ]
 
 Mode = Literal["replace", "merge"]
-_CHUNK = 1 << 20
 
 
 class TableChange(BaseModel):
@@ -97,16 +97,15 @@ def stage(conn: psycopg.Connection, artifact: Artifact, t: RestoreTable, tenant:
     """COPY the table's rows into its staging table; with ``rewrite``, the tenant column is set to
     ``tenant`` (a restore into another tenant)."""
     conn.execute(t.create_stage())
-    options = sql.SQL("FORMAT csv, HEADER true" if artifact.copy_format == "csv" else "FORMAT text")
-    copy_in = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(t.stage_ident(), t.cols(t.backup_columns), options)
-    with artifact.open_table(t.name) as source, conn.cursor() as cur, cur.copy(copy_in) as copy:
-        while data := source.read(_CHUNK):
-            copy.write(data)
+    if artifact.chain:
+        stage_chain(conn, artifact, t)
+    else:
+        copy_rows(conn, artifact, t, t.stage_ident())
     column = t.scope.tenant_column
     if rewrite and not t.scope.path and column in t.common:
         conn.execute(sql.SQL("UPDATE {} SET {} = %s").format(t.stage_ident(), sql.Identifier(column)), (tenant,))
     conn.execute(sql.SQL("ANALYZE {}").format(t.stage_ident()))
-    publish(Progress(tenant_id=tenant, table=t.name, rows=artifact.manifest.tables[t.name].rows, bytes=0, done=True))
+    publish(Progress(tenant_id=tenant, table=t.name, rows=artifact.state.tables[t.name].rows, bytes=0, done=True))
 
 
 def count_changes(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode, rows: int) -> TableChange:

@@ -23,10 +23,10 @@ from tenant_backup import ledger
 from tenant_backup.backup.steps import error_text
 from tenant_backup.db import connect, tenant_lock
 from tenant_backup.errors import ConfigurationError, LedgerError, RestoreRefusedError
-from tenant_backup.ledger import keys
+from tenant_backup.ledger import chains, keys
 from tenant_backup.restore import CONFIRMATION
 from tenant_backup.restore.engine import RestorePlan, restore_tenant
-from tenant_backup.restore.fetch import RestoreTarget, VerifiedArtifact, fetch_file, verify
+from tenant_backup.restore.fetch import Link, RestoreTarget, VerifiedArtifact, fetch_file, verify
 from tenant_backup.restore.identities import tenant_key_of
 from tenant_backup.results import Approval, RestoreResult, TableCounts
 from tenant_backup.settings import Settings
@@ -144,6 +144,7 @@ def check_request(db_url: str, settings: Settings, req: RestoreRequest, log: Run
                 check_admin(conn, profile, target, req.requested_by, "restore")
             keys.refuse_erased(conn, settings.ledger_schema, target, "restored into")
             key = tenant_key_of(conn, settings.ledger_schema, row.tenant_id, row.encrypted_to, req.backup_id)
+            chain = _chain(conn, settings, row) if row.parent_id else []
         except Exception as exc:
             _log(conn, settings, req, target, log, "failed", error=str(exc))
             raise
@@ -155,7 +156,24 @@ def check_request(db_url: str, settings: Settings, req: RestoreRequest, log: Run
         checksum=row.checksum,
         encrypted_to=row.encrypted_to,
         tenant_key=key,
+        chain=chain,
     )
+
+
+def _chain(conn: psycopg.Connection, settings: Settings, row: ledger.BackupRow) -> list[Link]:
+    """An incremental's ancestors, base first; each must be completed and in storage."""
+    links = chains.ancestors(conn, settings.ledger_schema, row.id)[:-1]
+    for link in links:
+        if link.status != "completed" or not link.storage_path:
+            raise LedgerError(
+                f"backup {row.id} is incremental and needs backup {link.id} of its chain, which is {link.status}: "
+                "the chain cannot be restored; restore a full backup (tenant-backup list)",
+                backup_id=row.id,
+            )
+    return [
+        Link(backup_id=r.id, storage_path=r.storage_path or "", checksum=r.checksum, encrypted_to=r.encrypted_to)
+        for r in links
+    ]
 
 
 def check_file(

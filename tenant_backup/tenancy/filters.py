@@ -47,10 +47,11 @@ def _semi_join(hop: Hop, inner: sql.Composable) -> sql.Composable:
     )
 
 
-def select_tenant_rows(scope: TableScope) -> sql.Composed:
-    """``SELECT <copied columns> FROM <table> WHERE <tenant filter>``."""
+def select_tenant_rows(scope: TableScope, only: sql.Composable | None = None) -> sql.Composed:
+    """``SELECT <copied columns> FROM <table> WHERE <tenant filter> [AND <only>]``."""
+    condition = tenant_filter(scope) if only is None else sql.SQL("{} AND {}").format(tenant_filter(scope), only)
     return sql.SQL("SELECT {} FROM {} WHERE {}").format(
         sql.SQL(", ").join(sql.Identifier(c.name) for c in scope.copied_columns),
         scope.ident(),
-        tenant_filter(scope),
+        condition,
     )

@@ -1,0 +1,292 @@
+"""Incremental backups on real PostgreSQL: what changed is caught without trusting the app, a chain
+restores the tenant exactly as it was at each link, and a chain goes as a whole."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.sequences.backup import backup_tenant
+from flows.sequences.restore import ApprovalRequest, restore_backup, verify_backup
+from tenant_backup.backup.steps import BackupRequest
+from tenant_backup.cli.execute import local_runner
+from tenant_backup.errors import ConfigurationError, LedgerError, VerificationError
+from tenant_backup.ledger import BackupRow
+from tenant_backup.operations.retention import RetentionPolicy, decide
+from tenant_backup.restore.steps import RestoreRequest
+from tenant_backup.results import BackupResult
+from tenant_backup.storage import Storage
+from tests.conftest import Database, DemoDatabase, _demo, drop_database, make_database
+from tests.helpers import manifest_of, read_artifact, state_of
+
+
+@pytest.fixture
+def pos(pg_server: str) -> Iterator[DemoDatabase]:
+    """A POS database of its own (each test changes its rows)."""
+    yield from _demo(pg_server, "pos", tenants=2, rows=300)
+
+
+def _backup(env: dict[str, Any], tenant: str, kind: str = "incremental", **extra: Any) -> BackupResult:
+    request = BackupRequest(tenant_id=tenant, profile="pos", force=True, kind=kind, **extra)  # type: ignore[arg-type]
+    return backup_tenant(local_runner(), request, None, None)
+
+
+def _restore(backup_id: str, **extra: Any) -> Any:
+    req = RestoreRequest(backup_id=backup_id, confirm="RESTORE", **extra)
+    return restore_backup(local_runner(), req, ApprovalRequest(), None, None)
+
+
+def _run(db: Database, *statements: str, **params: Any) -> None:
+    with db.connect() as conn, conn.transaction():
+        for statement in statements:
+            conn.execute(statement, params or None)
+
+
+def _manifest(env: dict[str, Any], result: BackupResult) -> dict[str, Any]:
+    return manifest_of(read_artifact(env["store"], result.storage_path))
+
+
+def test_a_chain_catches_every_kind_of_change_and_restores_the_tenant_as_at_each_link(
+    env: dict[str, Any], pos: DemoDatabase
+) -> None:
+    env["use"](pos)
+    a, b = pos.tenants[0].id, pos.tenants[1].id
+    _run(pos, "ALTER TABLE clients ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now()")
+    base = _backup(env, a)
+    assert base.parent_id is None and base.chain_note == "the tenant has no backup yet"
+    states: dict[str, dict[str, bytes]] = {}
+    steps = [
+        # inserts
+        ("INSERT INTO zones (etablissement_id, nom) VALUES (%(a)s, 'Mezzanine'), (%(a)s, 'Cave')",),
+        # an update that bumps updated_at, and one that forgets it
+        (
+            "UPDATE clients SET nom = nom || ' (vu)', updated_at = now() WHERE id IN "
+            "(SELECT id FROM clients WHERE etablissement_id = %(a)s ORDER BY id LIMIT 2)",
+            "UPDATE clients SET notes = 'forgot updated_at' WHERE id IN "
+            "(SELECT id FROM clients WHERE etablissement_id = %(a)s ORDER BY id DESC LIMIT 3)",
+            "UPDATE produits SET prix_vente = prix_vente * 2 WHERE id IN "
+            "(SELECT id FROM produits WHERE etablissement_id = %(a)s ORDER BY id LIMIT 3)",
+        ),
+        # deletes (ON DELETE CASCADE takes the sales' lines and payments along)
+        ("DELETE FROM ventes WHERE id IN (SELECT id FROM ventes WHERE etablissement_id = %(a)s ORDER BY id LIMIT 4)",),
+        # a row deleted and inserted again with the same key and other values
+        (
+            "CREATE TEMP TABLE gone AS SELECT * FROM zones WHERE etablissement_id = %(a)s AND nom = 'Cave'",
+            "DELETE FROM zones WHERE id IN (SELECT id FROM gone)",
+            "INSERT INTO zones SELECT id, etablissement_id, 'Cave voûtée' FROM gone",
+        ),
+        # rows that move into the tenant without being written: their sale moves
+        (
+            "UPDATE ventes SET etablissement_id = %(a)s WHERE id = (SELECT id FROM ventes WHERE etablissement_id = "
+            "%(b)s ORDER BY id LIMIT 1)",
+        ),
+    ]
+    links = [base]
+    for statements in steps:
+        _run(pos, *statements, a=a, b=b)
+        result = _backup(env, a)
+        assert result.parent_id == links[-1].backup_id
+        links.append(result)
+        states[result.backup_id] = state_of(pos.url, "pos", a)
+    # the restore of the base is a change too: a row changed by a restore is caught like any other
+    before_restore = state_of(pos.url, "pos", a)
+    _restore(base.backup_id)
+    restored = _backup(env, a)
+    assert restored.parent_id == links[-1].backup_id
+    links.append(restored)
+    states[restored.backup_id] = state_of(pos.url, "pos", a)
+    assert states[restored.backup_id] != before_restore
+    # every incremental holds its changes only, and names its parent and its chain's base
+    for parent, link in itertools.pairwise(links):
+        manifest = _manifest(env, link)
+        assert manifest["kind"] == "incremental" and manifest["version"].startswith("2.")
+        assert manifest["parent_id"] == parent.backup_id and manifest["base_id"] == base.backup_id
+        assert link.record_count < base.record_count / 4
+    assert _manifest(env, links[1])["tables"]["zones"]["rows"] == 2
+    assert _manifest(env, links[5])["tables"]["lignes_vente"]["rows"] > 0  # moved in with their sale
+    # restoring any link gives the tenant's rows as they were at that link, byte for byte
+    for link in (links[3], links[5], restored):
+        _run(
+            pos,
+            "DELETE FROM clients WHERE etablissement_id = %(a)s AND id NOT IN (SELECT client_id FROM ventes "
+            "WHERE client_id IS NOT NULL)",
+            "UPDATE produits SET nom = 'x' WHERE etablissement_id = %(a)s",
+            a=a,
+        )
+        _restore(link.backup_id)
+        assert state_of(pos.url, "pos", a) == states[link.backup_id], link.backup_id
+
+
+def test_a_table_without_a_key_is_copied_whole_in_each_incremental(
+    env: dict[str, Any], pg_server: str, tmp_path: Path
+) -> None:
+    db = make_database(pg_server)
+    try:
+        _run(
+            db,
+            "CREATE TABLE items (id int PRIMARY KEY, shop text NOT NULL, label text)",
+            "CREATE TABLE notes (shop text NOT NULL, body text)",  # no key: rows are compared as rows
+            "CREATE TABLE tags (id int PRIMARY KEY, shop text NOT NULL)",
+            "INSERT INTO tags VALUES (1, 's1'), (2, 's1'), (3, 's2')",
+            "INSERT INTO items SELECT i, 's1', 'item ' || i FROM generate_series(1, 50) i",
+            "INSERT INTO notes SELECT 's1', 'note ' || (i % 5) FROM generate_series(1, 20) i",
+        )
+        env["use"](db)
+        request = {"tenant_column": "shop", "force": True, "kind": "incremental"}
+        run = local_runner()
+        base = backup_tenant(run, BackupRequest(tenant_id="s1", **request), None, None)
+        _run(
+            db,
+            "UPDATE items SET label = 'changed' WHERE id = 7",
+            "DELETE FROM items WHERE id = 9",
+            "DELETE FROM notes WHERE ctid = (SELECT min(ctid) FROM notes)",
+            "INSERT INTO notes VALUES ('s1', 'new')",
+            "DELETE FROM tags WHERE shop = 's1'",  # every key of their buckets gone
+        )
+        inc = backup_tenant(run, BackupRequest(tenant_id="s1", **request), None, None)
+        tables = _manifest(env, inc)["tables"]
+        assert tables["items"]["content"] == "changes" and tables["items"]["rows"] == 1
+        assert tables["items"]["state_rows"] == 49
+        assert tables["notes"]["content"] == "rows" and tables["notes"]["rows"] == 20
+        assert tables["tags"]["rows"] == 0 and tables["tags"]["state_rows"] == 0
+        expected = state_of(db.url, _profile("shop"), "s1")
+        _run(db, "DELETE FROM notes", "UPDATE items SET label = NULL", "INSERT INTO tags VALUES (1, 's1'), (4, 's1')")
+        req = RestoreRequest(backup_id=inc.backup_id, confirm="RESTORE")
+        restore_backup(run, req, ApprovalRequest(), None, None)
+        assert state_of(db.url, _profile("shop"), "s1") == expected
+        assert base.parent_id is None
+    finally:
+        drop_database(db)
+
+
+def _profile(column: str) -> Any:
+    from tenant_backup.tenancy.profiles import discovered_profile
+
+    return discovered_profile(column)
+
+
+@pytest.mark.parametrize("fmt", ["sql", "json"])
+def test_an_incremental_in_a_format_that_cannot_carry_one_is_refused_before_any_work(
+    env: dict[str, Any], pos_db: DemoDatabase, fmt: str
+) -> None:
+    env["use"](pos_db)
+    with pytest.raises(ConfigurationError, match=rf"incremental backup cannot be a {fmt} artifact.*--format csv"):
+        _backup(env, pos_db.tenants[0].id, format=fmt)
+
+
+def test_a_schema_change_or_a_full_backup_in_between_starts_a_new_chain(env: dict[str, Any], pos: DemoDatabase) -> None:
+    env["use"](pos)
+    a = pos.tenants[0].id
+    first = _backup(env, a)
+    _run(pos, "ALTER TABLE zones ADD COLUMN couleur text DEFAULT 'bleu'")  # no row is rewritten
+    after_alter = _backup(env, a)
+    assert after_alter.parent_id is None and "differs in schema fingerprint" in (after_alter.chain_note or "")
+    assert _backup(env, a).parent_id == after_alter.backup_id
+    _backup(env, a, kind="full")
+    after_full = _backup(env, a)
+    assert after_full.parent_id is None and "not part of a chain" in (after_full.chain_note or "")
+    assert first.parent_id is None
+
+
+def test_verify_checks_the_whole_chain_and_a_damaged_parent_fails_it(env: dict[str, Any], pos: DemoDatabase) -> None:
+    env["use"](pos)
+    a = pos.tenants[0].id
+    base = _backup(env, a)
+    _run(pos, "UPDATE clients SET nom = 'x' WHERE etablissement_id = %(a)s", a=a)
+    inc = _backup(env, a)
+    result = verify_backup(local_runner(), inc.backup_id, None, None)
+    assert result.status == "verified" and result.tables["clients"].rows > 0
+    storage = Storage(env["store"])
+    damaged = Path(storage.path(storage.key_of(base.storage_path)))
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(VerificationError, match=f"backup {base.backup_id}"):
+        verify_backup(local_runner(), inc.backup_id, None, None)
+
+
+def test_a_parent_cannot_be_deleted_while_its_incremental_stays_and_a_file_restore_is_refused(
+    env: dict[str, Any], pos: DemoDatabase, tmp_path: Path
+) -> None:
+    from tenant_backup.operations.maintenance import delete_backup
+    from tenant_backup.settings import get_settings
+
+    env["use"](pos)
+    a = pos.tenants[0].id
+    base = _backup(env, a)
+    inc = _backup(env, a)
+    with pytest.raises(LedgerError, match=f"parent of incremental backup.*{inc.backup_id}"):
+        delete_backup(pos.url, get_settings(), Storage(env["store"]), base.backup_id, confirm="DELETE")
+    storage = Storage(env["store"])
+    assert storage.exists(storage.key_of(base.storage_path))
+    local = tmp_path / "inc.zip"
+    local.write_bytes(Path(storage.path(storage.key_of(inc.storage_path))).read_bytes())
+    with pytest.raises(ConfigurationError, match="needs its whole chain"):
+        _restore_file(str(local))
+
+
+def _restore_file(path: str) -> None:
+    req = RestoreRequest(file=path, confirm="RESTORE")
+    restore_backup(local_runner(), req, ApprovalRequest(), None, None)
+
+
+def _row(n: int, parent: int | None, kind: str = "incremental", days: float = 0) -> BackupRow:
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    return BackupRow(
+        id=str(uuid.UUID(int=n)),
+        tenant_id="t",
+        tenant_column="shop",
+        nom=f"backup {n}",
+        type=kind,
+        format="csv",
+        status="completed",
+        backup_type="scheduled",
+        created_at=now - timedelta(days=days),
+        parent_id=str(uuid.UUID(int=parent)) if parent is not None else None,
+        metadata={"scope_type": "full"},
+    )
+
+
+def test_retention_keeps_every_backup_a_kept_incremental_needs() -> None:
+    # two chains: 1 <- 2 <- 3 (old) and 4 <- 5 <- 6 (new); keep the newest two backups
+    rows = [
+        _row(1, None, "full", days=20),
+        _row(2, 1, days=19),
+        _row(3, 2, days=18),
+        _row(4, None, "full", days=3),
+        _row(5, 4, days=2),
+        _row(6, 5, days=1),
+    ]
+    decisions = {
+        int(uuid.UUID(d.backup_id)): d
+        for d in decide(rows, RetentionPolicy(max_backups=2), {}, rows[0].created_at + timedelta(days=20))
+    }
+    assert [n for n, d in sorted(decisions.items()) if d.keep] == [4, 5, 6]
+    assert "needed by incremental" in decisions[4].reason
+    assert not any(decisions[n].keep for n in (1, 2, 3))
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_the_backup_flow_takes_an_incremental_and_the_restore_flow_restores_its_chain(
+    env: dict[str, Any], pos: DemoDatabase
+) -> None:
+    from flows.backup import backup_tenant as backup_flow
+    from flows.restore import restore_backup as restore_flow
+
+    env["use"](pos)
+    a = pos.tenants[0].id
+    base = backup_flow(tenant_id=a, kind="incremental", force=True)
+    _run(pos, "DELETE FROM ventes WHERE id IN (SELECT id FROM ventes WHERE etablissement_id = %(a)s LIMIT 3)", a=a)
+    inc = backup_flow(tenant_id=a, kind="incremental", force=True)
+    assert inc.parent_id == base.backup_id and base.chain_note
+    expected = state_of(pos.url, "pos", a)
+    _run(pos, "DELETE FROM paiements WHERE vente_id IN (SELECT id FROM ventes WHERE etablissement_id = %(a)s)", a=a)
+    result = restore_flow(backup_id=uuid.UUID(inc.backup_id), confirm="RESTORE")
+    assert result.tables["paiements"].inserted > 0 and result.tables["ventes"].deleted == 0
+    assert state_of(pos.url, "pos", a) == expected
