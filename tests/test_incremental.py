@@ -290,3 +290,24 @@ def test_the_backup_flow_takes_an_incremental_and_the_restore_flow_restores_its_
     result = restore_flow(backup_id=uuid.UUID(inc.backup_id), confirm="RESTORE")
     assert result.tables["paiements"].inserted > 0 and result.tables["ventes"].deleted == 0
     assert state_of(pos.url, "pos", a) == expected
+
+
+def test_a_row_written_in_a_savepoint_of_a_transaction_open_at_the_parents_snapshot_is_caught(
+    env: dict[str, Any], pos: DemoDatabase
+) -> None:
+    env["use"](pos)
+    a = pos.tenants[0].id
+    with pos.connect() as writer:
+        writer.execute("BEGIN")
+        writer.execute("SELECT 1 FROM zones LIMIT 1 FOR UPDATE")  # the transaction has an id of its own
+        writer.execute("SAVEPOINT s")  # the row's xmin is the savepoint's id, which no snapshot lists
+        writer.execute("INSERT INTO zones (etablissement_id, nom) VALUES (%s, 'dans un savepoint')", (a,))
+        writer.execute("RELEASE SAVEPOINT s")
+        base = _backup(env, a)  # the transaction is still open: the base cannot see the row
+        writer.execute("COMMIT")
+    inc = _backup(env, a)
+    assert inc.parent_id == base.backup_id and inc.tables["zones"] >= 1
+    expected = state_of(pos.url, "pos", a)
+    _run(pos, "DELETE FROM zones WHERE nom = 'dans un savepoint'")
+    _restore(inc.backup_id)
+    assert state_of(pos.url, "pos", a) == expected

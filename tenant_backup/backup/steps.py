@@ -333,7 +333,7 @@ def extract_part(
                     dest=dest,
                 )
                 if parent is not None:
-                    only, params = changed_filter(scope), xid_params(conn, parent.xids)
+                    only, params = changed_filter(scope), xid_params(parent.xids)
             part = extract_table(
                 conn,
                 scope,
