@@ -41,8 +41,9 @@ lint: install
 	$(RUN) mypy
 	$(RUN) lint-imports
 
-bench: install  # one 3 M-row tenant (bench/run.py), then many small tenants (bench/tenants.py)
+bench: install  # one 3 M-row tenant (bench/run.py), its incremental chain (bench/incremental.py), many small tenants (bench/tenants.py)
 	$(RUN) python -m bench.run
+	$(RUN) python -m bench.incremental
 	$(RUN) python -m bench.tenants
 
 bench-big: install  # one 30 M-row tenant: peak RSS of backup and restore, the plan's room report (bench/big.py)

@@ -104,18 +104,24 @@ def incremental_rounds() -> tuple[list[Timing], list[Goal]]:
     work = tempfile.mkdtemp(prefix="tb-bench-inc-")
     store = f"file://{work}/store"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    cli = [sys.executable, "-m", "tenant_backup.cli", "--db", url, "--storage", store]
-    backup = [*cli, "backup", "--tenant", tenant, "--profile", "pos", "--force", "--json"]
+    cli = [sys.executable, "-m", "tenant_backup.cli"]
+    where = ["--db", url, "--storage", store]
+    backup = [*cli, "backup", *where, "--tenant", tenant, "--profile", "pos", "--force", "--json"]
     full = Timing("full backup (CLI, no Prefect server)")
     base = Timing("chain base: full + key digests (--type incremental)")
     inc = Timing(f"incremental after ~1 % changed ({LINKS} in a chain)")
     restore = Timing(f"restore of base + {LINKS} incrementals (CLI, no server)")
     sizes: list[int] = []
+    inner: dict[str, list[float]] = {
+        "full": [],
+        "inc": [],
+    }  # the runs' own seconds (BackupResult.seconds): the data path
     try:
         for _ in range(RUNS):
             seconds, rss, out = peak_rss_of(backup, env)
             full.add(seconds, rss)
             full_size = int(json.loads(out)["file_size"])
+            inner["full"].append(float(json.loads(out)["seconds"]))
         full.note = f"{full_size / 1e6:.1f} MB"
         seconds, rss, out = peak_rss_of([*backup, "--type", "incremental"], env)
         base.add(seconds, rss)
@@ -128,6 +134,7 @@ def incremental_rounds() -> tuple[list[Timing], list[Goal]]:
             result = json.loads(out)
             assert result["parent_id"], f"round {round_} was not incremental: {result.get('chain_note')}"
             inc.add(seconds, rss)
+            inner["inc"].append(float(result["seconds"]))
             sizes.append(int(result["file_size"]))
             last = str(result["backup_id"])
             print(
@@ -138,7 +145,7 @@ def incremental_rounds() -> tuple[list[Timing], list[Goal]]:
         inc.note = f"{statistics.median(sizes) / 1e6:.2f} MB, ~{statistics.median(changed):,.0f} rows changed"
         expected = _state(url, tenant)
         _change(url, tenant, 99)  # the tenant moves on, then the chain is restored
-        seconds, rss, _ = peak_rss_of([*cli, "restore", last, "--confirm", "RESTORE", "--json"], env)
+        seconds, rss, _ = peak_rss_of([*cli, "restore", last, *where, "--confirm", "RESTORE", "--json"], env)
         restore.add(seconds, rss)
         identical = _state(url, tenant) == expected
         restore.note = "rows byte-identical to the last link's" if identical else "ROWS DIFFER"
@@ -146,8 +153,17 @@ def incremental_rounds() -> tuple[list[Timing], list[Goal]]:
         shutil.rmtree(work, ignore_errors=True)
         _drop_copy(url)
     timings = [full, base, inc, restore]
+    full_in, inc_in = statistics.median(inner["full"]), statistics.median(inner["inc"])
+    print(
+        f"\ninside the run (its own seconds, without the process's start): full {full_in:.2f} s, incremental "
+        f"{inc_in:.2f} s = {inc_in / full_in:.2f}x"
+    )
     goals = [
-        Goal("incremental (1 % changed) / full backup, time", inc.median / full.median, GOAL_TIME, "x"),
+        # Not met: finding deletes reads every key of the tenant once (hashing 3 M keys, a semi-join
+        # for the tables scoped through a foreign key), and the CLI's fixed cost stays.
+        Goal(
+            "incremental (1 % changed) / full backup, time", inc.median / full.median, GOAL_TIME, "x", established=False
+        ),
         Goal("incremental (1 % changed) / full backup, size", statistics.median(sizes) / full_size, GOAL_SIZE, "x"),
         Goal("chain restore (base + 6) differs from the rows at the last link", 0.0 if identical else 1.0, 0.0),
     ]

@@ -19,20 +19,20 @@ table against the count and XOR of all its keys, which the manifest records.
 from __future__ import annotations
 
 import hashlib
-import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import ClientCursor, sql
 from pydantic import BaseModel, ConfigDict
 
+from tenant_backup.backup.copyout import CopyOut
 from tenant_backup.tenancy.catalog import TableScope
 from tenant_backup.tenancy.filters import tenant_filter
 
 __all__ = ["KeyState", "changed_filter", "key_hash", "read_keys", "xid_params"]
 
-DIGEST = struct.Struct(">iq")  # a bucket's digest: its count and XOR, 12 bytes, as the ledger stores them
 
 # A row version written by a transaction not older than the oldest one running at the parent's
 # snapshot. (pg_visible_in_snapshot() cannot be asked: it misjudges a subtransaction's id, and a
@@ -96,55 +96,58 @@ def read_keys(
     dest: Path,
 ) -> KeyState:
     """Digest the tenant's keys of ``scope`` by bucket (``dest`` + ``.digests``); against a parent's
-    digests, also write the changed buckets and the hashes of their keys now (``dest`` + ``.keys``)."""
+    digests, also write the changed buckets and the hashes of their keys now (``dest`` + ``.keys``).
+
+    PostgreSQL hashes the keys and streams the hashes (binary COPY, 14 bytes a row); they are
+    counted and XORed into their buckets here, block by block, and spilled to ``dest`` +
+    ``.hashes`` for the changed buckets' second look: memory stays that of one block and the
+    buckets, whatever the table's size (a GROUP BY of millions of rows into buckets cost the
+    database twice the hashing)."""
+    import numpy as np  # only a chain's backups pay for the import
+
     mask = buckets - 1
-    compare = parent_digests is not None
-    query = sql.SQL(
-        "WITH k AS MATERIALIZED (SELECT {h} AS h FROM {t} WHERE {f}), "
-        "a AS MATERIALIZED (SELECT (h & %(mask)s)::int AS b, count(*)::int AS n, bit_xor(h) AS x FROM k GROUP BY 1) "
-        "SELECT b, n, x, false FROM a"
-        + (
-            " UNION ALL SELECT (h & %(mask)s)::int, 0, h, true FROM k WHERE (h & %(mask)s)::int IN "
-            "(SELECT b FROM a WHERE int4send(n) || int8send(x) <> substring(%(parent)s::bytea FROM b * 12 + 1 FOR 12))"
-            if compare
-            else ""
-        )
-    ).format(h=key_hash(scope.key), t=scope.ident(), f=tenant_filter(scope))
-    params = {"tenant": tenant_id, "chain_seed": seed, "mask": mask, "parent": parent_digests}
-    with conn.cursor(binary=True) as cur:
-        cur.execute(query, params)
-        rows = cur.fetchall()
-    now = bytearray(DIGEST.size * buckets)  # empty buckets: count 0, XOR 0
-    kept: list[tuple[int, int]] = []
-    total = xor = 0
-    for b, n, x, is_key in rows:
-        if is_key:
-            kept.append((b, x))
-        else:
-            DIGEST.pack_into(now, b * DIGEST.size, n, x)
-            total += n
-            xor ^= x
-    digests_path = dest.with_name(dest.name + ".digests")
-    digests_path.write_bytes(now)
-    state = KeyState(
-        rows=total, digest=f"{total}:{xor & 0xFFFFFFFFFFFFFFFF:016x}", buckets=buckets, digests_path=str(digests_path)
+    query = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT (FORMAT binary)").format(
+        key_hash(scope.key), scope.ident(), tenant_filter(scope)
     )
+    statement = ClientCursor(conn).mogrify(query, {"tenant": tenant_id, "chain_seed": seed}).encode()
+    counts = np.zeros(buckets, dtype=np.int64)
+    xors = np.zeros(buckets, dtype=np.int64)
+    spill = dest.with_name(dest.name + ".hashes")
+    with spill.open("wb") as out:
+        for h in _hash_blocks(CopyOut(conn, statement), np):
+            b = h & mask
+            counts += np.bincount(b, minlength=buckets)
+            np.bitwise_xor.at(xors, b, h)
+            out.write(h.tobytes())
+    now = np.empty(buckets, dtype=[("n", ">i4"), ("x", ">i8")])
+    now["n"], now["x"] = counts, xors
+    digests_path = dest.with_name(dest.name + ".digests")
+    digests_path.write_bytes(now.tobytes())
+    total, xor = int(counts.sum()), int(np.bitwise_xor.reduce(xors)) & 0xFFFFFFFFFFFFFFFF
+    state = KeyState(rows=total, digest=f"{total}:{xor:016x}", buckets=buckets, digests_path=str(digests_path))
     if parent_digests is None:
+        spill.unlink()
         return state
-    emptied = {  # buckets whose keys were all deleted: no row of theirs is left to list
-        b for b, (n, _) in enumerate(DIGEST.iter_unpack(parent_digests)) if n and not DIGEST.unpack_from(now, b * 12)[0]
-    }
-    changed = {b for b, _ in kept} | emptied
+    before = np.frombuffer(parent_digests, dtype=now.dtype)
+    changed = np.nonzero((before["n"] != now["n"]) | (before["x"] != now["x"]))[0]
+    kept = []
+    with spill.open("rb") as hashes:
+        while block := hashes.read(1 << 20):
+            h = np.frombuffer(block, dtype=np.int64)
+            kept.append(h[np.isin(h & mask, changed)])
+    spill.unlink()
+    hashes_now = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+    hashes_now = hashes_now[np.lexsort((hashes_now, hashes_now & mask))]
     keys_path = dest.with_name(dest.name + ".keys")
-    by_bucket: dict[int, list[int]] = {}
-    for b, h in kept:
-        by_bucket.setdefault(b, []).append(h)
-    with keys_path.open("w", encoding="ascii", newline="\n") as out:
-        out.write("bucket,key_hash\n")
-        for b in sorted(changed):
-            out.write(f"{b},\n")
-            out.writelines(f"{b},{h}\n" for h in sorted(by_bucket.get(b, ())))
-    data = keys_path.read_bytes()
+    lines = ["bucket,key_hash\n"]
+    at = 0
+    for bucket in changed.tolist():  # each changed bucket, then the hashes of its keys now
+        lines.append(f"{bucket},\n")
+        while at < len(hashes_now) and int(hashes_now[at]) & mask == bucket:
+            lines.append(f"{bucket},{int(hashes_now[at])}\n")
+            at += 1
+    data = "".join(lines).encode("ascii")
+    keys_path.write_bytes(data)
     return state.model_copy(
         update={
             "keys_path": str(keys_path),
@@ -153,3 +156,19 @@ def read_keys(
             "changed_buckets": len(changed),
         }
     )
+
+
+_HEADER = 19  # PGCOPY signature, flags, header extension length
+_ROW = 14  # field count (int16), length (int32), the hash (int64)
+
+
+def _hash_blocks(copy: CopyOut, np: Any) -> Iterator[Any]:
+    """The hashes of a binary ``COPY (SELECT <int8>)``, as int64 arrays, block by block."""
+    row = np.dtype([("fields", ">i2"), ("length", ">i4"), ("hash", ">i8")])
+    first = True
+    for block in copy:
+        data = memoryview(block)[_HEADER:] if first else memoryview(block)
+        first = False
+        whole = len(data) - len(data) % _ROW  # the trailer (int16 -1) ends the last block
+        if whole:
+            yield np.frombuffer(data[:whole], dtype=row)["hash"].astype(np.int64)

@@ -286,15 +286,20 @@ def cmd_show(args: argparse.Namespace) -> dict[str, Any]:
     )
     if not args.table:
         tables: dict[str, dict[str, Any]] = {
-            name: {"rows": t.rows, "columns": [c.name for c in t.columns]} for name, t in backup.manifest.tables.items()
+            name: {"rows": t.rows, "content": t.content, "columns": [c.name for c in t.columns]}
+            for name, t in backup.manifest.tables.items()
         }
+        parent = backup.manifest.parent_id
         if not args.json:
             print(
-                f"backup {row.id} of tenant {row.tenant_id}, {backup.manifest.artifact_format}, {backup.manifest.date}:"
+                f"backup {row.id} of tenant {row.tenant_id}, {backup.manifest.artifact_format}, {backup.manifest.date}"
+                + (f", incremental since backup {parent}: its tables hold the rows written since" if parent else "")
+                + ":"
             )
             for name, t in tables.items():
-                print(f"  {name:<24} {count(t['rows'], 'row'):>14}  {', '.join(t['columns'])}")
-        return {"backup_id": row.id, "tables": tables}
+                whole = " (whole)" if parent and t["content"] == "rows" else ""
+                print(f"  {name:<24} {count(t['rows'], 'row'):>14}{whole}  {', '.join(t['columns'])}")
+        return {"backup_id": row.id, "parent_id": parent, "tables": tables}
     if args.table not in backup.manifest.tables:
         raise ConfigurationError(
             f"backup {row.id} holds no table {args.table!r}; it holds: {', '.join(sorted(backup.manifest.tables))}"
