@@ -8,11 +8,12 @@ from pathlib import Path
 from blocks import database_url, open_storage
 from tasks.step import step, transient
 from tenant_backup.artifact.manifest import Manifest
-from tenant_backup.backup import assemble, steps
+from tenant_backup.backup import assemble, entries, steps
 from tenant_backup.backup.assemble import ArtifactInfo
 from tenant_backup.backup.chain import ChainPlan
+from tenant_backup.backup.entries import LedgerEntry
 from tenant_backup.backup.extract import TablePart
-from tenant_backup.backup.steps import BackupPlan, BackupRequest, LedgerEntry
+from tenant_backup.backup.steps import BackupPlan, BackupRequest
 from tenant_backup.db import Snapshot
 from tenant_backup.settings import get_settings
 from tenant_backup.tenancy.catalog import TableScope
@@ -58,12 +59,12 @@ def check_storage(plan: BackupPlan, storage_block: str | None) -> list[str]:
 @step("open-ledger-entry", summary=lambda e: f"backup {e.backup_id}")
 def open_entry(plan: BackupPlan, flow_run_id: str | None, database_block: str | None) -> LedgerEntry:
     """Create the ledger row (throttle checked, stale rows reaped); it records ``flow_run_id``."""
-    return steps.open_entry(database_url(database_block), get_settings(), plan, flow_run_id)
+    return entries.open_entry(database_url(database_block), get_settings(), plan, flow_run_id)
 
 
 @step("mark-started")
 def mark_started(backup_id: str, snapshot: Snapshot, database_block: str | None) -> None:
-    steps.mark_started(database_url(database_block), get_settings(), backup_id, snapshot)
+    entries.mark_started(database_url(database_block), get_settings(), backup_id, snapshot)
 
 
 @step(
@@ -112,12 +113,12 @@ def finish_entry(
     parts: list[TablePart],
     database_block: str | None,
 ) -> None:
-    steps.finish_entry(database_url(database_block), get_settings(), backup_id, manifest, artifact, plan, parts)
+    entries.finish_entry(database_url(database_block), get_settings(), backup_id, manifest, artifact, plan, parts)
 
 
 @step("fail-ledger-entry")
 def fail_entry(backup_id: str, tenant_id: str, error: str, database_block: str | None) -> None:
-    steps.fail_entry(database_url(database_block), get_settings(), backup_id, tenant_id, error)
+    entries.fail_entry(database_url(database_block), get_settings(), backup_id, tenant_id, error)
 
 
 @step(

@@ -6,8 +6,7 @@ Each step opens what it needs from a database URL and returns small serializable
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from importlib.metadata import PackageNotFoundError, version
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,17 +15,17 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from tenant_backup import ledger
 from tenant_backup.artifact.codecs import Compression, check_compression, default_level
 from tenant_backup.artifact.formats import ArtifactFormat, check_types
-from tenant_backup.artifact.manifest import ARTIFACT_VERSION, INCREMENTAL_VERSION, Manifest, TableManifest
+from tenant_backup.artifact.manifest import Manifest
 from tenant_backup.backup import assemble as artifact
 from tenant_backup.backup.assemble import ArtifactInfo
 from tenant_backup.backup.chain import ChainPlan, plan_chain, timeline
 from tenant_backup.backup.changes import changed_filter, read_keys, xid_params
 from tenant_backup.backup.extract import TablePart, extract_table
 from tenant_backup.backup.recipients import artifact_recipients, operator_recipients
-from tenant_backup.db import DatabaseOwner, Snapshot, import_snapshot, read_owner
+from tenant_backup.db import DatabaseOwner, import_snapshot, read_owner
 from tenant_backup.errors import ConfigurationError, PermissionDeniedError, TenantBackupError
-from tenant_backup.ledger import chains, keys
-from tenant_backup.segments import encode_segment, entry_name
+from tenant_backup.ledger import chains
+from tenant_backup.segments import encode_segment
 from tenant_backup.sessions import session
 from tenant_backup.settings import Settings
 from tenant_backup.storage import Storage
@@ -42,21 +41,11 @@ from tenant_backup.tenancy.tenants import check_tenant, left_out, tables_read
 __all__ = [
     "BackupPlan",
     "BackupRequest",
-    "LedgerEntry",
-    "build_manifest",
     "extract_part",
-    "open_entry",
     "plan_backup",
     "resolve_profile",
     "write_artifact",
 ]
-
-
-def tool_version() -> str:
-    try:
-        return version("tenant-backup")
-    except PackageNotFoundError:  # running from a source tree
-        return "0+unknown"
 
 
 class BackupRequest(BaseModel):
@@ -268,39 +257,6 @@ def _stored_order(catalog: Catalog, scopes: list[TableScope], fmt: ArtifactForma
     return list(order.tables)
 
 
-class LedgerEntry(BaseModel):
-    """A backup's new ledger row, and the Prefect flow runs of the stale rows reaped before it."""
-
-    backup_id: str
-    reaped_runs: list[str] = []
-
-
-def open_entry(db_url: str, settings: Settings, plan: BackupPlan, flow_run_id: str | None = None) -> LedgerEntry:
-    """Reap the tenant's stale rows, then create the ledger row (pending), recording the Prefect
-    flow run when there is one; the caller holds the tenant lock."""
-    req = plan.request
-    with session(db_url, lock_timeout=settings.lock_timeout) as conn, conn.transaction():
-        keys.refuse_erased(conn, settings.ledger_schema, req.tenant_id)  # erased since the plan: under the lock
-        reaped = ledger.reap_stale(conn, settings.ledger_schema, req.tenant_id, reaper="backup")
-        backup_id = ledger.create_backup(
-            conn,
-            settings.ledger_schema,
-            tenant_id=req.tenant_id,
-            tenant_column=plan.tenant_column,
-            name=req.name or f"{req.backup_type} backup {datetime.now():%Y-%m-%d %H:%M}",
-            backup_type=req.backup_type,
-            type_="incremental" if plan.incremental else plan.type,
-            format_=req.format,
-            categories=plan.categories,
-            created_by=req.requested_by,
-            throttle=None if req.force else timedelta(seconds=settings.throttle_seconds),
-            schedule_id=req.schedule_id,
-            metadata={"flow_run_id": flow_run_id} if flow_run_id else None,
-            parent_id=plan.chain.parent.backup_id if plan.chain and plan.chain.parent else None,
-        )
-    return LedgerEntry(backup_id=backup_id, reaped_runs=reaped)
-
-
 def extract_part(
     db_url: str,
     settings: Settings,
@@ -350,64 +306,6 @@ def extract_part(
             conn.execute("ROLLBACK")
 
 
-def build_manifest(plan: BackupPlan, backup_id: str, snapshot: Snapshot, parts: list[TablePart]) -> Manifest:
-    by_table = {p.table: p for p in parts}
-    tables = {s.table: _table_manifest(plan, s, by_table[s.table]) for s in sorted(plan.tables, key=lambda s: s.table)}
-    parent = plan.chain.parent if plan.chain else None
-    return Manifest(
-        version=INCREMENTAL_VERSION if parent else ARTIFACT_VERSION,
-        backup_id=backup_id,
-        date=snapshot.taken_at,
-        database=plan.database,
-        tenant_id=plan.request.tenant_id,
-        tenant_column=plan.tenant_column,
-        tenant_name=plan.tenant_name,
-        profile=plan.profile,
-        profile_doc=plan.profile_doc,
-        db_schema=plan.db_schema,
-        type=plan.type,
-        categories=plan.categories,
-        artifact_format=plan.request.format,
-        compression=plan.request.compression,
-        compression_level=plan.request.level,
-        table_order=plan.table_order,
-        tables=tables,
-        total_records=sum(p.rows for p in parts),
-        tables_count=len(parts),
-        size_bytes=sum(p.size for p in parts),
-        schema_fingerprint=plan.schema_fingerprint,
-        server_version=snapshot.server_version,
-        tool_version=tool_version(),
-        left_out=plan.left_out,
-        kind="incremental" if parent else "full",
-        parent_id=parent.backup_id if parent else None,
-        base_id=parent.base_id if parent else None,
-        chain_seed=plan.chain.seed if plan.chain else None,
-    )
-
-
-def _table_manifest(plan: BackupPlan, scope: TableScope, part: TablePart) -> TableManifest:
-    keys = part.key_state
-    return TableManifest(
-        file=f"{entry_name(scope.table)}.csv" if plan.request.format == "csv" else None,
-        rows=part.rows,
-        size=part.size,
-        compressed_size=part.compressed_size,
-        sha256=part.sha256,
-        columns=list(scope.columns),
-        primary_key=list(scope.primary_key),
-        scope=scope.describe(),
-        content="changes" if part.changes else "rows",
-        state_rows=keys.rows if keys and part.changes else None,
-        buckets=keys.buckets if keys else None,
-        key_columns=list(scope.key) if keys else None,
-        key_digest=keys.digest if keys else None,
-        keys_file=f"{entry_name(scope.table)}.keys.csv" if keys and keys.keys_path else None,
-        keys_sha256=keys.keys_sha256 if keys else None,
-        keys_size=keys.keys_size if keys else 0,
-    )
-
-
 def write_artifact(storage: Storage, plan: BackupPlan, manifest: Manifest, parts: list[TablePart]) -> ArtifactInfo:
     return artifact.write_artifact(
         storage, manifest, parts, plan.tables, plan.name_key, plan.foreign_keys, plan.encrypt_to
@@ -432,105 +330,4 @@ def list_tenants(
         catalog = read_catalog(conn, profile.db_schema, profile.schemas)
         return tenants.TenantList(
             tenants.list_tenants(conn, catalog, profile), tenants.unlisted_tenants(conn, catalog, profile)
-        )
-
-
-def finish_entry(
-    db_url: str,
-    settings: Settings,
-    backup_id: str,
-    manifest: Manifest,
-    artifact: ArtifactInfo,
-    plan: BackupPlan | None = None,
-    parts: list[TablePart] | None = None,
-) -> None:
-    """Mark the row completed with the artifact's path, size and checksum, and log the action; in a
-    chain, keep its key digests (the next incremental compares with them) in the same transaction."""
-    chain_meta = _chain_metadata(db_url, settings, plan, manifest) if plan and plan.chain else {}
-    with session(db_url, lock_timeout=settings.lock_timeout) as conn, conn.transaction():
-        if plan and plan.chain:
-            digests = {
-                p.table: (p.key_state.buckets, Path(p.key_state.digests_path).read_bytes())
-                for p in parts or []
-                if p.key_state
-            }
-            chains.store_digests(conn, settings.ledger_schema, backup_id, manifest.tenant_id, digests)
-        ledger.complete_backup(
-            conn,
-            settings.ledger_schema,
-            backup_id,
-            storage_path=artifact.storage_path,
-            file_size=artifact.size,
-            record_count=manifest.total_records,
-            checksum=artifact.checksum,
-            tables=sorted(manifest.tables),
-            encrypted_to=artifact.encrypted_to or None,
-            metadata={
-                "storage_key": artifact.key,
-                "database": manifest.database.model_dump() if manifest.database else None,
-                "snapshot_time": manifest.date.isoformat(),
-                "schema_fingerprint": manifest.schema_fingerprint,
-                "server_version": manifest.server_version,
-                "artifact_version": manifest.version,
-                "profile": manifest.profile,
-                "profile_doc": manifest.profile_doc,
-                "tenant_name": manifest.tenant_name,
-                "rows": {name: t.rows for name, t in manifest.tables.items()},
-                **chain_meta,
-            },
-        )
-        ledger.log_action(
-            conn,
-            settings.ledger_schema,
-            action="backup",
-            result="success",
-            tenant_id=manifest.tenant_id,
-            backup_id=backup_id,
-            details={"records": manifest.total_records, "bytes": artifact.size},
-        )
-
-
-def _chain_metadata(db_url: str, settings: Settings, plan: BackupPlan, manifest: Manifest) -> dict[str, Any]:
-    """What the next incremental needs of this backup: its snapshot's transactions, the chain's
-    seed and base time, the server's timeline, the profile and categories it was taken with."""
-    assert plan.chain is not None
-    base_at = manifest.date.isoformat()
-    if plan.chain.parent is not None:
-        with session(db_url, lock_timeout=settings.lock_timeout) as conn:
-            parent = ledger.get_backup(conn, settings.ledger_schema, plan.chain.parent.backup_id)
-            base_at = parent.metadata.get("chain_base_at", base_at)
-    return {
-        "chain_seed": plan.chain.seed,
-        "chain_base_at": base_at,
-        "timeline": plan.timeline,
-        "scope_type": plan.type,
-    }
-
-
-def fail_entry(db_url: str, settings: Settings, backup_id: str, tenant_id: str, error: str) -> None:
-    """Mark the row failed with the error, and log the action."""
-    with session(db_url, lock_timeout=settings.lock_timeout) as conn, conn.transaction():
-        ledger.fail_backup(conn, settings.ledger_schema, backup_id, error)
-        ledger.log_action(
-            conn,
-            settings.ledger_schema,
-            action="backup",
-            result="failed",
-            tenant_id=tenant_id,
-            backup_id=backup_id,
-            error=error,
-        )
-
-
-def mark_started(db_url: str, settings: Settings, backup_id: str, snapshot: Snapshot) -> None:
-    with session(db_url, lock_timeout=settings.lock_timeout) as conn:
-        ledger.mark_in_progress(
-            conn,
-            settings.ledger_schema,
-            backup_id,
-            {
-                "snapshot_time": snapshot.taken_at.isoformat(),
-                "server_version": snapshot.server_version,
-                "xids": snapshot.xids,  # the transactions the snapshot sees: an incremental's starting point
-            },
         )
