@@ -311,3 +311,17 @@ def test_a_row_written_in_a_savepoint_of_a_transaction_open_at_the_parents_snaps
     _run(pos, "DELETE FROM zones WHERE nom = 'dans un savepoint'")
     _restore(inc.backup_id)
     assert state_of(pos.url, "pos", a) == expected
+
+
+def test_erasing_a_tenant_takes_its_chains_whole(env: dict[str, Any], pos: DemoDatabase) -> None:
+    from tenant_backup.operations.erasure import erase_tenant
+    from tenant_backup.settings import get_settings
+
+    env["use"](pos)
+    a = pos.tenants[0].id
+    chain = [_backup(env, a) for _ in range(3)]
+    assert chain[2].parent_id == chain[1].backup_id
+    report = erase_tenant(pos.url, get_settings(), Storage(env["store"]), a, confirm="ERASE")
+    assert sorted(report.deleted_backups) == sorted(b.backup_id for b in chain) and not report.errors
+    with pos.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM tenant_backup.backup_key_digests").fetchone() == (0,)

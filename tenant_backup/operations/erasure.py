@@ -134,6 +134,12 @@ def erase_tenant(
                 sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(sql.Identifier(schema, "backup_schedules")),
                 (tenant_id,),
             )
+            conn.execute(  # every backup of the tenant goes, chains whole: none waits for its incrementals
+                sql.SQL("UPDATE {} SET parent_id = NULL WHERE tenant_id = %s").format(
+                    sql.Identifier(schema, "backups")
+                ),
+                (tenant_id,),
+            )
         for object_key in objects:  # (2) each object, then its row
             try:
                 storage.remove(object_key)
