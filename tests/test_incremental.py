@@ -325,3 +325,21 @@ def test_erasing_a_tenant_takes_its_chains_whole(env: dict[str, Any], pos: DemoD
     assert sorted(report.deleted_backups) == sorted(b.backup_id for b in chain) and not report.errors
     with pos.connect() as conn:
         assert conn.execute("SELECT count(*) FROM tenant_backup.backup_key_digests").fetchone() == (0,)
+
+
+def test_an_incremental_planned_before_another_backup_completed_is_refused_under_the_lock(
+    env: dict[str, Any], pos: DemoDatabase
+) -> None:
+    from tenant_backup.backup.steps import plan_backup
+    from tenant_backup.settings import get_settings
+
+    env["use"](pos)
+    a = pos.tenants[0].id
+    base = _backup(env, a)
+    request = BackupRequest(tenant_id=a, profile="pos", force=True, kind="incremental")
+    plan = plan_backup(pos.url, get_settings(), request)
+    assert plan.chain is not None and plan.chain.parent is not None and plan.chain.parent.backup_id == base.backup_id
+    meanwhile = _backup(env, a)  # completes between the plan and the lock: it takes the parent's digests
+    with pytest.raises(LedgerError, match=f"{meanwhile.backup_id} .* completed after this incremental was planned"):
+        backup_tenant(local_runner(), plan.request, None, None, plan=plan)
+    assert _backup(env, a).parent_id == meanwhile.backup_id

@@ -36,6 +36,8 @@ def open_entry(db_url: str, settings: Settings, plan: BackupPlan, flow_run_id: s
     req = plan.request
     with session(db_url, lock_timeout=settings.lock_timeout) as conn, conn.transaction():
         keys.refuse_erased(conn, settings.ledger_schema, req.tenant_id)  # erased since the plan: under the lock
+        if plan.chain and plan.chain.parent:
+            chains.refuse_moved_on(conn, settings.ledger_schema, req.tenant_id, plan.chain.parent.backup_id)
         reaped = ledger.reap_stale(conn, settings.ledger_schema, req.tenant_id, reaper="backup")
         backup_id = ledger.create_backup(
             conn,

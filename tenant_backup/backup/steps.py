@@ -23,7 +23,7 @@ from tenant_backup.backup.changes import changed_filter, read_keys, xid_params
 from tenant_backup.backup.extract import TablePart, extract_table
 from tenant_backup.backup.recipients import artifact_recipients, operator_recipients
 from tenant_backup.db import DatabaseOwner, import_snapshot, read_owner
-from tenant_backup.errors import ConfigurationError, PermissionDeniedError, TenantBackupError
+from tenant_backup.errors import ConfigurationError, LedgerError, PermissionDeniedError, TenantBackupError
 from tenant_backup.ledger import chains
 from tenant_backup.segments import encode_segment
 from tenant_backup.sessions import session
@@ -279,6 +279,14 @@ def extract_part(
                 before = (
                     chains.read_digest(conn, settings.ledger_schema, parent.backup_id, scope.table) if parent else None
                 )
+                if parent is not None and before is None:  # open_entry checked them under the lock
+                    raise LedgerError(
+                        f"the key digests of table {scope.table} in backup {parent.backup_id} are gone: this "
+                        f"incremental of tenant {tenant_id} could not find its deleted rows; run it again",
+                        backup_id=parent.backup_id,
+                        tenant_id=tenant_id,
+                        table=scope.table,
+                    )
                 keys = read_keys(
                     conn,
                     scope,

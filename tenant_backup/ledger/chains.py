@@ -14,7 +14,7 @@ from psycopg import sql
 from tenant_backup.errors import LedgerError
 from tenant_backup.ledger import BackupRow, _q, _select
 
-__all__ = ["ancestors", "dependents", "digest_buckets", "read_digest", "store_digests"]
+__all__ = ["ancestors", "dependents", "digest_buckets", "read_digest", "refuse_moved_on", "store_digests"]
 
 
 def ancestors(conn: psycopg.Connection, schema: str, backup_id: str) -> list[BackupRow]:
@@ -96,3 +96,22 @@ def read_digest(conn: psycopg.Connection, schema: str, backup_id: str, table: st
         (backup_id, table),
     ).fetchone()
     return bytes(row[0]) if row else None
+
+
+def refuse_moved_on(conn: psycopg.Connection, schema: str, tenant_id: str, parent_id: str) -> None:
+    """Under the tenant lock: the parent an incremental was planned against must still be the
+    tenant's newest completed backup, with its digests (another backup may have completed between
+    the plan and the lock, and taken them)."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT b.id::text, EXISTS (SELECT 1 FROM {} d WHERE d.backup_id = %s) FROM {} b "
+            "WHERE b.tenant_id = %s AND b.status = 'completed' ORDER BY b.created_at DESC, b.id LIMIT 1"
+        ).format(_q(schema, "backup_key_digests"), _q(schema, "backups")),
+        (parent_id, tenant_id),
+    ).fetchone()
+    if row is None or row[0] != parent_id or not row[1]:
+        raise LedgerError(
+            f"backup {row[0] if row else '(none)'} of tenant {tenant_id} completed after this incremental was planned "
+            f"against backup {parent_id}: nothing was written; run the incremental again",
+            backup_id=parent_id,
+        )
