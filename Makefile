@@ -19,7 +19,7 @@ uv:
 		python3 -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
 .venv/.installed: pyproject.toml uv.lock | uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode  # as pip installs: a machine with PYTHONDONTWRITEBYTECODE would compile them in every process
 	@touch $@
 
 demo: install

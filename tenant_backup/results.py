@@ -144,3 +144,4 @@ class RestoreResult(BaseModel):
     tenant_name: str | None = None
     backup_date: datetime | None = None
     space: SpaceNeed | None = None
+    chain: list[str] = []  # an incremental's: the backups it was rebuilt from, its base first

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tenant_backup.errors import ConfigurationError
 
 __all__ = ["Settings", "get_settings"]
 
@@ -61,5 +63,12 @@ class Settings(BaseSettings):
 
 
 def get_settings() -> Settings:
-    """Fresh settings from the current environment (cheap; never cached, so tests can change it)."""
-    return Settings()
+    """Fresh settings from the current environment (cheap; never cached, so tests can change it).
+    A bad value is a ConfigurationError naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"TENANT_BACKUP_{str(e['loc'][0]).upper()}={e.get('input')!r}: {e['msg'].lower()}" for e in exc.errors()
+        )
+        raise ConfigurationError(f"bad setting: {problems}; fix it in the environment (or .env)") from exc

@@ -102,7 +102,7 @@ def backup_tenant(
         checksum=artifact.checksum,
         record_count=manifest.total_records,
         file_size=artifact.size,
-        type=plan.type,
+        type="incremental" if plan.incremental else plan.type,
         categories=plan.categories,
         tables={name: table.rows for name, table in manifest.tables.items()},
         seconds=round(time.perf_counter() - started, 3),

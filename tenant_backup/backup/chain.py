@@ -19,6 +19,7 @@ than ``chain_links``. Otherwise the backup is a full one that starts a new chain
 
 from __future__ import annotations
 
+import hashlib
 import os
 from contextlib import suppress
 from typing import Any
@@ -34,7 +35,6 @@ from tenant_backup.tenancy.catalog import TableScope
 
 __all__ = ["ChainPlan", "Parent", "plan_chain", "timeline"]
 
-_ROWS_PER_BUCKET = 16
 _MAX_XID_AGE = 1_000_000_000  # far from wraparound: 32-bit row xids still map to one 64-bit id each
 
 
@@ -51,14 +51,45 @@ class Parent(BaseModel):
 
 class ChainPlan(BaseModel):
     """A backup that can be the parent of an incremental: the seed of its key hashes, the
-    buckets of each keyed table, and, for an incremental, its parent."""
+    buckets of each keyed table, what its tables are (:func:`table_identity`), and, for an
+    incremental, its parent."""
 
     model_config = ConfigDict(frozen=True)
 
     seed: int
-    buckets: dict[str, int]  # the tables compared by key (the others are copied whole)
+    buckets: dict[str, int]  # the tables compared by key (the others are copied whole); 0: the base's to choose
+    identity: str = ""
     parent: Parent | None = None
     reason: str = ""  # why a requested incremental is a full backup instead
+
+
+# What a table is, beyond its columns' names and types: the relation and its partitions (a table
+# swapped for another, a partition attached, detached or replaced), each column's number (one
+# dropped and added again), the labels of its enum types (renamed). Each of them changes what
+# rows hold, or which rows are there, without writing a row: no xmin would tell.
+_IDENTITY = """
+SELECT c.oid::text,
+  (SELECT string_agg(p.relid::oid::text, ',' ORDER BY p.relid::oid) FROM pg_partition_tree(c.oid) p),
+  (SELECT string_agg(a.attname || ':' || a.attnum || ':' || a.atttypid, ',' ORDER BY a.attnum)
+     FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+  (SELECT string_agg(DISTINCT e.oid::text || '=' || e.enumlabel, ',')
+     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+     JOIN pg_enum e ON e.enumtypid IN (t.oid, t.typelem, t.typbasetype)
+     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+FROM pg_class c WHERE c.oid = %s::regclass
+"""
+
+
+def table_identity(conn: psycopg.Connection, scopes: list[TableScope]) -> str:
+    """A digest of what every backed-up table, and every table its tenant is found through, is."""
+    names = sorted(
+        {s.ident().as_string(conn) for s in scopes} | {h.parent().as_string(conn) for s in scopes for h in s.path}
+    )
+    digest = hashlib.sha256()
+    for name in names:
+        row = conn.execute(_IDENTITY, (name,)).fetchone()
+        digest.update(repr((name, row)).encode())
+    return digest.hexdigest()
 
 
 def timeline(conn: psycopg.Connection) -> int | None:
@@ -85,13 +116,6 @@ def _hashable(conn: psycopg.Connection, scope: TableScope) -> bool:
         return False
 
 
-def _buckets(scope: TableScope) -> int:
-    n = 16
-    while n * _ROWS_PER_BUCKET < scope.est_rows and n < 1 << 20:
-        n *= 2
-    return n
-
-
 def plan_chain(
     conn: psycopg.Connection,
     schema: str,
@@ -106,23 +130,35 @@ def plan_chain(
 ) -> ChainPlan:
     """The chain an incremental joins (``wanted``: what its parent must match), or a new one."""
     keyed = [s for s in scopes if _hashable(conn, s)]
-    fresh = ChainPlan(seed=int.from_bytes(os.urandom(7), "big"), buckets={s.table: _buckets(s) for s in keyed})
+    identity = table_identity(conn, scopes)
+    fresh = ChainPlan(seed=int.from_bytes(os.urandom(7), "big"), buckets={s.table: 0 for s in keyed}, identity=identity)
     newest = list_backups(conn, schema, limit=1, where=BackupFilter(tenant_id=tenant_id, status="completed"))
     if not newest:
         return fresh.model_copy(update={"reason": "the tenant has no backup yet"})
     parent = newest[0]
-    refusal = _unfit(conn, schema, parent, wanted, database, line, chain_days)
+    refusal = _unfit(conn, schema, parent, {**wanted, "table_identity": identity}, database, line, chain_days)
     if refusal:
         return fresh.model_copy(update={"reason": refusal})
     chain = ancestors(conn, schema, parent.id)
     if len(chain) > chain_links:
         return fresh.model_copy(update={"reason": f"its chain already holds {len(chain) - 1} incrementals"})
+    failed = next((r for r in chain if r.verification == "failed"), None)
+    if failed is not None:
+        return fresh.model_copy(
+            update={"reason": f"backup {failed.id} of its chain failed verification: {failed.verification_error}"}
+        )
     kept = digest_buckets(conn, schema, parent.id)
     if set(kept) != {s.table for s in keyed}:
-        return fresh.model_copy(update={"reason": f"backup {parent.id} kept no key digests of the same tables"})
+        return fresh.model_copy(
+            update={
+                "reason": f"its newest backup {parent.id} kept no key digests of these tables (only a chain's newest "
+                "backup keeps them: was a newer one deleted?)"
+            }
+        )
     return ChainPlan(
         seed=int(parent.metadata["chain_seed"]),
         buckets=kept,
+        identity=identity,
         parent=Parent(backup_id=parent.id, base_id=chain[0].id, links=len(chain), xids=parent.metadata["xids"]),
     )
 
@@ -142,7 +178,7 @@ def _unfit(
         return f"its newest backup {parent.id} is not part of a chain (a full backup taken without --type incremental)"
     for field, value in wanted.items():
         if _norm(meta.get(field, getattr(parent, field, None))) != _norm(value):
-            return f"its newest backup {parent.id} differs in {field.replace('_', ' ')}"
+            return f"its newest backup {parent.id} differs in {_WHAT.get(field, field.replace('_', ' '))}"
     if parent.owner != database:
         return f"its newest backup {parent.id} is of another database"
     if meta.get("timeline") != line:
@@ -162,6 +198,14 @@ def _unfit(
     if ahead > _MAX_XID_AGE:  # (the oldest row a chain compares is younger than its parent's snapshot)
         return f"more than {_MAX_XID_AGE:,} transactions ran since backup {parent.id}"
     return ""
+
+
+_WHAT = {
+    "schema_fingerprint": "schema (the tables' columns, types or keys changed)",
+    "table_identity": "tables (one replaced or re-created, a partition attached, detached or swapped, a column "
+    "dropped and added again, an enum's labels renamed)",
+    "tenant_column": "tenant column",
+}
 
 
 def _norm(value: Any) -> Any:

@@ -41,6 +41,9 @@ __all__ = ["KeyState", "changed_filter", "key_hash", "read_keys", "xid_params"]
 _NEW = sql.SQL("age(xmin) <= age(%(chain_xmin)s::xid)")
 
 
+MIN_BUCKETS, MAX_BUCKETS, ROWS_PER_BUCKET = 16, 1 << 20, 16
+
+
 class KeyState(BaseModel):
     """A table's keys at the snapshot: how many, their digest, and where the files went."""
 
@@ -91,7 +94,7 @@ def read_keys(
     tenant_id: str,
     *,
     seed: int,
-    buckets: int,
+    buckets: int | None,
     parent_digests: bytes | None,
     dest: Path,
 ) -> KeyState:
@@ -102,23 +105,36 @@ def read_keys(
     counted and XORed into their buckets here, block by block, and spilled to ``dest`` +
     ``.hashes`` for the changed buckets' second look: memory stays that of one block and the
     buckets, whatever the table's size (a GROUP BY of millions of rows into buckets cost the
-    database twice the hashing)."""
+    database twice the hashing).
+
+    A chain's base (no parent) picks its buckets from its rows, about 16 keys each: it digests
+    into the finest buckets first and folds them (a coarser bucket is the low bits of a finer one).
+    An incremental uses its parent's."""
     import numpy as np  # only a chain's backups pay for the import
 
-    mask = buckets - 1
+    fine = MAX_BUCKETS if parent_digests is None or buckets is None else buckets
+    mask = fine - 1
     query = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT (FORMAT binary)").format(
         key_hash(scope.key), scope.ident(), tenant_filter(scope)
     )
     statement = ClientCursor(conn).mogrify(query, {"tenant": tenant_id, "chain_seed": seed}).encode()
-    counts = np.zeros(buckets, dtype=np.int64)
-    xors = np.zeros(buckets, dtype=np.int64)
+    counts = np.zeros(fine, dtype=np.int64)
+    xors = np.zeros(fine, dtype=np.int64)
     spill = dest.with_name(dest.name + ".hashes")
     with spill.open("wb") as out:
         for h in _hash_blocks(CopyOut(conn, statement), np):
             b = h & mask
-            counts += np.bincount(b, minlength=buckets)
+            counts += np.bincount(b, minlength=fine)
             np.bitwise_xor.at(xors, b, h)
-            out.write(h.tobytes())
+            if parent_digests is not None:
+                out.write(h.tobytes())
+    if parent_digests is None:
+        buckets = MIN_BUCKETS
+        while buckets * ROWS_PER_BUCKET < counts.sum() and buckets < MAX_BUCKETS:
+            buckets *= 2
+        counts = counts.reshape(-1, buckets).sum(axis=0)
+        xors = np.bitwise_xor.reduce(xors.reshape(-1, buckets), axis=0)
+    assert buckets is not None
     now = np.empty(buckets, dtype=[("n", ">i4"), ("x", ">i8")])
     now["n"], now["x"] = counts, xors
     digests_path = dest.with_name(dest.name + ".digests")

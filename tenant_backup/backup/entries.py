@@ -124,6 +124,7 @@ def _chain_metadata(db_url: str, settings: Settings, plan: BackupPlan, manifest:
             base_at = parent.metadata.get("chain_base_at", base_at)
     return {
         "chain_seed": plan.chain.seed,
+        "table_identity": plan.chain.identity,
         "chain_base_at": base_at,
         "timeline": plan.timeline,
         "scope_type": plan.type,

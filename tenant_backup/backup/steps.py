@@ -201,9 +201,9 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
                 scopes=scopes,
                 wanted={
                     "format": request.format,
+                    "profile": profile.name,
                     "tenant_column": profile.tenant_column,
                     "categories": request.categories or (list(profile.categories) or [s.table for s in scopes]),
-                    "profile": profile.name,
                     "schema_fingerprint": schema_fingerprint(scopes),
                 },
                 database=database,
@@ -292,7 +292,7 @@ def extract_part(
                     scope,
                     tenant_id,
                     seed=chain.seed,
-                    buckets=chain.buckets[scope.table],
+                    buckets=chain.buckets[scope.table] or None,
                     parent_digests=before,
                     dest=dest,
                 )

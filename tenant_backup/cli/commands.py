@@ -228,6 +228,11 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
 def _print_counts(out: dict[str, Any], what: str, *, cascade: bool = False) -> None:
     source = f" (from tenant {out['source_tenant']})" if out["source_tenant"] != out["tenant_id"] else ""
     print(f"backup {out['backup_id']} -> tenant {out['tenant_id']}{source}, mode {out['mode']}, {what}:")
+    if out.get("chain"):
+        print(
+            f"  an incremental: its rows rebuilt from the {len(out['chain']) + 1} backups of its chain, "
+            f"base {out['chain'][0]} first, each verified"
+        )
     print(f"  {'table':<24} {'rows':>12}  {'+ insert':>10} {'~ update':>10} {'- delete':>10}  matched by")
     for table, c in out["tables"].items():
         print(

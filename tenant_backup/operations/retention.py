@@ -100,7 +100,11 @@ def decide(
         # holds some categories only), or, when it has none, its newest backup.
         newest_full = next((r for r in completed if _whole(r)), None)
         if newest_full is not None:
-            kept[newest_full.id] = "newest full backup of the tenant"
+            kept[newest_full.id] = (
+                "newest full backup of the tenant"
+                if newest_full.type == "full"
+                else "newest backup that brings the whole tenant back (an incremental: its chain stays with it)"
+            )
         elif completed:
             kept[completed[0].id] = "newest completed backup of the tenant (it has no full one)"
         rank = 0

@@ -72,6 +72,7 @@ class RestorePlan(BaseModel):
     added_columns: dict[str, list[str]]
     triggers: Literal["skipped", "fired"]
     space: SpaceNeed | None = None
+    chain: list[str] = []  # an incremental's: the backups it was rebuilt from, its base first
 
     @property
     def totals(self) -> tuple[int, int, int]:
@@ -210,6 +211,7 @@ def _in_one_transaction(
             dropped_columns={t.name: t.dropped for t in ordered if t.dropped},
             added_columns={t.name: t.added for t in ordered if t.added},
             triggers="skipped" if replica else "fired",
+            chain=[link.manifest.backup_id for link in artifact.chain],
             space=space.with_writes(
                 conn,
                 need,

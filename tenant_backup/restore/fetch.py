@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from tenant_backup.artifact.encryption import IdentitySource, load_identities
 from tenant_backup.artifact.manifest import Manifest
 from tenant_backup.artifact.reader import Artifact, fetch_artifact, open_verified
-from tenant_backup.errors import ConfigurationError, VerificationError
+from tenant_backup.errors import ConfigurationError, StorageError, VerificationError
 from tenant_backup.ledger.keys import TenantKey
 from tenant_backup.restore.identities import reading_identities
 from tenant_backup.storage import Storage
@@ -116,7 +116,7 @@ def verify(
                 encrypted_to=link.encrypted_to,
                 identities=reading,
             )
-        except VerificationError as exc:
+        except (VerificationError, StorageError) as exc:  # a link damaged, or gone from storage
             if i == len(links) - 1:
                 raise
             raise VerificationError(

@@ -367,4 +367,5 @@ def result_of(
         tenant_name=plan.tenant_name,
         backup_date=plan.backup_date,
         space=plan.space,
+        chain=plan.chain,
     )
