@@ -34,6 +34,7 @@ from tests.helpers import (
     tenant_csv,
     tenant_folder,
     terminate_lock_holders,
+    wait_for,
 )
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -367,9 +368,16 @@ def test_a_tenant_that_fails_is_a_failed_task_run_and_the_run_fails_listing_ever
     assert outcomes[busy.id].status == "failed" and "its lock is held by" in str(outcomes[busy.id].error)
     assert [o.status for t, o in outcomes.items() if t != busy.id] == ["completed", "completed"]
     run_id = state.state_details.flow_run_id
-    with get_client(sync_client=True) as client:
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
-    by_name = {t.name: t.state_type.value if t.state_type else None for t in tasks}
+
+    def settled() -> dict[str, str | None] | None:
+        """The task runs' states, once the server has every one's final state (a busy shared
+        server may still be writing the last one when the flow returns)."""
+        with get_client(sync_client=True) as client:
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+        states = {t.name: t.state_type.value if t.state_type else None for t in tasks}
+        return states if len(states) == 4 and "RUNNING" not in states.values() else None
+
+    by_name = wait_for("the task runs' final states", settled, timeout=30)
     assert by_name[f"backup-{slug(busy.name)}-{busy.id[:8]}"] == "FAILED"
     assert sorted(by_name.values()) == ["COMPLETED", "COMPLETED", "COMPLETED", "FAILED"]  # and list-tenants
 

@@ -403,6 +403,15 @@ _UNWRITTEN = {
         ],
         ["ALTER TABLE ev ATTACH PARTITION prep.ev_2023 FOR VALUES FROM ('2023-01-01') TO ('2024-01-01')"],
     ),
+    "an inheritance child with rows added": (
+        [
+            "CREATE TABLE notes (id int PRIMARY KEY, account_id int NOT NULL REFERENCES accounts, body text)",
+            "INSERT INTO notes VALUES (1, 1, 'a')",
+            "CREATE TABLE prep.more_notes (id int PRIMARY KEY, account_id int NOT NULL, body text)",
+            "INSERT INTO prep.more_notes VALUES (2, 1, 'b')",
+        ],
+        ["ALTER TABLE prep.more_notes INHERIT notes"],
+    ),
     "a table swapped for one prepared earlier": (
         [
             "CREATE TABLE prices (id int PRIMARY KEY, account_id int NOT NULL REFERENCES accounts, amount numeric)",

@@ -63,13 +63,15 @@ class ChainPlan(BaseModel):
     reason: str = ""  # why a requested incremental is a full backup instead
 
 
-# What a table is, beyond its columns' names and types: the relation and its partitions (a table
-# swapped for another, a partition attached, detached or replaced), each column's number (one
-# dropped and added again), the labels of its enum types (renamed). Each of them changes what
-# rows hold, or which rows are there, without writing a row: no xmin would tell.
+# What a table is, beyond its columns' names and types: the relation, its partitions and
+# inheritance children (a table swapped for another, a partition attached, detached or
+# replaced), each column's number (one dropped and added again), the labels of its enum types
+# (renamed). Each of them changes what rows hold, or which rows are there, without writing a
+# row: no xmin would tell.
 _IDENTITY = """
 SELECT c.oid::text,
-  (SELECT string_agg(p.relid::oid::text, ',' ORDER BY p.relid::oid) FROM pg_partition_tree(c.oid) p),
+  (WITH RECURSIVE below(oid) AS (SELECT c.oid UNION SELECT i.inhrelid FROM pg_inherits i JOIN below b
+     ON i.inhparent = b.oid) SELECT string_agg(oid::text, ',' ORDER BY oid) FROM below),
   (SELECT string_agg(a.attname || ':' || a.attnum || ':' || a.atttypid, ',' ORDER BY a.attnum)
      FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
   (SELECT string_agg(DISTINCT e.oid::text || '=' || e.enumlabel, ',')
