@@ -107,9 +107,12 @@ def _hashable(conn: psycopg.Connection, scope: TableScope) -> bool:
     """The table's key can be hashed (every key type has a hash function): it can be compared."""
     if not scope.key:
         return False
-    probe = sql.SQL("SELECT hash_record_extended(ROW({}), 0) FROM {} LIMIT 1").format(
-        sql.SQL(", ").join(map(sql.Identifier, scope.key)), scope.ident()
-    )
+    # One row of NULLs typed as the key: the hash functions are looked up even for NULLs, and an
+    # empty table still answers.
+    cols = sql.SQL(", ").join(map(sql.Identifier, scope.key))
+    probe = sql.SQL(
+        "SELECT hash_record_extended(ROW({}), 0) FROM (SELECT 1) one LEFT JOIN (SELECT {} FROM {} LIMIT 0) k ON true"
+    ).format(sql.SQL(", ").join(sql.Identifier("k", c) for c in scope.key), cols, scope.ident())
     try:
         with conn.transaction():
             conn.execute(probe)

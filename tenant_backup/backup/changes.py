@@ -82,10 +82,13 @@ def changed_filter(scope: TableScope) -> sql.Composable:
     return condition
 
 
-def key_hash(columns: list[str] | tuple[str, ...], alias: str | None = None) -> sql.Composed:
-    """A key's 64-bit hash, seeded by the chain (``%(chain_seed)s``)."""
+def key_hash(
+    columns: list[str] | tuple[str, ...], alias: str | None = None, seed: sql.Composable | None = None
+) -> sql.Composed:
+    """A key's 64-bit hash, seeded by the chain (``seed``, default the ``%(chain_seed)s``
+    parameter): the one expression the backup digests keys with and a restore folds them by."""
     cols = sql.SQL(", ").join(sql.Identifier(alias, c) if alias else sql.Identifier(c) for c in columns)
-    return sql.SQL("hash_record_extended(ROW({}), %(chain_seed)s::bigint)").format(cols)
+    return sql.SQL("hash_record_extended(ROW({}), {}::bigint)").format(cols, seed or sql.Placeholder("chain_seed"))
 
 
 def read_keys(

@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from tenant_backup.artifact.reader import Artifact
+from tenant_backup.backup.changes import key_hash
 from tenant_backup.errors import VerificationError
 from tenant_backup.tenancy.diff import RestoreTable
 
@@ -39,8 +40,7 @@ def copy_rows(conn: psycopg.Connection, artifact: Artifact, t: RestoreTable, int
 
 
 def _hash(columns: list[str], seed: int, alias: str) -> sql.Composed:
-    cols = sql.SQL(", ").join(sql.Identifier(alias, c) for c in columns)
-    return sql.SQL("hash_record_extended(ROW({}), {}::bigint)").format(cols, sql.Literal(seed))
+    return key_hash(columns, alias, sql.Literal(seed))
 
 
 def stage_chain(conn: psycopg.Connection, artifact: Artifact, t: RestoreTable) -> None:
