@@ -108,14 +108,9 @@ def main() -> int:
     json_rss = max(t.peak for t in formats if "format json" in t.name)
     print(f"\nbackup / COPY floor (pg_dump -Fd -j2 -Z0) = {ours.median / floor.median:.2f}")
     goals = [
-        # Issue 12, goal 2: met in some runs (0.45-0.63), never reliably; a regression only once it is.
-        Goal(
-            "backup / pg_dump --data-only -Fc (CLI, Prefect server)",
-            ours.median / fc.median,
-            GOAL_RATIO,
-            "x",
-            established=False,
-        ),
+        # Issue 12, goal 2: met in every run of two benches (0.33-0.44) once timed processes are
+        # byte-compiled as an installed tool is (0.45-0.63 before, compiling ~270 modules each).
+        Goal("backup / pg_dump --data-only -Fc (CLI, Prefect server)", ours.median / fc.median, GOAL_RATIO, "x"),
         Goal("backup peak RSS, MB (CSV)", ours.peak, GOAL_RSS_MB),
         Goal("backup peak RSS, MB (JSON writer)", json_rss, GOAL_RSS_MB),
         Goal("encrypted backup (age) / the same backup plain", encrypted.median / ours.median, GOAL_ENCRYPTED, "x"),

@@ -34,7 +34,7 @@ def pos(pg_server: str) -> Iterator[DemoDatabase]:
     yield from _demo(pg_server, "pos", tenants=2, rows=300)
 
 
-def _settle(url: str, timeout: float = 30) -> None:
+def _settle(url: str, timeout: float = 90) -> None:
     """Wait until every transaction that began before now has ended, anywhere on the server.
 
     A backup's snapshot records its oldest running transaction, and the next incremental takes

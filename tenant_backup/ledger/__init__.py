@@ -15,9 +15,7 @@ that the caller can tell Prefect they crashed.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timedelta
-from importlib import resources
 from typing import Any, Literal
 
 import psycopg
@@ -28,8 +26,11 @@ from pydantic import BaseModel
 
 from tenant_backup.db import DatabaseOwner
 from tenant_backup.errors import LedgerError, ThrottledError
+from tenant_backup.ledger.filters import BackupFilter, BackupStatus, uuid_spelling
+from tenant_backup.ledger.migrations import LEDGER_VERSION, migrate
 
 __all__ = [
+    "LEDGER_VERSION",
     "BackupFilter",
     "BackupRow",
     "LogResult",
@@ -51,7 +52,6 @@ __all__ = [
     "uuid_spelling",
 ]
 
-BackupStatus = Literal["pending", "in_progress", "completed", "failed"]
 LogResult = Literal["running", "success", "failed"]
 
 
@@ -95,39 +95,6 @@ class BackupRow(BaseModel):
 
 def _q(schema: str, table: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-
-
-LEDGER_VERSION = 7  # v<n>.sql next to this module is version n
-
-
-def _statement(name: str, schema: str) -> sql.Composed:
-    ddl = resources.files("tenant_backup.ledger").joinpath(name).read_text(encoding="utf-8")
-    # The file holds '{}' literals: escape every brace, then restore the one placeholder.
-    template = ddl.replace("{", "{{").replace("}", "}}").replace("{{schema}}", "{schema}")
-    return sql.SQL(template).format(schema=sql.Identifier(schema))
-
-
-def migrate(conn: psycopg.Connection, schema: str) -> int | None:
-    """Create or update the ledger tables (idempotent; concurrent callers wait for each other);
-    returns the version found before (None: there was no ledger; LEDGER_VERSION: up to date).
-
-    The version lives in the schema's comment; each step's DDL is idempotent too, so a ledger
-    made before versions were recorded is brought up to date."""
-    marker = f"tenant-backup ledger v{LEDGER_VERSION}"
-    found = conn.execute(
-        "SELECT to_regnamespace(%s) IS NOT NULL, obj_description(to_regnamespace(%s), 'pg_namespace')", (schema, schema)
-    ).fetchone()
-    exists, comment = found if found else (False, None)
-    if comment == marker:
-        return LEDGER_VERSION
-    before = int(comment.rsplit("v", 1)[1]) if comment and comment.startswith("tenant-backup ledger v") else None
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('tenant-backup-migrate'))")
-        conn.execute(_statement("v1.sql", schema))
-        for version in range(2, LEDGER_VERSION + 1):
-            conn.execute(_statement(f"v{version}.sql", schema))
-        conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(schema), sql.Literal(marker)))
-    return before if before is not None else (1 if exists else None)
 
 
 def reap_stale(conn: psycopg.Connection, schema: str, tenant_id: str, *, reaper: str) -> list[str]:
@@ -355,44 +322,6 @@ def get_backup(conn: psycopg.Connection, schema: str, backup_id: str) -> BackupR
     if not rows:
         raise LedgerError(f"no backup {backup_id} in the ledger; `tenant-backup list` shows them", backup_id=backup_id)
     return rows[0]
-
-
-def uuid_spelling(text: str) -> str:
-    """A uuid's canonical spelling (lower case, hyphens), anything else as it is."""
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        return text
-
-
-class BackupFilter(BaseModel):
-    """What ``list`` may filter on; every field optional."""
-
-    tenant_id: str | None = None
-    status: BackupStatus | None = None
-    backup_type: Literal["manual", "scheduled"] | None = None
-    format: Literal["csv", "json", "sql"] | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-
-    def where(self) -> tuple[sql.Composable, tuple[Any, ...]]:
-        conditions: list[sql.Composable] = [sql.SQL("true")]
-        params: list[Any] = []
-        if self.tenant_id is not None:  # a uuid typed in capitals, or in braces, is the same tenant
-            conditions.append(sql.SQL("tenant_id = ANY(%s)"))
-            params.append(sorted({self.tenant_id, uuid_spelling(self.tenant_id)}))
-        for column in ("status", "backup_type", "format"):
-            value = getattr(self, column)
-            if value is not None:
-                conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-                params.append(value)
-        if self.since is not None:
-            conditions.append(sql.SQL("created_at >= %s"))
-            params.append(self.since)
-        if self.until is not None:
-            conditions.append(sql.SQL("created_at < %s"))
-            params.append(self.until)
-        return sql.SQL(" AND ").join(conditions), tuple(params)
 
 
 def list_backups(
