@@ -45,7 +45,7 @@ class Parent(BaseModel):
 
     backup_id: str
     base_id: str  # the full backup the chain starts with
-    links: int  # incrementals in the chain up to and including this one's
+    base_at: str  # when the base was taken (ISO 8601): the chain's age
     xids: str  # the parent's snapshot (pg_snapshot text): the transactions it saw
 
 
@@ -164,7 +164,7 @@ def plan_chain(
         seed=int(parent.metadata["chain_seed"]),
         buckets=kept,
         identity=identity,
-        parent=Parent(backup_id=parent.id, base_id=chain[0].id, links=len(chain), xids=parent.metadata["xids"]),
+        parent=Parent(backup_id=parent.id, base_id=chain[0].id, base_at=_base_at(parent), xids=parent.metadata["xids"]),
     )
 
 
@@ -188,11 +188,10 @@ def _unfit(
         return f"its newest backup {parent.id} is of another database"
     if meta.get("timeline") != line:
         return f"the server's timeline changed since backup {parent.id} (a point-in-time recovery?)"
-    base_at = meta.get("chain_base_at") or parent.created_at.isoformat()
     row = conn.execute(
         "SELECT now() - %s::timestamptz > make_interval(secs => %s), "
         "pg_snapshot_xmax(pg_current_snapshot())::text::numeric - pg_snapshot_xmax(%s::pg_snapshot)::text::numeric",
-        (base_at, chain_days * 86400, meta["xids"]),
+        (_base_at(parent), chain_days * 86400, meta["xids"]),
     ).fetchone()
     assert row is not None
     old, ahead = row
@@ -203,6 +202,11 @@ def _unfit(
     if ahead > _MAX_XID_AGE:  # (the oldest row a chain compares is younger than its parent's snapshot)
         return f"more than {_MAX_XID_AGE:,} transactions ran since backup {parent.id}"
     return ""
+
+
+def _base_at(parent: BackupRow) -> str:
+    """When the chain of ``parent`` began (its base's snapshot time, which each link records)."""
+    return str(parent.metadata.get("chain_base_at") or parent.created_at.isoformat())
 
 
 _WHAT = {

@@ -56,7 +56,6 @@ class KeyState(BaseModel):
     keys_path: str | None = None  # an incremental's changed buckets and their key hashes (CSV)
     keys_size: int = 0
     keys_sha256: str | None = None
-    changed_buckets: int = 0
 
 
 def xid_params(parent_xids: str) -> dict[str, Any]:
@@ -172,7 +171,6 @@ def read_keys(
             "keys_path": str(keys_path),
             "keys_size": len(data),
             "keys_sha256": hashlib.sha256(data).hexdigest(),
-            "changed_buckets": len(changed),
         }
     )
 

@@ -69,7 +69,7 @@ def finish_entry(
 ) -> None:
     """Mark the row completed with the artifact's path, size and checksum, and log the action; in a
     chain, keep its key digests (the next incremental compares with them) in the same transaction."""
-    chain_meta = _chain_metadata(db_url, settings, plan, manifest) if plan and plan.chain else {}
+    chain_meta = _chain_metadata(plan, manifest) if plan and plan.chain else {}
     with session(db_url, lock_timeout=settings.lock_timeout) as conn, conn.transaction():
         if plan and plan.chain:
             digests = {
@@ -113,19 +113,16 @@ def finish_entry(
         )
 
 
-def _chain_metadata(db_url: str, settings: Settings, plan: BackupPlan, manifest: Manifest) -> dict[str, Any]:
-    """What the next incremental needs of this backup: its snapshot's transactions, the chain's
-    seed and base time, the server's timeline, the profile and categories it was taken with."""
+def _chain_metadata(plan: BackupPlan, manifest: Manifest) -> dict[str, Any]:
+    """What the next incremental needs of this backup besides its snapshot's transactions
+    (recorded when it started): the chain's seed, tables' identity and base time, the server's
+    timeline, and whether the chain holds the whole tenant."""
     assert plan.chain is not None
-    base_at = manifest.date.isoformat()
-    if plan.chain.parent is not None:
-        with session(db_url, lock_timeout=settings.lock_timeout) as conn:
-            parent = ledger.get_backup(conn, settings.ledger_schema, plan.chain.parent.backup_id)
-            base_at = parent.metadata.get("chain_base_at", base_at)
+    parent = plan.chain.parent
     return {
         "chain_seed": plan.chain.seed,
         "table_identity": plan.chain.identity,
-        "chain_base_at": base_at,
+        "chain_base_at": parent.base_at if parent else manifest.date.isoformat(),
         "timeline": plan.timeline,
         "scope_type": plan.type,
     }

@@ -191,6 +191,8 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
         tenant_name, request = tenant.name, request.model_copy(update={"tenant_id": tenant.id})
         tenant_key = settings.tenant_keys if request.tenant_key is None else request.tenant_key
         recipients = artifact_recipients(conn, settings.ledger_schema, tenant.id, operator, tenant_key)
+        categories = request.categories or (list(profile.categories) or [s.table for s in scopes])
+        fingerprint = schema_fingerprint(scopes)
         chain, line = None, None
         if request.kind == "incremental":
             line = timeline(conn)
@@ -203,8 +205,8 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
                     "format": request.format,
                     "profile": profile.name,
                     "tenant_column": profile.tenant_column,
-                    "categories": request.categories or (list(profile.categories) or [s.table for s in scopes]),
-                    "schema_fingerprint": schema_fingerprint(scopes),
+                    "categories": categories,
+                    "schema_fingerprint": fingerprint,
                 },
                 database=database,
                 line=line,
@@ -215,7 +217,6 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
             ledger.check_throttle(
                 conn, settings.ledger_schema, request.tenant_id, timedelta(seconds=settings.throttle_seconds)
             )
-    categories = request.categories or (list(profile.categories) or [s.table for s in scopes])
     return BackupPlan(
         request=request,
         database=database,
@@ -229,7 +230,7 @@ def plan_backup(db_url: str, settings: Settings, request: BackupRequest) -> Back
         tables=sorted(scopes, key=lambda s: -s.est_rows),
         table_order=order,
         name_key=profile.name_key,
-        schema_fingerprint=schema_fingerprint(scopes),
+        schema_fingerprint=fingerprint,
         foreign_keys=[fk for fk in catalog.foreign_keys if {fk.table, fk.ref_table} & {s.table for s in scopes}],
         left_out=skipped,
         encrypt_to=recipients,

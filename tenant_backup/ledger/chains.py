@@ -45,18 +45,13 @@ def ancestors(conn: psycopg.Connection, schema: str, backup_id: str) -> list[Bac
     return list(reversed(chain))
 
 
-def dependents(conn: psycopg.Connection, schema: str, backup_ids: list[str]) -> dict[str, list[str]]:
-    """For each of ``backup_ids``, the backups whose parent it is."""
+def dependents(conn: psycopg.Connection, schema: str, backup_id: str) -> list[str]:
+    """The backups whose parent ``backup_id`` is."""
     rows = conn.execute(
-        sql.SQL(
-            "SELECT parent_id::text, id::text FROM {} WHERE parent_id = ANY(%s::uuid[]) ORDER BY created_at"
-        ).format(_q(schema, "backups")),
-        (backup_ids,),
+        sql.SQL("SELECT id::text FROM {} WHERE parent_id = %s ORDER BY created_at").format(_q(schema, "backups")),
+        (backup_id,),
     ).fetchall()
-    found: dict[str, list[str]] = {}
-    for parent, child in rows:
-        found.setdefault(parent, []).append(child)
-    return found
+    return [row[0] for row in rows]
 
 
 def store_digests(

@@ -60,7 +60,7 @@ def _remove(conn: psycopg.Connection, schema: str, storage: Storage, row: Backup
     """Object first, then the row (``conn`` is in autocommit: each row goes as its object goes);
     the object of another database stays where it is. A backup that an incremental still needs
     (its parent) is refused: a chain goes as a whole, newest first."""
-    needed_by = chains.dependents(conn, schema, [row.id]).get(row.id)
+    needed_by = chains.dependents(conn, schema, row.id)
     if needed_by:
         raise LedgerError(
             f"backup {row.id} of tenant {row.tenant_id} is the parent of incremental backup(s) {', '.join(needed_by)}, "

@@ -39,10 +39,6 @@ def copy_rows(conn: psycopg.Connection, artifact: Artifact, t: RestoreTable, int
             copy.write(data)
 
 
-def _hash(columns: list[str], seed: int, alias: str) -> sql.Composed:
-    return key_hash(columns, alias, sql.Literal(seed))
-
-
 def stage_chain(conn: psycopg.Connection, artifact: Artifact, t: RestoreTable) -> None:
     """Rebuild ``t``'s rows at the last link's snapshot in its staging table (created empty)."""
     links = [*artifact.chain, artifact]
@@ -65,7 +61,7 @@ def stage_chain(conn: psycopg.Connection, artifact: Artifact, t: RestoreTable) -
             while data := source.read(_CHUNK):
                 copy.write(data)
         conn.execute(sql.SQL("ANALYZE {}; ANALYZE {}").format(changes, keys))
-        h = _hash(columns, seed, "s")
+        h = key_hash(columns, "s", sql.Literal(seed))
         conn.execute(
             sql.SQL(
                 "DELETE FROM {stage} s WHERE ({h} & {mask})::int IN (SELECT bucket FROM {keys} WHERE key_hash IS NULL) "
@@ -83,7 +79,7 @@ def stage_chain(conn: psycopg.Connection, artifact: Artifact, t: RestoreTable) -
     assert last.key_columns is not None and artifact.manifest.chain_seed is not None
     row = conn.execute(
         sql.SQL("SELECT count(*), coalesce(bit_xor({}), 0) FROM {} s").format(
-            _hash(last.key_columns, artifact.manifest.chain_seed, "s"), stage
+            key_hash(last.key_columns, "s", sql.Literal(artifact.manifest.chain_seed)), stage
         )
     ).fetchone()
     assert row is not None
