@@ -8,8 +8,14 @@ only that. The check before commit then needs no second comparison of every row:
 
 * the tenant's rows are as many as the backup's (``replace``; at least as many with ``merge``);
 * every inserted or updated row equals its staged row;
-* no row of the tenant was written by another session since the restore took its snapshot
-  (its ``xmin`` is neither this transaction nor visible in that snapshot).
+* every other row of the tenant is a row version the comparison saw.
+
+The last holds for a row whose ``xmin`` (the transaction that wrote it) is older than the oldest
+transaction running at the snapshot taken before the comparison: it was committed, so compared.
+A younger row version is one the comparison recorded (``k``: kept, with its ``xmin``), or one
+this transaction wrote; any other was written by another session while the restore ran. (Asking
+``pg_visible_in_snapshot()`` would not do: it takes a savepoint's subtransaction id, which no
+snapshot lists, for committed, and would miss a writer that began before the restore.)
 
 Together with the comparison itself (every row outside the delta equal to its staged row, in
 this transaction) that is the same proof as comparing every row again: the rows outside the
@@ -40,12 +46,10 @@ __all__ = [
 _ACTION = sql.Identifier("tenant_backup_action")
 _HERE = sql.Identifier("tenant_backup_here")
 
-# The 64-bit id of a row's 32-bit xmin, in the epoch of the current transaction (an xmin above
-# the current id's low half is of the epoch before), for pg_visible_in_snapshot().
-_XID8 = sql.SQL(
-    "((((pg_current_xact_id()::text::bigint >> 32) - (c.xmin::text::bigint > "
-    "(pg_current_xact_id()::text::bigint & 4294967295))::int) << 32) | c.xmin::text::bigint)::text::xid8"
-)
+_XMIN_NAME = "tenant_backup_xmin"
+_XMIN = sql.Identifier(_XMIN_NAME)
+# A row version younger than the oldest transaction running at the snapshot (%(snap)s).
+_RECENT = sql.SQL("age({}) <= age(pg_snapshot_xmin(%(snap)s::pg_snapshot)::xid)")
 
 
 def always_triggers(conn: psycopg.Connection, work: list[RestoreTable]) -> list[str]:
@@ -71,35 +75,41 @@ def delta_ident(t: RestoreTable) -> sql.Composed:
     return t.stage_ident("_delta")
 
 
-def classify(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode) -> None:
+def classify(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode, snap: str | None = None) -> None:
     """One full join of the staged rows with the tenant's rows, by key: the keys whose row is
-    missing, different, or (``replace``) not in the backup go into the delta table."""
+    missing, different, or (``replace``) not in the backup go into the delta table; with the
+    ``snap`` taken before, so do the rows written since its oldest running transaction (``k``,
+    with their ``xmin``), which the check before commit looks for (:func:`unchanged_elsewhere`)."""
     join = sql.SQL("FULL JOIN" if mode == "replace" else "LEFT JOIN")
     keys = sql.SQL(", ").join(
         sql.SQL("coalesce({}, {}) AS {}").format(sql.Identifier("s", c), sql.Identifier("c", c), sql.Identifier(c))
         for c in t.pk
     )
+    recent = sql.SQL(" OR {}").format(_RECENT.format(sql.Identifier("c", _XMIN_NAME))) if snap else sql.SQL("")
     conn.execute(
         sql.SQL(
             "CREATE TEMP TABLE {delta} ON COMMIT DROP AS SELECT {keys}, CASE WHEN c.{here} IS NULL THEN 'i' "
-            "WHEN s.{here} IS NULL THEN 'd' ELSE 'u' END::\"char\" AS {action} "
+            "WHEN s.{here} IS NULL THEN 'd' WHEN {cmp_c} IS DISTINCT FROM {cmp_s} THEN 'u' ELSE 'k' END::\"char\" "
+            "AS {action}, c.{xmin} "
             "FROM (SELECT *, true AS {here} FROM {stage}) s {join} "
-            "(SELECT {cols}, true AS {here} FROM ({current}) r) c ON {match} "
-            "WHERE s.{here} IS NULL OR c.{here} IS NULL OR {cmp_c} IS DISTINCT FROM {cmp_s}"
+            "(SELECT {cols}, r.xmin AS {xmin}, true AS {here} FROM ({current}) r) c ON {match} "
+            "WHERE s.{here} IS NULL OR c.{here} IS NULL OR {cmp_c} IS DISTINCT FROM {cmp_s}{recent}"
         ).format(
             delta=delta_ident(t),
             keys=keys,
             here=_HERE,
             action=_ACTION,
+            xmin=_XMIN,
             stage=t.stage_ident(),
             join=join,
             cols=t.cols(t.common, "r"),
-            current=t.current(t.common),
+            current=t.current([*t.common, "xmin"]),
             match=t.key_match("s", "c"),
             cmp_c=t.comparable("c"),
             cmp_s=t.comparable("s"),
+            recent=recent,
         ),
-        {"tenant": tenant},
+        {"tenant": tenant, "snap": snap},
     )
     conn.execute(sql.SQL("ANALYZE {}").format(delta_ident(t)))
 
@@ -165,7 +175,8 @@ def writes(
     for t in by_delta:
         row = conn.execute(
             sql.SQL(
-                "SELECT count(*) FILTER (WHERE {action} <> 'd'), count(*) FILTER (WHERE {action} = 'd') FROM {delta}"
+                "SELECT count(*) FILTER (WHERE {action} IN ('i', 'u')), count(*) FILTER (WHERE {action} = 'd') "
+                "FROM {delta}"
             ).format(action=_ACTION, delta=delta_ident(t))
         ).fetchone()
         out[t.name] = (int(row[0]), int(row[1])) if row else (0, 0)
@@ -194,7 +205,7 @@ def wrong_rows(conn: psycopg.Connection, t: RestoreTable, tenant: str) -> int:
     return count_rows(
         conn,
         sql.SQL(
-            "SELECT count(*) FROM {stage} s JOIN {delta} d ON {match_d} WHERE d.{action} <> 'd' AND NOT EXISTS "
+            "SELECT count(*) FROM {stage} s JOIN {delta} d ON {match_d} WHERE d.{action} IN ('i', 'u') AND NOT EXISTS "
             "(SELECT 1 FROM ({current}) c WHERE {match_c} AND {cmp_c} IS NOT DISTINCT FROM {cmp_s})"
         ).format(
             stage=t.stage_ident(),
@@ -211,16 +222,25 @@ def wrong_rows(conn: psycopg.Connection, t: RestoreTable, tenant: str) -> int:
 
 
 def unchanged_elsewhere(conn: psycopg.Connection, t: RestoreTable, tenant: str, snap: str) -> tuple[int, int]:
-    """The tenant's rows now, and how many of them another session wrote since ``snap``.
+    """The tenant's rows now, and how many of them another session wrote since ``snap``: rows
+    younger than its oldest running transaction that neither this transaction wrote nor the
+    comparison recorded with the same ``xmin``.
 
     ``age(xmin)`` first: a row older than the snapshot's oldest running transaction (nearly
     every row; frozen ones too) is not looked at further."""
     row = conn.execute(
         sql.SQL(
-            "SELECT count(*), count(*) FILTER (WHERE age(c.xmin) <= age(pg_snapshot_xmin(%(snap)s::pg_snapshot)::xid) "
-            "AND c.xmin <> pg_current_xact_id()::xid AND NOT pg_visible_in_snapshot({xid8}, %(snap)s::pg_snapshot)) "
+            "SELECT count(*), count(*) FILTER (WHERE {recent} AND c.xmin <> pg_current_xact_id()::xid "
+            "AND NOT EXISTS (SELECT 1 FROM {delta} d WHERE d.{action} = 'k' AND {match} AND d.{xmin} = c.xmin)) "
             "FROM ({current}) c"
-        ).format(xid8=_XID8, current=t.current(["xmin"])),
+        ).format(
+            recent=_RECENT.format(sql.Identifier("c", "xmin")),
+            delta=delta_ident(t),
+            action=_ACTION,
+            match=t.key_match("d", "c"),
+            xmin=_XMIN,
+            current=t.current([*t.pk, "xmin"]),
+        ),
         {"tenant": tenant, "snap": snap},
     ).fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)

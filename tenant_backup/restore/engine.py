@@ -266,7 +266,7 @@ def _in_one_transaction(
         by_delta = [t for t in ordered if t.keyed] if replica and not delta.always_triggers(conn, ordered) else []
         snap = delta.snapshot(conn) if by_delta else ""
         for t in by_delta:
-            delta.classify(conn, t, target_tenant, mode)
+            delta.classify(conn, t, target_tenant, mode, snap)
         need = space.with_writes(
             conn, need, ordered, manifest.tables, delta.writes(conn, by_delta, ordered, manifest.tables)
         )
