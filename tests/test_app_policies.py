@@ -100,6 +100,16 @@ def test_a_user_sees_only_their_tenants_backups_and_only_admins_manage_schedules
     assert fields and not any("tenant_backup" in str(v) or "sha256" in str(v) for v in fields[0])
     with pos_db.connect() as conn:
         assert conn.execute("SELECT count(*) FROM tenant_backup.backup_schedules").fetchone() == (1,)
+        # A deactivated admin (the profile's active_column, actif) sees and manages nothing.
+        conn.execute("UPDATE utilisateurs SET actif = false WHERE id = %s", (a.admin_id,))
+    try:
+        assert _as_user(pos_db, api_role, a.admin_id, "SELECT count(*) FROM public.tenant_backups") == [(0,)]
+        assert _as_user(pos_db, api_role, a.admin_id, "SELECT count(*) FROM public.tenant_backup_schedules") == [(0,)]
+        with pytest.raises(psycopg.errors.WithCheckOptionViolation):
+            _as_user(pos_db, api_role, a.admin_id, insert, a.id)
+    finally:
+        with pos_db.connect() as conn:
+            conn.execute("UPDATE utilisateurs SET actif = true WHERE id = %s", (a.admin_id,))
 
 
 def test_app_policies_name_what_is_missing(pos_db: DemoDatabase, tmp_path: Path) -> None:

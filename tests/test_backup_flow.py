@@ -13,9 +13,11 @@ import psycopg
 import pytest
 
 from flows.backup import backup_all_tenants, backup_tenant
+from flows.restore import restore_backup
 from tenant_backup import progress
 from tenant_backup.db import connect
 from tenant_backup.errors import (
+    ConfigurationError,
     PermissionDeniedError,
     SnapshotError,
     StorageError,
@@ -24,7 +26,9 @@ from tenant_backup.errors import (
 )
 from tenant_backup.naming import slug
 from tenant_backup.storage import Storage
+from tenant_backup.tenancy.admins import check_admin
 from tenant_backup.tenancy.catalog import read_catalog
+from tenant_backup.tenancy.profiles import load_profile
 from tests.conftest import DemoDatabase, free_port, s3_options
 from tests.helpers import (
     manifest_of,
@@ -275,6 +279,41 @@ def test_non_admin_requester_is_refused_and_logged(pos_db: DemoDatabase, env: di
         categories=["zones"] if False else ["tables"],
     )
     assert str(_ledger(pos_db, ok.backup_id)["created_by"]) == tenant.admin_id
+
+
+def test_a_deactivated_admin_may_neither_back_up_nor_restore_their_tenant(
+    pos_db: DemoDatabase, env: dict[str, Any]
+) -> None:
+    env["use"](pos_db)
+    tenant = pos_db.tenants[2]
+    backup = backup_tenant(tenant_id=tenant.id, profile="pos", categories=["tables"], force=True)
+    with pos_db.connect() as conn:
+        conn.execute("UPDATE utilisateurs SET actif = false WHERE id = %s", (tenant.admin_id,))
+    try:
+        with pytest.raises(
+            PermissionDeniedError, match=r"has role '\w+' in tenant .* but is deactivated \(utilisateurs.actif"
+        ):
+            backup_tenant(tenant_id=tenant.id, profile="pos", requested_by=uuid.UUID(tenant.admin_id), force=True)
+        with pytest.raises(PermissionDeniedError, match="deactivated"):
+            restore_backup(
+                backup_id=uuid.UUID(backup.backup_id), confirm="RESTORE", requested_by=uuid.UUID(tenant.admin_id)
+            )
+    finally:
+        with pos_db.connect() as conn:
+            conn.execute("UPDATE utilisateurs SET actif = true WHERE id = %s", (tenant.admin_id,))
+    ok = backup_tenant(
+        tenant_id=tenant.id, profile="pos", requested_by=uuid.UUID(tenant.admin_id), categories=["tables"], force=True
+    )
+    assert ok.record_count == backup.record_count
+
+
+def test_an_admin_rule_naming_a_missing_column_is_a_configuration_error_that_names_it(pos_db: DemoDatabase) -> None:
+    profile = load_profile("pos")
+    assert profile.admin is not None
+    wrong = profile.model_copy(update={"admin": profile.admin.model_copy(update={"active_column": "is_enabled"})})
+    tenant = pos_db.tenants[0]
+    with pos_db.connect() as conn, pytest.raises(ConfigurationError, match=r"is_enabled.*active_column"):
+        check_admin(conn, wrong, tenant.id, tenant.admin_id, "back up")
 
 
 def test_unknown_category_is_refused_before_anything_is_written(pos_db: DemoDatabase, env: dict[str, Any]) -> None:

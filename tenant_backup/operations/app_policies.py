@@ -52,8 +52,16 @@ def app_policy_statements(profile: Profile, ledger_schema: str, app_schema: str,
     ledger = sql.Identifier(ledger_schema)
     users = qualified(*split_name(rule.table, profile.db_schema))
     user_id = sql.SQL("{}.app_user_id()").format(ledger)
-    member = sql.SQL("SELECT u.{tenant}::text FROM {users} u WHERE u.{user}::text = {me}").format(
-        tenant=sql.Identifier(rule.tenant_column), users=users, user=sql.Identifier(rule.user_column), me=user_id
+    # A deactivated user (the rule's active_column not true) is no member, and no admin.
+    active = (
+        sql.SQL(" AND u.{} IS TRUE").format(sql.Identifier(rule.active_column)) if rule.active_column else sql.SQL("")
+    )
+    member = sql.SQL("SELECT u.{tenant}::text FROM {users} u WHERE u.{user}::text = {me}{active}").format(
+        tenant=sql.Identifier(rule.tenant_column),
+        users=users,
+        user=sql.Identifier(rule.user_column),
+        me=user_id,
+        active=active,
     )
     admin = sql.SQL("{member} AND u.{role}::text = ANY ({roles})").format(
         member=member, role=sql.Identifier(rule.role_column), roles=sql.Literal(list(rule.roles))

@@ -48,6 +48,9 @@ class AdminRule(_Frozen):
     tenant_column: str
     role_column: str = "role"
     roles: tuple[str, ...]
+    active_column: str | None = Field(
+        None, description="Boolean column a user's row must hold true in (e.g. actif): a deactivated admin is none."
+    )
 
 
 class Profile(_Frozen):
