@@ -330,3 +330,34 @@ def test_open_backup_gives_the_same_typed_frames_for_every_format(
     assert main(["show", result.backup_id, "--table", "all_types", "--head", "2", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert len(shown["rows"]) == 2 and shown["dtypes"]["i"] == "Int32"
+
+
+def test_a_table_that_differs_from_its_manifest_fails_as_it_is_read_even_when_the_file_is_the_recorded_one(
+    typed_crm: DemoDatabase, env: Any, tmp_path: Path
+) -> None:
+    """A CSV ZIP whose whole sha256 matched the ledger's is opened at once (its manifest read, its
+    tables checked as they are read); a table that does not match the manifest still fails, and
+    without a checksum every table is checked before the backup opens."""
+    import hashlib
+    import zipfile
+
+    from tenant_backup.artifact.dataframes import open_backup
+
+    env["use"](typed_crm)
+    result = _backup(typed_crm, typed_crm.tenants[1].id, "csv")
+    source = Path(result.storage_path.removeprefix("file://"))
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(bad, "w") as new:
+        for item in old.infolist():
+            data = old.read(item)
+            if item.filename.startswith("all_types"):
+                data = data.replace(b"NULL", b"null", 1)  # a value changed, the manifest not
+                assert data != old.read(item)
+            new.writestr(item, data)
+    checksum = "sha256:" + hashlib.sha256(bad.read_bytes()).hexdigest()
+    opened = open_backup(bad, checksum=checksum)
+    assert opened.tables == result.tables
+    with pytest.raises(VerificationError, match="table all_types of backup .* does not match its sha256"):
+        opened.table("all_types")
+    with pytest.raises(VerificationError, match="table all_types of backup .* does not match its sha256"):
+        open_backup(bad)

@@ -6,8 +6,8 @@
     >>> backup.table("ventes").dtypes
 
 Any format opens the same way. Every table's sha256 is checked against the artifact's manifest
-first, and the whole file against the ledger's checksum when it is given (``tenant-backup show``
-gives it).
+first, or, when the whole file matched the ledger's checksum (``tenant-backup show`` gives it),
+a CSV ZIP's table as it is read.
 Columns get pandas dtypes from their PostgreSQL types: integers ``Int16/32/64`` and floats
 ``Float32/64`` (nullable; NaN and ±inf kept), booleans ``boolean``, ``timestamp``/``date`` as
 ``datetime64`` (``timestamptz`` in UTC), ``numeric`` as exact ``Decimal`` objects, json/jsonb
@@ -24,13 +24,8 @@ import tempfile
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from tenant_backup.artifact.encryption import IdentitySource, load_identities
 from tenant_backup.artifact.formats import base_type
@@ -41,10 +36,15 @@ from tenant_backup.errors import ConfigurationError, VerificationError
 from tenant_backup.storage import Storage
 from tenant_backup.tenancy.catalog import ColumnInfo
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+# numpy, pandas and pyarrow are imported where a table is read: opening a backup and its
+# manifest (``tenant-backup show``) does not pay for them.
 __all__ = ["Backup", "open_backup", "to_frame"]
 
 _BOOL = {"t": True, "f": False}
-_FLOATS = {"real": np.float32, "double precision": np.float64}
+_FLOATS = {"real": "float32", "double precision": "float64"}
 _SCALARS: dict[str, tuple[Callable[[str], Any], str]] = {
     "smallint": (int, "Int16"),
     "integer": (int, "Int32"),
@@ -58,6 +58,9 @@ _SCALARS: dict[str, tuple[Callable[[str], Any], str]] = {
 
 
 def _series(column: ColumnInfo, values: list[str | None]) -> pd.Series:
+    import numpy as np
+    import pandas as pd
+
     name = column.name
     kind = "array" if column.type.endswith("[]") else base_type(column)
     if kind in _FLOATS:  # built by hand so that NaN stays NaN and only NULL becomes <NA>
@@ -79,6 +82,8 @@ def _series(column: ColumnInfo, values: list[str | None]) -> pd.Series:
 
 def to_frame(manifest: Manifest, table: str, columns: dict[str, list[str | None]]) -> pd.DataFrame:
     """Typed DataFrame of one table from its values in PostgreSQL's text form."""
+    import pandas as pd
+
     info = {c.name: c for c in manifest.tables[table].columns}
     return pd.DataFrame({name: _series(info[name], values) for name, values in columns.items()})
 
@@ -103,6 +108,9 @@ class Backup:
                 backup_id=self.manifest.backup_id,
                 table=name,
             )
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
         columns = [c.name for c in self.manifest.tables[name].columns if not c.generated]
         values: dict[str, list[str | None]] = {c: [] for c in columns}
         with self.artifact.open_table(name) as fh:
@@ -171,6 +179,9 @@ def open_backup(
         local,
         backup_id=backup_id or text,
         tables_dir=Path(workdir.name) / "tables",
+        # The whole file is the one the ledger recorded: a CSV ZIP's tables are checked as they
+        # are read, not each inflated beforehand (a manifest is shown at once).
+        tables_on_read=checksum is not None,
         encrypted_to=encrypted_to,
         identities=identities,
     )

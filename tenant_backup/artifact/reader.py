@@ -144,6 +144,16 @@ class _Checked:
         self._digest = hashlib.sha256()
         self._checked = False
 
+    @property
+    def closed(self) -> bool:
+        return self._fh.closed
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
     def read(self, size: int = -1) -> bytes:
         try:
             data = self._fh.read(size)
