@@ -101,3 +101,33 @@ def test_trigger_that_alters_restored_rows_fails_the_check_and_rolls_back(
         with pos_db.connect() as conn:
             conn.execute("DROP TRIGGER tb_test_upper ON clients; DROP FUNCTION tb_test_upper()")
     assert state_of(pos_db.url, "pos", tenant) == changed
+
+
+def test_a_kept_row_whose_parent_the_restore_deletes_fails_the_key_check_and_rolls_back(
+    pos_db: DemoDatabase, env: dict[str, Any]
+) -> None:
+    """A sale of tenant A names a client of tenant B when A is backed up; the client then moves to
+    A. Restoring A deletes the client (A's now, not in the backup) and keeps the sale unchanged:
+    replica mode skips the key's trigger, so the check before commit must find the sale's
+    dangling key, though the apply wrote nothing of ventes."""
+    env["use"](pos_db)
+    a, b = pos_db.tenants[0].id, pos_db.tenants[1].id
+    with pos_db.connect() as conn:
+        row = conn.execute("SELECT id, client_id FROM ventes WHERE etablissement_id = %s ORDER BY id LIMIT 1", (a,))
+        vente, old_client = row.fetchone() or (None, None)
+        found = conn.execute("SELECT id FROM clients WHERE etablissement_id = %s ORDER BY id LIMIT 1", (b,)).fetchone()
+        assert vente is not None and found is not None
+        client = found[0]
+        conn.execute("UPDATE ventes SET client_id = %s WHERE id = %s", (client, vente))
+    try:
+        backup = backup_tenant(tenant_id=a, profile="pos", categories=["ventes", "clients"], force=True)
+        with pos_db.connect() as conn:
+            conn.execute("UPDATE clients SET etablissement_id = %s WHERE id = %s", (a, client))
+        before = state_of(pos_db.url, "pos", a)
+        with pytest.raises(RestoreCheckError, match=r"1 row\(s\) of ventes reference missing rows of clients"):
+            restore_backup(backup_id=uuid.UUID(backup.backup_id), confirm="RESTORE")
+        assert state_of(pos_db.url, "pos", a) == before
+    finally:
+        with pos_db.connect() as conn:
+            conn.execute("UPDATE clients SET etablissement_id = %s WHERE id = %s", (b, client))
+            conn.execute("UPDATE ventes SET client_id = %s WHERE id = %s", (old_client, vente))

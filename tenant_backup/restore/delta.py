@@ -30,6 +30,7 @@ from psycopg import sql
 
 from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.restore.staging import Mode, TableChange, count_rows, table_changes
+from tenant_backup.tenancy.catalog import ForeignKey
 from tenant_backup.tenancy.diff import RestoreTable
 
 __all__ = [
@@ -37,9 +38,11 @@ __all__ = [
     "apply_delta",
     "classify",
     "count_delta",
+    "references_to_deleted",
     "snapshot",
     "unchanged_elsewhere",
     "writes",
+    "written_rows",
     "wrong_rows",
 ]
 
@@ -244,3 +247,33 @@ def unchanged_elsewhere(conn: psycopg.Connection, t: RestoreTable, tenant: str, 
         {"tenant": tenant, "snap": snap},
     ).fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def written_rows(t: RestoreTable, columns: list[str]) -> sql.Composed:
+    """``(SELECT <columns> …)`` of the tenant's rows of ``t`` that the apply inserted or updated."""
+    return sql.SQL(
+        "(SELECT {cols} FROM ({current}) c JOIN {delta} d ON {match} WHERE d.{action} IN ('i', 'u'))"
+    ).format(
+        cols=t.cols(columns, "c"),
+        current=t.current(sorted(set(columns) | set(t.pk))),
+        delta=delta_ident(t),
+        match=t.key_match("d", "c"),
+        action=_ACTION,
+    )
+
+
+def references_to_deleted(fk: ForeignKey, child: RestoreTable, parent: RestoreTable) -> sql.Composed | None:
+    """``SELECT count(*)`` of the tenant's rows of ``child`` whose ``fk`` names a key that the apply
+    deleted from ``parent``; None where ``fk`` references other columns than ``parent``'s key."""
+    if sorted(fk.ref_columns) != sorted(parent.pk):
+        return None
+    column_of = dict(zip(fk.ref_columns, fk.columns, strict=True))
+    return sql.SQL(
+        "SELECT count(*) FROM ({current}) c WHERE ({cols}) IN (SELECT {keys} FROM {delta} WHERE {action} = 'd')"
+    ).format(
+        current=child.current(sorted(set(fk.columns))),
+        cols=sql.SQL(", ").join(sql.Identifier("c", column_of[k]) for k in parent.pk),
+        keys=parent.cols(list(parent.pk)),
+        delta=delta_ident(parent),
+        action=_ACTION,
+    )
