@@ -14,7 +14,7 @@ from tenant_backup.backup.chain import ChainPlan
 from tenant_backup.backup.entries import LedgerEntry
 from tenant_backup.backup.extract import TablePart
 from tenant_backup.backup.steps import BackupPlan, BackupRequest
-from tenant_backup.db import Snapshot
+from tenant_backup.locks import Snapshot
 from tenant_backup.settings import get_settings
 from tenant_backup.tenancy.catalog import TableScope
 from tenant_backup.tenancy.tenants import TenantList

@@ -21,8 +21,8 @@ from prefect.client.schemas.objects import State, StateType
 
 from flows.backup import backup_tenant
 from flows.restore import restore_backup
-from tenant_backup.db import SLOT_LOCK, SLOT_WAIT, TENANT_LOCK, tenant_lock
 from tenant_backup.errors import TenantBusyError
+from tenant_backup.locks import SLOT_LOCK, SLOT_WAIT, TENANT_LOCK, tenant_lock
 from tests.conftest import DemoDatabase
 from tests.helpers import state_of, wait_for
 

@@ -19,7 +19,8 @@ import psycopg
 import pytest
 
 from tenant_backup.backup.assemble import artifact_key, tenant_prefix
-from tenant_backup.db import DatabaseOwner, read_owner, tenant_lock
+from tenant_backup.db import DatabaseOwner, read_owner
+from tenant_backup.locks import tenant_lock
 from tenant_backup.operations.reconcile import reconcile
 from tenant_backup.settings import Settings
 from tenant_backup.spool import spool_dir, sweep

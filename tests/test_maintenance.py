@@ -15,9 +15,10 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tenant_backup.backup.assemble import artifact_key, tenant_prefix
-from tenant_backup.db import DatabaseOwner, read_owner, tenant_lock
+from tenant_backup.db import DatabaseOwner, read_owner
 from tenant_backup.errors import ConfigurationError, PermissionDeniedError
 from tenant_backup.ledger import BackupRow, migrate
+from tenant_backup.locks import tenant_lock
 from tenant_backup.operations import maintenance
 from tenant_backup.operations.reconcile import reconcile
 from tenant_backup.operations.retention import RetentionPolicy, decide

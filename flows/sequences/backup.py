@@ -14,8 +14,8 @@ from tasks.maintenance import prune, stamp_schedule
 from tasks.report import publish_backup_report
 from tenant_backup.backup.manifests import build_manifest
 from tenant_backup.backup.steps import BackupPlan, BackupRequest, error_text
-from tenant_backup.db import tenant_lock
 from tenant_backup.errors import ThrottledError
+from tenant_backup.locks import tenant_lock
 from tenant_backup.naming import tenant_label, tenant_tags
 from tenant_backup.operations.retention import RetentionPolicy
 from tenant_backup.progress import Progress, publish

@@ -15,8 +15,8 @@ from tenant_backup.artifact.manifest import Manifest
 from tenant_backup.backup.assemble import ArtifactInfo
 from tenant_backup.backup.extract import TablePart
 from tenant_backup.backup.steps import BackupPlan
-from tenant_backup.db import Snapshot
 from tenant_backup.ledger import chains, keys
+from tenant_backup.locks import Snapshot
 from tenant_backup.sessions import session
 from tenant_backup.settings import Settings
 

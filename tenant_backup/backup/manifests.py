@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from tenant_backup.artifact.manifest import ARTIFACT_VERSION, INCREMENTAL_VERSION, Manifest, TableManifest
 from tenant_backup.backup.extract import TablePart
 from tenant_backup.backup.steps import BackupPlan
-from tenant_backup.db import Snapshot
+from tenant_backup.locks import Snapshot
 from tenant_backup.segments import entry_name
 from tenant_backup.tenancy.catalog import TableScope
 

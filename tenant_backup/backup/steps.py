@@ -22,9 +22,10 @@ from tenant_backup.backup.chain import ChainPlan, plan_chain, timeline
 from tenant_backup.backup.changes import changed_filter, read_keys, xid_params
 from tenant_backup.backup.extract import TablePart, extract_table
 from tenant_backup.backup.recipients import artifact_recipients, operator_recipients
-from tenant_backup.db import DatabaseOwner, import_snapshot, read_owner
+from tenant_backup.db import DatabaseOwner, read_owner
 from tenant_backup.errors import ConfigurationError, LedgerError, PermissionDeniedError, TenantBackupError
 from tenant_backup.ledger import chains
+from tenant_backup.locks import import_snapshot
 from tenant_backup.segments import encode_segment
 from tenant_backup.sessions import session
 from tenant_backup.settings import Settings

@@ -16,12 +16,12 @@ import logging
 import os
 import sys
 import traceback
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NoReturn
 
 from tenant_backup.cli import commands, operations, watch
+from tenant_backup.cli.arguments import backup_id, database_url, json_object, positive, storage_url, user_id
 from tenant_backup.errors import TenantBackupError
 
 __all__ = ["main"]
@@ -32,64 +32,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
-
-
-def _user_id(text: str) -> str:
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an app user id (a UUID)") from None
-
-
-def _backup_id(text: str) -> str:
-    from tenant_backup.naming import backup_reference
-
-    try:
-        return backup_reference(text)
-    except TenantBackupError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _database_url(text: str) -> str:
-    from tenant_backup.db import check_session_capable
-
-    try:
-        check_session_capable(text)
-    except TenantBackupError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def _storage_url(text: str) -> str:
-    scheme = text.split("://", 1)[0] if "://" in text else ""
-    from tenant_backup.storage import SCHEMES
-
-    if scheme not in SCHEMES:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a storage URL: use s3://bucket/prefix or file:///absolute/dir"
-            + (f" ({scheme}:// is not a storage tenant-backup writes to)" if scheme else "")
-        )
-    return text
-
-
-def _json_object(text: str) -> str:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError('expected a JSON object, e.g. {"client_kwargs": {"endpoint_url": "…"}}')
-    return text
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return value
 
 
 def _quiet_prefect(verbose: bool) -> None:
@@ -131,15 +73,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(p: argparse.ArgumentParser, storage: bool = False, reads: bool = False) -> None:
-        p.add_argument("--db", type=_database_url, help="PostgreSQL URL (default: TENANT_BACKUP_DATABASE_URL)")
+        p.add_argument("--db", type=database_url, help="PostgreSQL URL (default: TENANT_BACKUP_DATABASE_URL)")
         if storage:
             p.add_argument(
                 "--storage",
-                type=_storage_url,
+                type=storage_url,
                 help="storage URL: s3://bucket/prefix, file:///dir (default: TENANT_BACKUP_STORAGE_URL)",
             )
             p.add_argument(
-                "--storage-options", type=_json_object, help="fsspec options as JSON, e.g. for an S3 endpoint"
+                "--storage-options", type=json_object, help="fsspec options as JSON, e.g. for an S3 endpoint"
             )
         if reads:
             p.add_argument(
@@ -197,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="ignore the one-backup-per-5-minutes throttle")
     p.add_argument("--allow-empty", action="store_true", help="back up a tenant that has no rows yet (no tenant table)")
-    p.add_argument("--requested-by", type=_user_id, help="app user id to check against the profile's admin rule")
+    p.add_argument("--requested-by", type=user_id, help="app user id to check against the profile's admin rule")
     p.add_argument("--name", help="name of the backup in the ledger")
     p.add_argument(
         "--encrypt-to",
@@ -219,12 +161,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "backup_id",
         nargs="?",
-        type=_backup_id,
+        type=backup_id,
         help="the backup to restore: its id or a unique prefix (tenant-backup list)",
     )
     p.add_argument("--file", help="restore an artifact that is not in this ledger: a local path or a storage URL")
     p.add_argument("--confirm", help="type RESTORE to confirm (not needed with --dry-run)")
-    p.add_argument("--requested-by", type=_user_id, help="app user id to check against the profile's admin rule")
+    p.add_argument("--requested-by", type=user_id, help="app user id to check against the profile's admin rule")
     p.add_argument(
         "--mode",
         choices=["replace", "merge"],
@@ -246,14 +188,14 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="check a backup without restoring it")
     common(p, storage=True, reads=True)
-    p.add_argument("backup_id", type=_backup_id, help="the backup to check: its id or a unique prefix")
+    p.add_argument("backup_id", type=backup_id, help="the backup to check: its id or a unique prefix")
     p.set_defaults(func=commands.cmd_verify)
 
     p = sub.add_parser(
         "verify-all", help="verify each tenant's newest backup (or --sample N of them, verified longest ago first)"
     )
     common(p, storage=True, reads=True)
-    p.add_argument("--sample", type=_positive, help="only N tenants, those verified longest ago (a rotation)")
+    p.add_argument("--sample", type=positive, help="only N tenants, those verified longest ago (a rotation)")
     p.set_defaults(func=watch.cmd_verify_all)
 
     p = sub.add_parser(
@@ -267,9 +209,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="print a backup's tables, or one table's rows (no database writes)")
     common(p, storage=True, reads=True)
-    p.add_argument("backup_id", type=_backup_id, help="the backup to look into: its id or a unique prefix")
+    p.add_argument("backup_id", type=backup_id, help="the backup to look into: its id or a unique prefix")
     p.add_argument("--table", help="the table to print (default: list the tables)")
-    p.add_argument("--head", type=_positive, help="only the first N rows")
+    p.add_argument("--head", type=positive, help="only the first N rows")
     p.set_defaults(func=commands.cmd_show)
 
     p = sub.add_parser("serve", help="serve every deployment from this process (until stopped)")
@@ -287,7 +229,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "json", "sql"])
     p.add_argument("--since", type=datetime.fromisoformat, help="created at or after (ISO 8601)")
     p.add_argument("--until", type=datetime.fromisoformat, help="created before (ISO 8601)")
-    p.add_argument("--limit", type=_positive, default=50)
+    p.add_argument("--limit", type=positive, default=50)
     p.add_argument("--offset", type=int, default=0)
     p.set_defaults(func=operations.cmd_list)
 
@@ -303,15 +245,15 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("url", help="a download URL for a backup (S3: presigned, valid --expires seconds)")
     common(p, storage=True)
-    p.add_argument("backup_id", type=_backup_id, help="its id or a unique prefix")
-    p.add_argument("--expires", type=_positive, default=3600, help="seconds (default 3600)")
+    p.add_argument("backup_id", type=backup_id, help="its id or a unique prefix")
+    p.add_argument("--expires", type=positive, default=3600, help="seconds (default 3600)")
     p.set_defaults(func=operations.cmd_url)
 
     p = sub.add_parser("delete", help="delete a backup: its object, then its ledger row (admins only)")
     common(p, storage=True)
-    p.add_argument("backup_id", type=_backup_id, help="its id or a unique prefix")
+    p.add_argument("backup_id", type=backup_id, help="its id or a unique prefix")
     p.add_argument("--confirm", help="type DELETE to confirm")
-    p.add_argument("--requested-by", type=_user_id, help="app user id to check against the profile's admin rule")
+    p.add_argument("--requested-by", type=user_id, help="app user id to check against the profile's admin rule")
     p.set_defaults(func=operations.cmd_delete)
 
     p = sub.add_parser(
@@ -336,15 +278,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("tenant", help="the tenant id")
     p.add_argument("--confirm", help="type ERASE to confirm (not needed with --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="list what would go; change nothing")
-    p.add_argument("--requested-by", type=_user_id, help="app user id to check against the profile's admin rule")
+    p.add_argument("--requested-by", type=user_id, help="app user id to check against the profile's admin rule")
     p.set_defaults(func=operations.cmd_erase_tenant)
 
     p = sub.add_parser("prune", help="retention: delete what the rules do not keep")
     common(p, storage=True)
     p.add_argument("--tenant", help="only this tenant (default: all)")
     p.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
-    p.add_argument("--max-backups", type=_positive, help="per tenant (default TENANT_BACKUP_MAX_BACKUPS, 50)")
-    p.add_argument("--max-age-days", type=_positive, help="age limit (default TENANT_BACKUP_MAX_AGE_DAYS, 7)")
+    p.add_argument("--max-backups", type=positive, help="per tenant (default TENANT_BACKUP_MAX_BACKUPS, 50)")
+    p.add_argument("--max-age-days", type=positive, help="age limit (default TENANT_BACKUP_MAX_AGE_DAYS, 7)")
     for unit in ("daily", "weekly", "monthly"):
         p.add_argument(
             f"--keep-{unit}", type=int, help=f"also keep the newest backup of each of the last N {unit} periods"

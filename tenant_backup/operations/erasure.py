@@ -28,9 +28,10 @@ from pydantic import BaseModel
 
 from tenant_backup import ledger
 from tenant_backup.backup.assemble import tenant_prefix
-from tenant_backup.db import connect, read_owner, take_tenant_lock_in_transaction
+from tenant_backup.db import connect, read_owner
 from tenant_backup.errors import ConfigurationError, StorageError, TenantBackupError
 from tenant_backup.ledger import BackupFilter, BackupRow, keys
+from tenant_backup.locks import take_tenant_lock_in_transaction
 from tenant_backup.operations.maintenance import wrote_object
 from tenant_backup.settings import Settings
 from tenant_backup.storage import Storage

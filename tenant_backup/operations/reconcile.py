@@ -27,8 +27,9 @@ import psycopg
 from pydantic import BaseModel
 
 from tenant_backup import ledger
-from tenant_backup.db import connect, read_owner, tenant_lock_if_free
+from tenant_backup.db import connect, read_owner
 from tenant_backup.errors import ConfigurationError
+from tenant_backup.locks import tenant_lock_if_free
 from tenant_backup.segments import decode_segment
 from tenant_backup.settings import Settings
 from tenant_backup.spool import sweep

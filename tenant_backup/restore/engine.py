@@ -28,8 +28,8 @@ from pydantic import BaseModel
 
 from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.artifact.reader import Artifact
-from tenant_backup.db import take_tenant_lock_in_transaction
 from tenant_backup.errors import RestoreRefusedError, TenantBusyError
+from tenant_backup.locks import take_tenant_lock_in_transaction
 from tenant_backup.progress import Progress, publish
 from tenant_backup.restore import delta, space
 from tenant_backup.restore.apply import apply_changes, check_restored, move_sequences
@@ -40,17 +40,18 @@ from tenant_backup.restore.staging import (
     OutsideEffect,
     TableChange,
     count_changes,
-    count_rows,
     missing_references,
     outside_effects,
+    refuse_rows_without_values,
     refuse_taken_keys,
+    refuse_unkeyed_cycles,
     stage,
 )
 from tenant_backup.results import SpaceNeed
 from tenant_backup.tenancy.access import check_access
 from tenant_backup.tenancy.catalog import Catalog, TableInfo, read_catalog
 from tenant_backup.tenancy.diff import RestoreTable
-from tenant_backup.tenancy.fk_order import RestoreOrder, restore_order
+from tenant_backup.tenancy.fk_order import restore_order
 from tenant_backup.tenancy.profiles import Profile, stored_profile
 from tenant_backup.tenancy.scope import find_tenant_table, plan_scope
 
@@ -171,12 +172,12 @@ def _in_one_transaction(
             conn, _needs(catalog, ordered, mode), action="restore into", tenant_id=target_tenant, temp_tables=True
         )
         if not replica:
-            _refuse_unkeyed_cycles(order, by_name, backup_id)
+            refuse_unkeyed_cycles(order, by_name, backup_id)
         need = space.estimate(conn, ordered, manifest.tables, work_mem)
         space.check_room(need, target_tenant, backup_id)
         for t in ordered:
             stage(conn, artifact, t, target_tenant, rewrite=target_tenant != manifest.tenant_id)
-        _refuse_rows_without_values(conn, ordered, target_tenant, backup_id)
+        refuse_rows_without_values(conn, ordered, target_tenant, backup_id)
         # A plan counts ahead (and is rolled back); an apply counts what its statements do, and a
         # key of another tenant's row shows up in its check as a missing row.
         if not apply:
@@ -378,37 +379,3 @@ def _needs(catalog: Catalog, work: list[RestoreTable], mode: Mode) -> dict[Table
         elif fk.ref_table in names and mode == "replace":
             need(fk.table, "SELECT")
     return needs
-
-
-def _refuse_rows_without_values(
-    conn: psycopg.Connection, work: list[RestoreTable], tenant: str, backup_id: str
-) -> None:
-    """A column added since the backup, NOT NULL with no default, has no value for the rows the
-    restore would insert: refuse before writing, naming it (not a NotNullViolation halfway)."""
-    for t in work:
-        needy = [c.name for c in t.scope.columns if c.name in t.added and c.needs_a_value]
-        if needy and (inserts := count_rows(conn, t.count_inserts(), tenant)):
-            raise RestoreRefusedError(
-                f"table {t.name} has column{'s' if len(needy) > 1 else ''} {', '.join(needy)} added since backup "
-                f"{backup_id}, NOT NULL and without a default, so the {inserts} row(s) the restore would insert "
-                f"have no value for it; give it a default (ALTER TABLE … ALTER COLUMN … SET DEFAULT …), then restore "
-                "again; nothing was written",
-                table=t.name,
-                tenant_id=tenant,
-                backup_id=backup_id,
-            )
-
-
-def _refuse_unkeyed_cycles(order: RestoreOrder, work: dict[str, RestoreTable], backup_id: str) -> None:
-    """A table without a key cannot have a foreign key set after its rows are in (how
-    self-references and cycles are loaded when triggers must fire): refuse before any write."""
-    for fk in order.broken:
-        table = work[fk.table]
-        if not table.keyed:
-            raise RestoreRefusedError(
-                f"table {fk.table} has no key (primary key or unique index of NOT NULL columns) and its foreign key "
-                f"{fk.name} must be set after its rows are inserted, which needs one: give {fk.table} a primary "
-                "key, make the foreign key DEFERRABLE, or restore as a role that may set session_replication_role",
-                table=fk.table,
-                backup_id=backup_id,
-            )

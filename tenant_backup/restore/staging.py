@@ -21,6 +21,7 @@ from tenant_backup.progress import Progress, publish
 from tenant_backup.restore.chain import copy_rows, stage_chain
 from tenant_backup.tenancy.catalog import Catalog, ForeignKey
 from tenant_backup.tenancy.diff import RestoreTable, dangling, doomed_keys, referencing
+from tenant_backup.tenancy.fk_order import RestoreOrder
 
 __all__ = [
     "ACTIONS",
@@ -32,7 +33,9 @@ __all__ = [
     "count_rows",
     "missing_references",
     "outside_effects",
+    "refuse_rows_without_values",
     "refuse_taken_keys",
+    "refuse_unkeyed_cycles",
     "stage",
     "table_changes",
 ]
@@ -203,3 +206,35 @@ def missing_references(
                 )
             )
     return found
+
+
+def refuse_rows_without_values(conn: psycopg.Connection, work: list[RestoreTable], tenant: str, backup_id: str) -> None:
+    """A column added since the backup, NOT NULL with no default, has no value for the rows the
+    restore would insert: refuse before writing, naming it (not a NotNullViolation halfway)."""
+    for t in work:
+        needy = [c.name for c in t.scope.columns if c.name in t.added and c.needs_a_value]
+        if needy and (inserts := count_rows(conn, t.count_inserts(), tenant)):
+            raise RestoreRefusedError(
+                f"table {t.name} has column{'s' if len(needy) > 1 else ''} {', '.join(needy)} added since backup "
+                f"{backup_id}, NOT NULL and without a default, so the {inserts} row(s) the restore would insert "
+                f"have no value for it; give it a default (ALTER TABLE … ALTER COLUMN … SET DEFAULT …), then restore "
+                "again; nothing was written",
+                table=t.name,
+                tenant_id=tenant,
+                backup_id=backup_id,
+            )
+
+
+def refuse_unkeyed_cycles(order: RestoreOrder, work: dict[str, RestoreTable], backup_id: str) -> None:
+    """A table without a key cannot have a foreign key set after its rows are in (how
+    self-references and cycles are loaded when triggers must fire): refuse before any write."""
+    for fk in order.broken:
+        table = work[fk.table]
+        if not table.keyed:
+            raise RestoreRefusedError(
+                f"table {fk.table} has no key (primary key or unique index of NOT NULL columns) and its foreign key "
+                f"{fk.name} must be set after its rows are inserted, which needs one: give {fk.table} a primary "
+                "key, make the foreign key DEFERRABLE, or restore as a role that may set session_replication_role",
+                table=fk.table,
+                backup_id=backup_id,
+            )

@@ -21,9 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tenant_backup import ledger
 from tenant_backup.backup.steps import error_text
-from tenant_backup.db import connect, tenant_lock
+from tenant_backup.db import connect
 from tenant_backup.errors import ConfigurationError, LedgerError, RestoreRefusedError
 from tenant_backup.ledger import chains, keys
+from tenant_backup.locks import tenant_lock
 from tenant_backup.restore import CONFIRMATION
 from tenant_backup.restore.engine import RestorePlan, restore_tenant
 from tenant_backup.restore.fetch import Link, RestoreTarget, VerifiedArtifact, fetch_file, verify
