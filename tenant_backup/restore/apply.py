@@ -109,24 +109,49 @@ def check_restored(
     """
     fast, snap = by_delta
     for t in work:
+        expected = manifest_tables[t.name].rows
+        why = ""
         if t in fast:
-            missing = delta.wrong_rows(conn, t, tenant)
-            have, theirs = delta.unchanged_elsewhere(conn, t, tenant, snap)
-            missing += theirs
+            wrong = delta.wrong_rows(conn, t, tenant)
+            now = delta.settled(conn, t, tenant, snap)
+            have, missing = now.have, wrong + now.missing + now.theirs + (now.extra if mode == "replace" else 0)
+            why = _why_settled(t, now, mode) if not wrong or now.theirs else ""
         else:
             missing = count_rows(conn, t.count_missing(), tenant)
             have = count_rows(conn, t.count_current(), tenant)
-        expected = manifest_tables[t.name].rows
         if missing or (mode == "replace" and have != expected) or have < expected:
             raise RestoreCheckError(
                 f"after restore, table {t.name} of tenant {tenant} differs from the backup ({missing} row(s) "
                 f"missing or altered, {have} rows where the backup has {expected}): "
-                f"{_why(conn, t, tenant)}; rolled back, nothing changed",
+                f"{why or _why(conn, t, tenant)}; rolled back, nothing changed",
                 table=t.name,
                 tenant_id=tenant,
             )
     if fk_check:
         _check_foreign_keys(conn, catalog, work, tenant, fast)
+
+
+_STOP = "stop the app's writes for this tenant (or take it offline) and run the restore again"
+
+
+def _why_settled(t: RestoreTable, now: delta.Settled, mode: Mode) -> str:
+    """Why a table restored by its delta differs, from the counts of its check ('' to ask :func:`_why`)."""
+    if now.theirs:
+        return (
+            f"{now.theirs} row(s) of the tenant in {t.name} were written by another session while the restore ran; "
+            + _STOP
+        )
+    if now.missing:
+        return (
+            f"{now.missing} row(s) of the backup in {t.name} are no longer the tenant's: another session deleted "
+            f"them, or moved them to another tenant, while the restore ran; {_STOP}"
+        )
+    if now.extra and mode == "replace":
+        return (
+            f"{now.extra} row(s) of the tenant in {t.name} are not in the backup: another session wrote them, or "
+            f"they entered the tenant with a row they belong to, while the restore ran; {_STOP}"
+        )
+    return ""
 
 
 def _why(conn: psycopg.Connection, t: RestoreTable, tenant: str) -> str:
@@ -149,13 +174,12 @@ def _why(conn: psycopg.Connection, t: RestoreTable, tenant: str) -> str:
     ours, theirs = (int(row[0]), int(row[1])) if row else (0, 0)
     if t.keyed and (held := count_rows(conn, t.count_foreign_keys(), tenant)):
         return (
-            f"{held} row(s) of the backup have the key ({', '.join(t.pk)}) of a row of another tenant, so they "
-            "were not inserted"
+            f"{held} row(s) of the backup have the key ({', '.join(t.pk)}) of a row of another tenant (taken since "
+            "the backup, or moved there while the restore ran), so the restore could not write them"
         )
     if theirs:
         return (
-            f"{theirs} row(s) of the tenant in {t.name} were written by another session while the restore ran; "
-            "stop the app's writes for this tenant (or take it offline) and run the restore again"
+            f"{theirs} row(s) of the tenant in {t.name} were written by another session while the restore ran; {_STOP}"
         )
     if ours:
         return f"{ours} row(s) that the restore wrote were changed by a trigger on {t.name} (the app's triggers fired)"

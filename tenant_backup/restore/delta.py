@@ -25,6 +25,8 @@ delta were equal, nothing of this transaction wrote them, and nobody else did. A
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import psycopg
 from psycopg import sql
 
@@ -32,6 +34,7 @@ from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.restore.staging import Mode, TableChange, count_rows, table_changes
 from tenant_backup.tenancy.catalog import ForeignKey
 from tenant_backup.tenancy.diff import RestoreTable
+from tenant_backup.tenancy.filters import tenant_filter
 
 __all__ = [
     "always_triggers",
@@ -39,8 +42,8 @@ __all__ = [
     "classify",
     "count_delta",
     "references_to_deleted",
+    "settled",
     "snapshot",
-    "unchanged_elsewhere",
     "writes",
     "written_rows",
     "wrong_rows",
@@ -80,31 +83,38 @@ def delta_ident(t: RestoreTable) -> sql.Composed:
 
 def classify(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode, snap: str | None = None) -> None:
     """One full join of the staged rows with the tenant's rows, by key: the keys whose row is
-    missing, different, or (``replace``) not in the backup go into the delta table; with the
-    ``snap`` taken before, so do the rows written since its oldest running transaction (``k``,
-    with their ``xmin``), which the check before commit looks for (:func:`unchanged_elsewhere`)."""
-    join = sql.SQL("FULL JOIN" if mode == "replace" else "LEFT JOIN")
+    missing, different, or (``replace``) not in the backup go into the delta table, each with the
+    ``xmin`` of the row compared; with the ``snap`` taken before, so do the rows written since its
+    oldest running transaction (``k``: kept), which the check before commit looks for
+    (:func:`settled`). ``merge`` keeps the tenant's rows the backup lacks: only young ones go in."""
+    replace = mode == "replace"
     keys = sql.SQL(", ").join(
         sql.SQL("coalesce({}, {}) AS {}").format(sql.Identifier("s", c), sql.Identifier("c", c), sql.Identifier(c))
         for c in t.pk
     )
     recent = sql.SQL(" OR {}").format(_RECENT.format(sql.Identifier("c", _XMIN_NAME))) if snap else sql.SQL("")
+    wanted = (
+        "s.{here} IS NULL OR c.{here} IS NULL OR {cmp_c} IS DISTINCT FROM {cmp_s}{recent}"
+        if replace
+        else "c.{here} IS NULL OR (s.{here} AND {cmp_c} IS DISTINCT FROM {cmp_s}){recent}"
+    )
     conn.execute(
         sql.SQL(
             "CREATE TEMP TABLE {delta} ON COMMIT DROP AS SELECT {keys}, CASE WHEN c.{here} IS NULL THEN 'i' "
-            "WHEN s.{here} IS NULL THEN 'd' WHEN {cmp_c} IS DISTINCT FROM {cmp_s} THEN 'u' ELSE 'k' END::\"char\" "
+            "WHEN s.{here} IS NULL THEN {gone} WHEN {cmp_c} IS DISTINCT FROM {cmp_s} THEN 'u' ELSE 'k' END::\"char\" "
             "AS {action}, c.{xmin} "
             "FROM (SELECT *, true AS {here} FROM {stage}) s {join} "
             "(SELECT {cols}, r.xmin AS {xmin}, true AS {here} FROM ({current}) r) c ON {match} "
-            "WHERE s.{here} IS NULL OR c.{here} IS NULL OR {cmp_c} IS DISTINCT FROM {cmp_s}{recent}"
+            "WHERE " + wanted
         ).format(
             delta=delta_ident(t),
             keys=keys,
             here=_HERE,
+            gone=sql.Literal("d" if replace else "k"),
             action=_ACTION,
             xmin=_XMIN,
             stage=t.stage_ident(),
-            join=join,
+            join=sql.SQL("FULL JOIN" if replace or snap else "LEFT JOIN"),
             cols=t.cols(t.common, "r"),
             current=t.current([*t.common, "xmin"]),
             match=t.key_match("s", "c"),
@@ -128,7 +138,15 @@ def _staged_changes(t: RestoreTable, columns: list[str]) -> dict[str, sql.Compos
         "match_d": t.key_match("d", "s"),
         "action": _ACTION,
         "match_x": t.key_match("x", "s"),
+        "still": _still(t),
     }
+
+
+def _still(t: RestoreTable) -> sql.Composed:
+    """The target row ``x`` is still the one the comparison saw: the tenant's, and the same row
+    version. (READ COMMITTED re-checks this on the version another session committed while the
+    statement waited for its lock: such a row is left alone, and the check before commit names it.)"""
+    return sql.SQL("{} AND x.xmin = d.{}").format(tenant_filter(t.scope, t.tenant, alias="x"), _XMIN)
 
 
 def apply_delta(conn: psycopg.Connection, work: list[RestoreTable], tenant: str, mode: Mode) -> dict[str, TableChange]:
@@ -150,8 +168,9 @@ def apply_delta(conn: psycopg.Connection, work: list[RestoreTable], tenant: str,
             conn.execute(
                 sql.SQL(
                     "UPDATE {target} x SET ({cols}) = ROW({vals}) FROM {stage} s JOIN {delta} d ON {match_d} "
-                    "WHERE d.{action} = 'u' AND {match_x}"
-                ).format(**_staged_changes(t, non_key))
+                    "WHERE d.{action} = 'u' AND {match_x} AND {still}"
+                ).format(**_staged_changes(t, non_key)),
+                {"tenant": tenant},
             ).rowcount
             if non_key
             else 0
@@ -159,9 +178,14 @@ def apply_delta(conn: psycopg.Connection, work: list[RestoreTable], tenant: str,
     if mode == "replace":
         for t in reversed(work):
             deleted[t.name] = conn.execute(
-                sql.SQL("DELETE FROM {target} x USING {delta} d WHERE d.{action} = 'd' AND {match}").format(
-                    target=t.target(), delta=delta_ident(t), action=_ACTION, match=t.key_match("x", "d")
-                )
+                sql.SQL("DELETE FROM {target} x USING {delta} d WHERE d.{action} = 'd' AND {match} AND {still}").format(
+                    target=t.target(),
+                    delta=delta_ident(t),
+                    action=_ACTION,
+                    match=t.key_match("x", "d"),
+                    still=_still(t),
+                ),
+                {"tenant": tenant},
             ).rowcount
     return table_changes(work, inserted, updated, deleted)
 
@@ -224,29 +248,47 @@ def wrong_rows(conn: psycopg.Connection, t: RestoreTable, tenant: str) -> int:
     )
 
 
-def unchanged_elsewhere(conn: psycopg.Connection, t: RestoreTable, tenant: str, snap: str) -> tuple[int, int]:
-    """The tenant's rows now, and how many of them another session wrote since ``snap``: rows
-    younger than its oldest running transaction that neither this transaction wrote nor the
-    comparison recorded with the same ``xmin``.
+class Settled(NamedTuple):
+    """A table restored by its delta, after the apply: what the check before commit counts."""
+
+    have: int  # the tenant's rows now
+    missing: int  # keys of the backup the tenant no longer has
+    extra: int  # the tenant's keys the backup lacks
+    theirs: int  # the tenant's rows another session wrote since the snapshot
+
+
+def settled(conn: psycopg.Connection, t: RestoreTable, tenant: str, snap: str) -> Settled:
+    """Compare the tenant's keys now with the backup's (one join, keys only: a row another session
+    deleted, moved away or moved in shows), and count the tenant's rows younger than the oldest
+    transaction running at ``snap`` that neither this transaction wrote nor the comparison
+    recorded with the same ``xmin``.
 
     ``age(xmin)`` first: a row older than the snapshot's oldest running transaction (nearly
     every row; frozen ones too) is not looked at further."""
     row = conn.execute(
         sql.SQL(
-            "SELECT count(*), count(*) FILTER (WHERE {recent} AND c.xmin <> pg_current_xact_id()::xid "
-            "AND NOT EXISTS (SELECT 1 FROM {delta} d WHERE d.{action} = 'k' AND {match} AND d.{xmin} = c.xmin)) "
-            "FROM ({current}) c"
+            "SELECT count(c.{here}), count(*) FILTER (WHERE c.{here} IS NULL), "
+            "count(*) FILTER (WHERE s.{here} IS NULL), count(*) FILTER "
+            "(WHERE c.{here} AND {recent} AND c.xmin <> pg_current_xact_id()::xid AND k.{here} IS NULL) "
+            "FROM (SELECT {keys}, true AS {here} FROM {stage}) s "
+            "FULL JOIN (SELECT {keys}, xmin, true AS {here} FROM ({current}) r) c ON {match} "
+            "LEFT JOIN (SELECT {keys}, {xmin}, true AS {here} FROM {delta} WHERE {action} = 'k') k "
+            "ON {match_k} AND k.{xmin} = c.xmin"
         ).format(
+            here=_HERE,
             recent=_RECENT.format(sql.Identifier("c", "xmin")),
+            keys=t.cols(list(t.pk)),
+            stage=t.stage_ident(),
+            current=t.current([*t.pk, "xmin"]),
+            match=t.key_match("s", "c"),
+            xmin=_XMIN,
             delta=delta_ident(t),
             action=_ACTION,
-            match=t.key_match("d", "c"),
-            xmin=_XMIN,
-            current=t.current([*t.pk, "xmin"]),
+            match_k=t.key_match("k", "c"),
         ),
         {"tenant": tenant, "snap": snap},
     ).fetchone()
-    return (int(row[0]), int(row[1])) if row else (0, 0)
+    return Settled(*(int(v) for v in row)) if row else Settled(0, 0, 0, 0)
 
 
 def written_rows(t: RestoreTable, columns: list[str]) -> sql.Composed:

@@ -16,12 +16,7 @@ __all__ = ["qualified", "select_tenant_rows", "tenant_filter"]
 TENANT = sql.Placeholder("tenant")
 
 
-def _row(columns: tuple[str, ...]) -> sql.Composable:
-    idents = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-    return sql.SQL("({})").format(idents) if len(columns) > 1 else idents
-
-
-def tenant_filter(scope: TableScope, value: sql.Composable = TENANT) -> sql.Composable:
+def tenant_filter(scope: TableScope, value: sql.Composable = TENANT, alias: str | None = None) -> sql.Composable:
     """WHERE condition selecting the tenant's rows of ``scope.table``.
 
     Along a foreign-key path each hop is a semi-join, innermost last::
@@ -29,18 +24,26 @@ def tenant_filter(scope: TableScope, value: sql.Composable = TENANT) -> sql.Comp
         vente_id IN (SELECT id FROM ventes WHERE etablissement_id = %(tenant)s)
 
     A composite key compares rows: ``(vente_id, shop_id) IN (SELECT id, shop_id FROM …)``. Each
-    subquery has one table, so unqualified column names always resolve to it. ``value`` is the
-    ``%(tenant)s`` parameter, or a literal in a SQL artifact.
+    subquery has one table, so unqualified column names always resolve to it; ``alias`` qualifies
+    the columns of the table itself (an UPDATE … FROM or a DELETE … USING names other tables).
+    ``value`` is the ``%(tenant)s`` parameter, or a literal in a SQL artifact.
     """
+    if not scope.path:
+        return sql.SQL("{} = {}").format(_ident(alias, scope.tenant_column), value)
     condition: sql.Composable = sql.SQL("{} = {}").format(sql.Identifier(scope.tenant_column), value)
-    for hop in reversed(scope.path):
-        condition = _semi_join(hop, condition)
+    for depth, hop in reversed(list(enumerate(scope.path))):
+        condition = _semi_join(hop, condition, alias if depth == 0 else None)
     return condition
 
 
-def _semi_join(hop: Hop, inner: sql.Composable) -> sql.Composable:
+def _ident(alias: str | None, column: str) -> sql.Identifier:
+    return sql.Identifier(alias, column) if alias else sql.Identifier(column)
+
+
+def _semi_join(hop: Hop, inner: sql.Composable, alias: str | None = None) -> sql.Composable:
+    columns = sql.SQL(", ").join(_ident(alias, c) for c in hop.columns)
     return sql.SQL("{} IN (SELECT {} FROM {} WHERE {})").format(
-        _row(hop.columns),
+        sql.SQL("({})").format(columns) if len(hop.columns) > 1 else columns,
         sql.SQL(", ").join(sql.Identifier(c) for c in hop.ref_columns),
         hop.parent(),
         inner,
