@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,8 +29,14 @@ class Settings(BaseSettings):
         description="Tables extracted at once for one tenant (one connection each).",
     )
     tenant_concurrency: int = Field(2, description="Tenants backed up at once by backup_all_tenants.")
-    lock_timeout: str = Field("10s", description="PostgreSQL lock_timeout for every session.")
-    work_mem: str = Field("256MB", description="PostgreSQL work_mem inside a restore's transaction.")
+    lock_timeout: str = Field(
+        "10s",
+        description="PostgreSQL lock_timeout for every session (e.g. 10s, 500ms, 2min).",
+    )
+    work_mem: str = Field(
+        "256MB",
+        description="PostgreSQL work_mem inside a restore's transaction (e.g. 256MB).",
+    )
     throttle_seconds: int = Field(300, description="At most one backup per tenant in this window.")
     tenant_keys: bool = Field(
         False, description="Encrypt each tenant's backups to its own key, wrapped to RECIPIENTS (erase-tenant)."
@@ -56,6 +63,20 @@ class Settings(BaseSettings):
     keep_weekly: int = Field(0, description="… of each of the last N ISO weeks.")
     keep_monthly: int = Field(0, description="… of each of the last N months.")
 
+    @field_validator("lock_timeout")
+    @classmethod
+    def _a_duration(cls, value: str) -> str:
+        if not re.fullmatch(r"\s*\d+(\.\d+)?\s*(us|ms|s|min|h|d)?\s*", value):
+            raise ValueError("expected a PostgreSQL duration such as 10s, 500ms or 2min")
+        return value.strip()
+
+    @field_validator("work_mem")
+    @classmethod
+    def _a_size(cls, value: str) -> str:
+        if not re.fullmatch(r"\s*\d+\s*(B|kB|MB|GB|TB)?\s*", value):
+            raise ValueError("expected a PostgreSQL size such as 256MB or 1GB")
+        return value.strip()
+
     @field_validator("slots", mode="before")
     @classmethod
     def _empty_is_no_limit(cls, value: object) -> object:
@@ -69,6 +90,13 @@ def get_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"TENANT_BACKUP_{str(e['loc'][0]).upper()}={e.get('input')!r}: {e['msg'].lower()}" for e in exc.errors()
+            f"TENANT_BACKUP_{str(e['loc'][0]).upper()}={e.get('input')!r}: {_message(e['msg'])}" for e in exc.errors()
         )
         raise ConfigurationError(f"bad setting: {problems}; fix it in the environment (or .env)") from exc
+
+
+def _message(text: str) -> str:
+    """pydantic's message, as the rest of a sentence: "Input should be …" -> "input should be …";
+    a validator's own ("Value error, expected …") without its prefix, its case kept (10s, MB)."""
+    text = text.removeprefix("Value error, ")
+    return text[:1].lower() + text[1:]

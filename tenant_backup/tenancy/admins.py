@@ -52,6 +52,6 @@ def check_admin(conn: psycopg.Connection, profile: Profile, tenant_id: str, requ
         what = "is not a user of" if row is None else f"has role {row[0]!r} in"
         raise PermissionDeniedError(
             f"user {requested_by} {what} tenant {tenant_id}; only {' / '.join(rule.roles)} users may {action} "
-            "it: ask an admin to run it, or run it as the operator without requested_by",
+            "this tenant: ask an admin to run it, or run it as the operator without requested_by",
             tenant_id=tenant_id,
         )
