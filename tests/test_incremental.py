@@ -480,11 +480,3 @@ def test_a_chain_with_a_link_gone_from_storage_is_refused_naming_it(env: dict[st
     storage.remove(storage.key_of(base.storage_path))
     with pytest.raises(VerificationError, match=f"needs backup {base.backup_id} of its chain \\(link 1 of 2\\)"):
         verify_backup(local_runner(), inc.backup_id, None, None)
-
-
-def test_a_bad_chain_setting_is_a_configuration_error_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tenant_backup.settings import get_settings
-
-    monkeypatch.setenv("TENANT_BACKUP_CHAIN_DAYS", "0")
-    with pytest.raises(ConfigurationError, match="TENANT_BACKUP_CHAIN_DAYS='0': input should be greater than 0"):
-        get_settings()
