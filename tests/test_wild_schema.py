@@ -375,3 +375,36 @@ def test_a_backup_names_the_tables_holding_the_tenant_column_that_it_leaves_out(
     finally:
         with wild.connect() as conn:
             conn.execute("DROP TABLE secrets")
+
+
+def test_tables_whose_names_differ_only_in_case_get_zip_entries_that_differ_without_case_too(
+    wild: Database, env: dict[str, Any], tmp_path: Path
+) -> None:
+    """``Notes`` and ``notes`` are two tables; unpacked on macOS or Windows, ``Notes.csv`` and
+    ``notes.csv`` would be one file. The second gets ``notes~2.csv`` (the manifest says which)."""
+    import zipfile
+
+    _use(env, wild)
+    profile = tmp_path / "case.toml"
+    profile.write_text('name = "case"\ntenant_column = "shop_id"\n\n[categories]\nnotes = ["Notes", "notes"]\n')
+    with wild.connect() as conn:
+        conn.execute('CREATE TABLE "Notes" (id integer PRIMARY KEY, shop_id integer NOT NULL, body text)')
+        conn.execute("CREATE TABLE notes (id integer PRIMARY KEY, shop_id integer NOT NULL, body text)")
+        conn.execute("""INSERT INTO "Notes" VALUES (1, 1, 'upper'), (2, 2, 'other shop')""")
+        conn.execute("INSERT INTO notes VALUES (1, 1, 'lower'), (3, 1, 'lower too')")
+    try:
+        backup = backup_tenant(tenant_id="1", profile=str(profile), force=True)
+        assert backup.tables == {"Notes": 1, "notes": 2}
+        with zipfile.ZipFile(backup.storage_path.removeprefix("file://")) as archive:
+            names = [n for n in archive.namelist() if n != "manifest.json"]
+        assert sorted(names) == ["Notes.csv", "notes~2.csv"]
+        with wild.connect() as conn:
+            conn.execute('UPDATE "Notes" SET body = NULL')
+            conn.execute("DELETE FROM notes")
+        restore_backup(backup_id=uuid.UUID(backup.backup_id), confirm="RESTORE")
+        with wild.connect() as conn:
+            assert conn.execute('SELECT body FROM "Notes" ORDER BY id').fetchall() == [("upper",), (None,)]
+            assert conn.execute("SELECT body FROM notes ORDER BY id").fetchall() == [("lower",), ("lower too",)]
+    finally:
+        with wild.connect() as conn:
+            conn.execute('DROP TABLE "Notes"; DROP TABLE notes')

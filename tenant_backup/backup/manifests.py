@@ -23,7 +23,9 @@ def tool_version() -> str:
 
 def build_manifest(plan: BackupPlan, backup_id: str, snapshot: Snapshot, parts: list[TablePart]) -> Manifest:
     by_table = {p.table: p for p in parts}
-    tables = {s.table: _table_manifest(plan, s, by_table[s.table]) for s in sorted(plan.tables, key=lambda s: s.table)}
+    tables = _distinct_entries(
+        {s.table: _table_manifest(plan, s, by_table[s.table]) for s in sorted(plan.tables, key=lambda s: s.table)}
+    )
     parent = plan.chain.parent if plan.chain else None
     return Manifest(
         version=INCREMENTAL_VERSION if parent else ARTIFACT_VERSION,
@@ -55,6 +57,31 @@ def build_manifest(plan: BackupPlan, backup_id: str, snapshot: Snapshot, parts: 
         base_id=parent.base_id if parent else None,
         chain_seed=plan.chain.seed if plan.chain else None,
     )
+
+
+def _distinct_entries(tables: dict[str, TableManifest]) -> dict[str, TableManifest]:
+    """ZIP entry names that stay apart where names are compared without case (an archive
+    unpacked on macOS or Windows: tables ``Ventes`` and ``ventes``), and from another table's keys
+    file (a table named ``x.keys`` beside ``x``): a later one gets ``~2``, ``~3``… before its
+    suffix. The manifest records each entry, so a reader needs no rule."""
+    taken: set[str] = set()
+
+    def unique(name: str | None, suffix: str) -> str | None:
+        if name is None:
+            return None
+        stem, n, candidate = name.removesuffix(suffix), 1, name
+        while candidate.casefold() in taken:
+            n += 1
+            candidate = f"{stem}~{n}{suffix}"
+        taken.add(candidate.casefold())
+        return candidate
+
+    return {
+        table: entry.model_copy(
+            update={"file": unique(entry.file, ".csv"), "keys_file": unique(entry.keys_file, ".keys.csv")}
+        )
+        for table, entry in tables.items()
+    }
 
 
 def _table_manifest(plan: BackupPlan, scope: TableScope, part: TablePart) -> TableManifest:
