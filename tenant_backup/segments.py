@@ -7,17 +7,20 @@ a control character, and the mapping is one to one: ``decode_segment`` gives the
 refuses any text ``encode_segment`` would not write. Plain ids (UUIDs, slugs) stay readable.
 
 ``entry_name`` is the lenient form for a file name inside an artifact (a ZIP entry): a name
-stays as it is unless it could be read as a path, then it is encoded.
+stays as it is unless it could be read as a path, then it is encoded. ``spool_name`` is a local
+file's: encoded, and apart from every other name where the file system ignores case (macOS,
+Windows: tables ``Notes`` and ``notes``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
 
 from tenant_backup.errors import ConfigurationError
 
-__all__ = ["MAX_SEGMENT_BYTES", "decode_segment", "encode_segment", "entry_name"]
+__all__ = ["MAX_SEGMENT_BYTES", "decode_segment", "encode_segment", "entry_name", "spool_name"]
 
 MAX_SEGMENT_BYTES = 200  # under every file system's 255-byte name limit, with room for suffixes
 _KEPT = frozenset(string.ascii_letters + string.digits + "_-.")
@@ -72,3 +75,10 @@ def entry_name(name: str, *, what: str = "table") -> str:
     encoding. Kept names hold no ``%`` and encoded ones do, so no two names share an entry."""
     plain = bool(name) and name[0] != "." and name.isprintable() and not any(c in name for c in "/\\%")
     return name if plain else encode_segment(name, what=what)
+
+
+def spool_name(name: str, *, what: str = "table") -> str:
+    """A local file name for ``name``: its segment encoding and 8 hex digits of its hash, so that
+    names differing only in case never share a file where the file system folds case."""
+    digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+    return f"{encode_segment(name, what=what, limit=MAX_SEGMENT_BYTES - 9)}-{digest}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tenant_backup.errors import ConfigurationError
-from tenant_backup.segments import MAX_SEGMENT_BYTES, decode_segment, encode_segment, entry_name
+from tenant_backup.segments import MAX_SEGMENT_BYTES, decode_segment, encode_segment, entry_name, spool_name
 from tenant_backup.storage import Storage, is_partial
 
 HOSTILE = [
@@ -129,3 +129,11 @@ def test_storage_lists_a_folder_never_a_string_prefix(tmp_path: Path) -> None:
     assert storage.list("db/x") == ["db/x/.1.zip.abcd1234.partial", "db/x/1.zip"]
     assert [k for k in storage.list("db") if is_partial(k)] == ["db/x/.1.zip.abcd1234.partial"]
     assert storage.list("db/none") == []
+
+
+def test_spool_names_of_tables_that_differ_only_in_case_differ_without_case_too() -> None:
+    names = ["Notes", "notes", "NOTES", "../x", "a/b", "billing.invoices"]
+    spooled = [spool_name(n) for n in names]
+    assert len({s.casefold() for s in spooled}) == len(names)
+    assert all("/" not in s and not s.startswith(".") for s in spooled)
+    assert spool_name("notes") == spool_name("notes")  # stable: a retried extraction writes the same file

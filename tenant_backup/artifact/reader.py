@@ -34,7 +34,7 @@ from tenant_backup.artifact.formats import copy_in_line, legacy_copy_in_line
 from tenant_backup.artifact.manifest import INCREMENTAL_VERSION, Manifest
 from tenant_backup.artifact.rows import json_row_to_copy_text
 from tenant_backup.errors import VerificationError
-from tenant_backup.segments import encode_segment, entry_name
+from tenant_backup.segments import entry_name, spool_name
 from tenant_backup.storage import Storage
 from tenant_backup.tenancy.catalog import split_name
 
@@ -54,8 +54,8 @@ def _major(version: str) -> int:
 
 def table_file(tables_dir: Path, table: str) -> Path:
     """Where one table's COPY text is spooled: its name encoded, so that no table name (``../x``,
-    ``a/b``) reaches outside ``tables_dir``."""
-    return tables_dir / f"{encode_segment(table, what='table')}.copy"
+    ``a/b``) reaches outside ``tables_dir``, nor shares a file with another where case folds."""
+    return tables_dir / f"{spool_name(table)}.copy"
 
 
 def tables_dir_of(path: Path) -> Path:

@@ -26,7 +26,7 @@ from tenant_backup.db import DatabaseOwner, read_owner
 from tenant_backup.errors import ConfigurationError, LedgerError, PermissionDeniedError, TenantBackupError
 from tenant_backup.ledger import chains
 from tenant_backup.locks import import_snapshot
-from tenant_backup.segments import encode_segment
+from tenant_backup.segments import encode_segment, spool_name
 from tenant_backup.sessions import session
 from tenant_backup.settings import Settings
 from tenant_backup.storage import Storage
@@ -271,7 +271,7 @@ def extract_part(
     """Extract one table inside the shared snapshot into ``spool``, in the requested format; in a
     chain, digest its keys too, and in an incremental extract only its changed rows."""
     tenant_id = request.tenant_id
-    dest = spool / f"{encode_segment(scope.table, what='table')}.part"
+    dest = spool / f"{spool_name(scope.table)}.part"
     with session(db_url, lock_timeout=settings.lock_timeout) as conn:
         import_snapshot(conn, snapshot_id, tenant_id)
         try:
