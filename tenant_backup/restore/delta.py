@@ -41,6 +41,7 @@ __all__ = [
     "apply_delta",
     "classify",
     "count_delta",
+    "counts",
     "references_to_deleted",
     "settled",
     "snapshot",
@@ -257,22 +258,35 @@ class Settled(NamedTuple):
     theirs: int  # the tenant's rows another session wrote since the snapshot
 
 
-def settled(conn: psycopg.Connection, t: RestoreTable, tenant: str, snap: str) -> Settled:
-    """Compare the tenant's keys now with the backup's (one join, keys only: a row another session
-    deleted, moved away or moved in shows), and count the tenant's rows younger than the oldest
-    transaction running at ``snap`` that neither this transaction wrote nor the comparison
-    recorded with the same ``xmin``.
+def settled(conn: psycopg.Connection, t: RestoreTable, tenant: str, snap: str, *, by_key: bool) -> Settled:
+    """Count the tenant's rows younger than the oldest transaction running at ``snap`` that
+    neither this transaction wrote nor the comparison recorded with the same ``xmin``; with
+    ``by_key``, also compare the tenant's keys with the backup's (one join, keys only).
+
+    Without ``by_key`` (``missing`` and ``extra`` 0) the count stands for the keys: every row that
+    enters or leaves the tenant is written, or rides on a row along its path that is (a restored
+    table, whose check sees that one). It does not where rows may go while others come back
+    (``merge`` keeps extra rows) or where a table on the path is not restored: ``by_key`` then.
 
     ``age(xmin)`` first: a row older than the snapshot's oldest running transaction (nearly
     every row; frozen ones too) is not looked at further."""
-    row = conn.execute(
-        sql.SQL(
+    theirs = (
+        "count(*) FILTER (WHERE c.{here} AND {recent} AND c.xmin <> pg_current_xact_id()::xid AND k.{here} IS NULL)"
+    )
+    if by_key:
+        counted = (
             "SELECT count(c.{here}), count(*) FILTER (WHERE c.{here} IS NULL), "
-            "count(*) FILTER (WHERE s.{here} IS NULL), count(*) FILTER "
-            "(WHERE c.{here} AND {recent} AND c.xmin <> pg_current_xact_id()::xid AND k.{here} IS NULL) "
+            f"count(*) FILTER (WHERE s.{{here}} IS NULL), {theirs} "
             "FROM (SELECT {keys}, true AS {here} FROM {stage}) s "
             "FULL JOIN (SELECT {keys}, xmin, true AS {here} FROM ({current}) r) c ON {match} "
-            "LEFT JOIN (SELECT {keys}, {xmin}, true AS {here} FROM {delta} WHERE {action} = 'k') k "
+        )
+    else:
+        counted = (
+            f"SELECT count(*), 0, 0, {theirs} FROM (SELECT {{keys}}, xmin, true AS {{here}} FROM ({{current}}) r) c "
+        )
+    row = conn.execute(
+        sql.SQL(
+            counted + "LEFT JOIN (SELECT {keys}, {xmin}, true AS {here} FROM {delta} WHERE {action} = 'k') k "
             "ON {match_k} AND k.{xmin} = c.xmin"
         ).format(
             here=_HERE,
@@ -291,16 +305,21 @@ def settled(conn: psycopg.Connection, t: RestoreTable, tenant: str, snap: str) -
     return Settled(*(int(v) for v in row)) if row else Settled(0, 0, 0, 0)
 
 
+def counts(conn: psycopg.Connection, t: RestoreTable) -> tuple[int, int]:
+    """The delta's rows to write (insert or update) and to delete."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT count(*) FILTER (WHERE {action} IN ('i', 'u')), count(*) FILTER (WHERE {action} = 'd') FROM {delta}"
+        ).format(action=_ACTION, delta=delta_ident(t))
+    ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
 def written_rows(t: RestoreTable, columns: list[str]) -> sql.Composed:
-    """``(SELECT <columns> …)`` of the tenant's rows of ``t`` that the apply inserted or updated."""
-    return sql.SQL(
-        "(SELECT {cols} FROM ({current}) c JOIN {delta} d ON {match} WHERE d.{action} IN ('i', 'u'))"
-    ).format(
-        cols=t.cols(columns, "c"),
-        current=t.current(sorted(set(columns) | set(t.pk))),
-        delta=delta_ident(t),
-        match=t.key_match("d", "c"),
-        action=_ACTION,
+    """``(SELECT <columns> …)`` of the rows of ``t`` that the apply inserted or updated (the
+    tenant's: it wrote them so), read by key from the delta."""
+    return sql.SQL("(SELECT {cols} FROM {target} x JOIN {delta} d ON {match} WHERE d.{action} IN ('i', 'u'))").format(
+        cols=t.cols(columns, "x"), target=t.target(), delta=delta_ident(t), match=t.key_match("d", "x"), action=_ACTION
     )
 
 
