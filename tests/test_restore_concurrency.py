@@ -194,6 +194,34 @@ def test_the_row_the_restore_waits_for_rewritten_by_another_session_fails_it_ins
         )
 
 
+def test_a_row_written_in_a_savepoint_of_a_transaction_begun_before_the_restore_and_committed_during_it_fails_it(
+    shop: Database, cli: Cli, tmp_path: Path
+) -> None:
+    """The row's xmin is a subtransaction's id, which no pg_snapshot lists (pg_visible_in_snapshot
+    takes it for committed): the comparison's record of the young rows it saw must catch it."""
+    backup_id = _backup(cli, tmp_path)
+    _change_customer(shop)
+    app = shop.connect()
+    app.autocommit = False
+    try:
+        app.execute("SELECT pg_current_xact_id()")  # the app's transaction runs before the restore begins
+        app.execute("SAVEPOINT app_step")
+        app.execute("UPDATE customers SET note = 'written during the restore' WHERE id = 2")
+
+        def commits(session: psycopg.Connection) -> None:
+            app.execute("RELEASE SAVEPOINT app_step")
+            app.commit()
+
+        code, err = _paused_restore(shop, cli, backup_id, HOLD_CUSTOMER, commits)
+    finally:
+        app.close()
+    assert code == 3, err
+    assert "written by another session while the restore ran" in err and "customers" in err, err
+    with shop.connect() as conn:
+        assert conn.execute("SELECT note FROM customers WHERE id = 2").fetchone() == ("written during the restore",)
+        assert conn.execute("SELECT note FROM customers WHERE id = 1").fetchone() == ("changed since the backup",)
+
+
 def test_a_merge_fails_when_another_session_deletes_a_backed_up_row_though_an_extra_row_keeps_the_count(
     shop: Database, cli: Cli, tmp_path: Path
 ) -> None:

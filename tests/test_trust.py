@@ -331,60 +331,6 @@ def test_a_row_another_session_edits_during_a_restore_that_compares_only_changes
         conn.execute(f"UPDATE comments SET body = 'on note' WHERE id = {theirs}")
 
 
-def test_a_row_another_session_wrote_in_a_savepoint_before_the_restore_began_and_committed_during_it_rolls_it_back(
-    notes_db: Database, profile_file: str, env: dict[str, Any], tmp_path: Path
-) -> None:
-    """A writer whose transaction began before the restore's comparison, and wrote in a savepoint
-    (its row's xmin is a subtransaction's id, which no pg_snapshot lists), commits while the
-    restore waits: the row the restore compared is not the row it leaves, and the check must say so."""
-    env["use"](notes_db)
-    backup = backup_tenant(tenant_id="2", profile=profile_file, categories=["notes"], force=True)
-    mine = "(SELECT min(c.id) FROM comments c JOIN notes n ON n.id = c.note_id WHERE n.org_id = 2)"
-    theirs = "(SELECT max(c.id) FROM comments c JOIN notes n ON n.id = c.note_id WHERE n.org_id = 2)"
-    with notes_db.connect() as conn:
-        conn.execute(f"UPDATE comments SET body = body || ' (edited)' WHERE id = {mine}")  # the restore undoes it
-    app = notes_db.connect()
-    app.autocommit = False
-    app.execute("SELECT pg_current_xact_id()")  # the app's transaction is running before the restore begins
-    app.execute("SAVEPOINT app_step")
-    app.execute(f"UPDATE comments SET body = 'written during the restore' WHERE id = {theirs}")
-    holder = notes_db.connect()
-    holder.autocommit = False  # holds the row the restore updates until the app has committed
-    holder.execute(f"SELECT 1 FROM comments WHERE id = {mine} FOR UPDATE")
-    plain = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # the CLI, serverless
-    restore = subprocess.Popen(
-        [sys.executable, "-m", "tenant_backup.cli", "restore", backup.backup_id, "--confirm", "RESTORE"],
-        env={**plain, "PREFECT_HOME": str(tmp_path / "prefect")},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        with notes_db.connect() as watch:
-            deadline = time.monotonic() + 60
-            waiting = (
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE%comments%'"
-            )
-            while watch.execute(waiting).fetchone() == (0,):
-                assert time.monotonic() < deadline and restore.poll() is None, "the restore never reached its update"
-                time.sleep(0.05)
-        app.execute("RELEASE SAVEPOINT app_step")
-        app.commit()
-    finally:
-        app.rollback()
-        app.close()
-        holder.rollback()
-        holder.close()
-        _, stderr = restore.communicate(timeout=60)
-    assert restore.returncode == 3, stderr
-    assert "written by another session while the restore ran" in stderr and "comments" in stderr, stderr
-    with notes_db.connect() as conn:  # rolled back: the edit is still there, and so is the app's write
-        assert conn.execute(f"SELECT body LIKE '%(edited)' FROM comments WHERE id = {mine}").fetchone() == (True,)
-        theirs_now = conn.execute(f"SELECT body FROM comments WHERE id = {theirs}").fetchone()
-        assert theirs_now == ("written during the restore",)
-        conn.execute(f"UPDATE comments SET body = 'on note' WHERE id = {theirs}")
-
-
 def test_a_row_lock_held_past_lock_timeout_during_a_restore_names_its_holder_and_table(
     notes_db: Database, profile_file: str, env: dict[str, Any], tmp_path: Path
 ) -> None:
