@@ -14,12 +14,16 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from psycopg import sql
 
+from tenant_backup.ledger import migrate
 from tests.conftest import Database, drop_database, make_database
 from tests.helpers import state_of
 
@@ -68,20 +72,54 @@ def shop(pg_server: str) -> Iterator[Database]:
 Cli = Callable[..., "subprocess.Popen[str]"]
 
 
+@pytest.fixture(params=["superuser", "app role"])
+def restorer(request: pytest.FixtureRequest, shop: Database) -> Iterator[str]:
+    """Who restores: a superuser (replica mode: the restore compares once and writes by its delta)
+    or a role with DML rights only (triggers fire: the full comparison, restore/apply.py)."""
+    if request.param == "superuser":
+        yield shop.url
+        return
+    role = f"tb_shop_{uuid.uuid4().hex[:8]}"
+    with shop.connect() as conn:
+        migrate(conn, "tenant_backup")
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        for statement in (
+            "GRANT USAGE, CREATE ON SCHEMA public, tenant_backup TO {r}",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public, tenant_backup TO {r}",
+            "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {r}",
+            "GRANT TEMPORARY ON DATABASE {d} TO {r}",
+        ):
+            conn.execute(sql.SQL(statement).format(r=sql.Identifier(role), d=sql.Identifier(shop.name)))
+    try:
+        parts = urlsplit(shop.url)
+        yield urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.split('@')[-1]}"))
+    finally:
+        with shop.connect() as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
 @pytest.fixture
-def cli(shop: Database, tmp_path: Path) -> Cli:
+def cli(shop: Database, tmp_path: Path, restorer: str) -> Cli:
+    """The CLI, without a Prefect server: backups as the superuser, restores as ``restorer``."""
     (tmp_path / "shop.toml").write_text(PROFILE)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TENANT_BACKUP_"))}
     env.update(
         PREFECT_HOME=str(tmp_path / "prefect"),
-        TENANT_BACKUP_DATABASE_URL=shop.url,
         TENANT_BACKUP_STORAGE_URL=f"file://{tmp_path}/store",
         TENANT_BACKUP_LOCK_TIMEOUT="60s",
     )
 
     def run(*args: str) -> subprocess.Popen[str]:
         command = [sys.executable, "-m", "tenant_backup.cli", *args, "--json"]
-        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        url = restorer if args[0] == "restore" else shop.url
+        return subprocess.Popen(
+            command,
+            env={**env, "TENANT_BACKUP_DATABASE_URL": url},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     return run
 
@@ -145,7 +183,9 @@ def test_a_row_the_restore_must_delete_but_another_session_moved_to_another_tena
         session.execute("UPDATE customers SET org_id = 'beta' WHERE id = %s", (added,))
         session.execute("INSERT INTO orders (org_id, customer_id, total) VALUES ('beta', %s, 1)", (added,))
 
-    code, err = _paused_restore(shop, cli, backup_id, HOLD_CUSTOMER, moved)
+    # The restore waits at its DELETE of that very row, while the app moves it.
+    held = f"SELECT 1 FROM customers WHERE id = {added} FOR UPDATE"
+    code, err = _paused_restore(shop, cli, backup_id, held, moved)
     assert code == 0, err  # acme is as backed up; the customer was beta's by then, not acme's to delete
     assert state_of(shop.url, _profile(tmp_path), "acme") == expected
     with shop.connect() as conn:
@@ -235,7 +275,7 @@ def test_a_merge_fails_when_another_session_deletes_a_backed_up_row_though_an_ex
 
     code, err = _paused_restore(shop, cli, backup_id, HOLD_CUSTOMER, deleted, "--mode", "merge")
     assert code == 3, err
-    assert "table order_items" in err and "no longer the tenant's" in err, err
+    assert "table order_items" in err and "rolled back, nothing changed" in err, err
 
 
 def test_restoring_one_table_fails_when_rows_deleted_meanwhile_are_made_up_for_by_rows_moved_in_with_their_parent(

@@ -56,6 +56,12 @@ def database_failure(exc: psycopg.Error, tenant: str, backup_id: str) -> Restore
             + (f" at {where}" if diag.table_name else "")
             + f" ({first})"
         )
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        # The restore inserts only keys the tenant lacked when compared: another session wrote one since.
+        text += (
+            ": a key the restore inserts was written by another session while it ran (or is held by another "
+            "tenant's row); stop the app's writes for this tenant and run it again"
+        )
     return RestoreFailedError(
         f"{text}; PostgreSQL rolled the whole restore back, nothing changed; fix the cause, then run it again",
         tenant_id=tenant,

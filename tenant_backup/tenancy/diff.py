@@ -131,6 +131,15 @@ class RestoreTable:
             self.cols(columns), self.target(), tenant_filter(self.scope, self.tenant)
         )
 
+    def same_version(self, alias: str) -> sql.Composed:
+        """Row ``alias`` is one of the tenant's rows, as the statement's snapshot saw it: its key and
+        its ``xmin`` among theirs. A row another session moved to another tenant or rewrote while
+        the statement waited for its lock is a newer version (READ COMMITTED re-checks this on
+        it): left alone, for the check before commit to name."""
+        return sql.SQL("({}, {}.xmin::text::bigint) IN (SELECT {}, xmin::text::bigint FROM ({}) v)").format(
+            self.cols(self.pk, alias), sql.Identifier(alias), self.cols(self.pk), self.current([*self.pk, "xmin"])
+        )
+
     def staged(self) -> sql.Composed:
         return sql.SQL("SELECT * FROM {}").format(self.stage_ident())
 
@@ -212,15 +221,14 @@ def update_changed(t: RestoreTable) -> sql.Composed | None:
         return None  # rows without a key are inserted or deleted, never updated
     return sql.SQL(
         "UPDATE {target} x SET ({cols}) = ROW({vals}) FROM {stage} s WHERE {match} "
-        "AND ({pk}) IN ({current}) AND {cmp_x} IS DISTINCT FROM {cmp_s}"
+        "AND {version} AND {cmp_x} IS DISTINCT FROM {cmp_s}"
     ).format(
         target=t.target(),
         cols=t.cols(non_key),
         vals=t.cols(non_key, "s"),
         stage=t.stage_ident(),
         match=t.key_match("x", "s"),
-        pk=t.cols(t.pk, "x"),
-        current=t.current(t.pk),
+        version=t.same_version("x"),
         cmp_x=t.comparable("x"),
         cmp_s=t.comparable("s"),
     )
@@ -233,8 +241,8 @@ def delete_surplus(t: RestoreTable) -> sql.Composed:
         return sql.SQL("DELETE FROM {} x USING ({}) d WHERE x.tableoid = d.tableoid AND x.ctid = d.ctid").format(
             t.target(), doomed
         )
-    return sql.SQL("DELETE FROM {} x WHERE ({}) IN ({}) AND NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(
-        t.target(), t.cols(t.pk, "x"), t.current(t.pk), t.stage_ident(), t.key_match("s", "x")
+    return sql.SQL("DELETE FROM {} x WHERE {} AND NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(
+        t.target(), t.same_version("x"), t.stage_ident(), t.key_match("s", "x")
     )
 
 
