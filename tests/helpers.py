@@ -13,6 +13,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
@@ -158,3 +159,24 @@ def prefect_server(**extra_env: str) -> Iterator[tuple[str, dict[str, str]]]:
         yield api, env
     finally:
         stop(server)
+
+
+APP_ROLE_GRANTS = (
+    "GRANT USAGE, CREATE ON SCHEMA public, tenant_backup TO {r}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public, tenant_backup TO {r}",
+    "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {r}",
+    "GRANT TEMPORARY ON DATABASE {d} TO {r}",
+)
+
+
+def grant_app_role(conn: psycopg.Connection, role: str) -> None:
+    """What an app's own role has on its database: DML on the app's tables and the ledger, and
+    temporary tables; not superuser, so it cannot skip triggers (session_replication_role)."""
+    for statement in APP_ROLE_GRANTS:
+        conn.execute(sql.SQL(statement).format(r=sql.Identifier(role), d=sql.Identifier(conn.info.dbname)))
+
+
+def url_as(url: str, role: str) -> str:
+    """``url`` with ``role`` as its user (trust authentication: no password)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.split('@')[-1]}"))

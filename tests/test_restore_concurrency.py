@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -25,7 +24,7 @@ from psycopg import sql
 
 from tenant_backup.ledger import migrate
 from tests.conftest import Database, drop_database, make_database
-from tests.helpers import state_of
+from tests.helpers import grant_app_role, state_of, url_as
 
 SCHEMA = """
 CREATE TABLE orgs (id text PRIMARY KEY);
@@ -83,16 +82,9 @@ def restorer(request: pytest.FixtureRequest, shop: Database) -> Iterator[str]:
     with shop.connect() as conn:
         migrate(conn, "tenant_backup")
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        for statement in (
-            "GRANT USAGE, CREATE ON SCHEMA public, tenant_backup TO {r}",
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public, tenant_backup TO {r}",
-            "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {r}",
-            "GRANT TEMPORARY ON DATABASE {d} TO {r}",
-        ):
-            conn.execute(sql.SQL(statement).format(r=sql.Identifier(role), d=sql.Identifier(shop.name)))
+        grant_app_role(conn, role)
     try:
-        parts = urlsplit(shop.url)
-        yield urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.split('@')[-1]}"))
+        yield url_as(shop.url, role)
     finally:
         with shop.connect() as conn:
             conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -17,7 +16,7 @@ from flows.restore import restore_backup
 from tenant_backup.errors import RestoreCheckError
 from tenant_backup.ledger import migrate
 from tests.conftest import DemoDatabase
-from tests.helpers import state_of
+from tests.helpers import grant_app_role, state_of, url_as
 from tests.test_restore import _wipe
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -32,13 +31,7 @@ def app_role(pos_db: DemoDatabase, crm_db: DemoDatabase) -> Iterator[str]:
     for db in (pos_db, crm_db):
         with db.connect() as conn:
             migrate(conn, "tenant_backup")
-            for statement in (
-                "GRANT USAGE, CREATE ON SCHEMA public, tenant_backup TO {r}",
-                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public, tenant_backup TO {r}",
-                "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {r}",
-                "GRANT TEMPORARY ON DATABASE {d} TO {r}",
-            ):
-                conn.execute(sql.SQL(statement).format(r=sql.Identifier(role), d=sql.Identifier(db.name)))
+            grant_app_role(conn, role)
     try:
         yield role
     finally:
@@ -47,12 +40,6 @@ def app_role(pos_db: DemoDatabase, crm_db: DemoDatabase) -> Iterator[str]:
                 conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         with psycopg.connect(pos_db.server, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
-
-
-def _as(db: DemoDatabase, role: str) -> str:
-    parts = urlsplit(db.url)
-    host = parts.netloc.split("@")[-1]
-    return urlunsplit(parts._replace(netloc=f"{role}@{host}"))
 
 
 @pytest.mark.parametrize("schema", ["pos", "crm"])
@@ -70,7 +57,7 @@ def test_emptied_tenant_restores_in_key_order_without_replica_mode(
     before = state_of(db.url, schema, tenant)
     backup = backup_tenant(tenant_id=tenant, profile=schema, force=True)
     _wipe(db, schema, tenant)
-    monkeypatch.setenv("TENANT_BACKUP_DATABASE_URL", _as(db, app_role))
+    monkeypatch.setenv("TENANT_BACKUP_DATABASE_URL", url_as(db.url, app_role))
     result = restore_backup(backup_id=uuid.UUID(backup.backup_id), confirm="RESTORE")
     assert result.triggers == "fired"  # this role may not skip them
     assert state_of(db.url, schema, tenant) == before
@@ -93,7 +80,7 @@ def test_trigger_that_alters_restored_rows_fails_the_check_and_rolls_back(
             "FOR EACH ROW EXECUTE FUNCTION tb_test_upper()"
         )
     changed = state_of(pos_db.url, "pos", tenant)
-    monkeypatch.setenv("TENANT_BACKUP_DATABASE_URL", _as(pos_db, app_role))
+    monkeypatch.setenv("TENANT_BACKUP_DATABASE_URL", url_as(pos_db.url, app_role))
     try:
         with pytest.raises(RestoreCheckError, match="table clients .* differs from the backup"):
             restore_backup(backup_id=uuid.UUID(backup.backup_id), confirm="RESTORE")

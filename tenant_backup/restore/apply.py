@@ -108,12 +108,12 @@ def check_restored(
     checked on their changed rows only, and for writes of other sessions (see restore/delta.py).
     """
     fast, snap = by_delta
+    restored = {w.name for w in work}
     for t in work:
         expected = manifest_tables[t.name].rows
         why = ""
         if t in fast:
             wrong = delta.wrong_rows(conn, t, tenant)
-            restored = {w.name for w in work}
             by_key = mode == "merge" or any(hop.ref_table not in restored for hop in t.scope.path)
             now = delta.settled(conn, t, tenant, snap, by_key=by_key)
             have, missing = now.have, wrong + now.missing + now.theirs + (now.extra if mode == "replace" else 0)

@@ -201,13 +201,7 @@ def writes(
     (compared by the apply itself) at most every row of the backup."""
     out = {t.name: (manifest_tables[t.name].rows, 0) for t in work}
     for t in by_delta:
-        row = conn.execute(
-            sql.SQL(
-                "SELECT count(*) FILTER (WHERE {action} IN ('i', 'u')), count(*) FILTER (WHERE {action} = 'd') "
-                "FROM {delta}"
-            ).format(action=_ACTION, delta=delta_ident(t))
-        ).fetchone()
-        out[t.name] = (int(row[0]), int(row[1])) if row else (0, 0)
+        out[t.name] = counts(conn, t)
     return out
 
 

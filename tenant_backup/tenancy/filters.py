@@ -28,9 +28,8 @@ def tenant_filter(scope: TableScope, value: sql.Composable = TENANT, alias: str 
     the columns of the table itself (an UPDATE … FROM or a DELETE … USING names other tables).
     ``value`` is the ``%(tenant)s`` parameter, or a literal in a SQL artifact.
     """
-    if not scope.path:
-        return sql.SQL("{} = {}").format(_ident(alias, scope.tenant_column), value)
-    condition: sql.Composable = sql.SQL("{} = {}").format(sql.Identifier(scope.tenant_column), value)
+    column = _ident(None if scope.path else alias, scope.tenant_column)
+    condition: sql.Composable = sql.SQL("{} = {}").format(column, value)
     for depth, hop in reversed(list(enumerate(scope.path))):
         condition = _semi_join(hop, condition, alias if depth == 0 else None)
     return condition
