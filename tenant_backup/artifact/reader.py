@@ -31,6 +31,7 @@ from tenant_backup.artifact.encryption import (
     load_identities,
 )
 from tenant_backup.artifact.formats import copy_in_line, legacy_copy_in_line
+from tenant_backup.artifact.inflate import open_entry
 from tenant_backup.artifact.manifest import INCREMENTAL_VERSION, Manifest
 from tenant_backup.artifact.rows import json_row_to_copy_text
 from tenant_backup.errors import VerificationError
@@ -105,11 +106,14 @@ class Artifact:
     def open_table(self, table: str) -> Iterator[BinaryIO]:
         """The rows of ``table`` in :attr:`copy_format`, decompressed as they are read."""
         if self.manifest.artifact_format == "csv":
-            with zipfile.ZipFile(self.path) as archive, archive.open(_entry(self.manifest, table)) as fh:
+            with (
+                zipfile.ZipFile(self.path) as archive,
+                open_entry(self.path, archive, _entry(self.manifest, table)) as fh,
+            ):
                 if self.check_on_read:
-                    yield _Checked(fh, self.manifest, table, self.manifest.backup_id)  # type: ignore[misc,arg-type]
+                    yield _Checked(fh, self.manifest, table, self.manifest.backup_id)  # type: ignore[misc]
                 else:
-                    yield fh  # type: ignore[misc]
+                    yield fh
         else:
             with table_file(self.tables_dir, table).open("rb") as fh:
                 yield fh
@@ -313,13 +317,12 @@ def _verify_zip(path: Path, backup_id: str, *, tables: bool = True) -> Manifest:
                     )
         for table in manifest.tables if tables else ():
             try:
-                fh = archive.open(_entry(manifest, table))
+                with open_entry(path, archive, _entry(manifest, table)) as fh:
+                    checked = _Checked(fh, manifest, table, backup_id)
+                    while checked.read(_CHUNK):
+                        pass
             except _ZIP_UNREADABLE as exc:
                 raise _unreadable(table, backup_id, exc) from exc
-            with fh:
-                checked = _Checked(fh, manifest, table, backup_id)  # type: ignore[arg-type]
-                while checked.read(_CHUNK):
-                    pass
     return manifest
 
 
