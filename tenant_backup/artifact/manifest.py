@@ -32,6 +32,9 @@ class TableManifest(BaseModel):
     size: int = Field(description="Bytes of the table's data (CSV file, JSON rows, COPY rows).")
     compressed_size: int
     sha256: str = Field(description="sha256 of those bytes, hex.")
+    newlines: int | None = Field(
+        None, description="Newlines in a CSV table: rows + 1 (the header) unless values hold newlines."
+    )
     columns: list[ColumnInfo] = Field(
         description="Every column with its PostgreSQL type; generated ones flagged (not in the artifact)."
     )

@@ -40,6 +40,7 @@ class TablePart(BaseModel):
     compressed_size: int
     sha256: str  # of those bytes
     crc32: int  # of the uncompressed part, as a ZIP entry needs (0 for JSON and SQL)
+    newlines: int | None = None  # in a CSV part: rows + 1 (the header) unless values hold newlines
     changes: bool = False  # only the rows written since the parent backup (an incremental)
     key_state: KeyState | None = None  # the tenant's keys, for a chain of incrementals
 
@@ -64,6 +65,7 @@ def extract_table(
     pack = compressor(compression, level, "zip" if zip_entry else "stream")
     crc = 0
     size = 0
+    newlines = 0
     # COPY takes no bind parameters: the tenant id is bound client-side, as psycopg's own
     # cursor.copy(query, params) does.
     statement = ClientCursor(conn).mogrify(copy_statement(scope, fmt, only), {**(params or {}), "tenant": tenant_id})
@@ -83,8 +85,10 @@ def extract_table(
             put(frame.prefix, hashed=False)
             for block in copy:
                 put(frame.data(block))
+                lines = block.count(b"\n")
+                newlines += lines
                 if listening():  # newlines approximate rows (a quoted one counts twice): enough for a bar
-                    publish(Progress(tenant_id=tenant_id, table=scope.table, rows=block.count(b"\n"), bytes=len(block)))
+                    publish(Progress(tenant_id=tenant_id, table=scope.table, rows=lines, bytes=len(block)))
             put(frame.end())
             put(frame.suffix, hashed=False)
             out.write(pack.flush())
@@ -112,4 +116,5 @@ def extract_table(
         compressed_size=compressed,
         sha256=digest.hexdigest(),
         crc32=crc,
+        newlines=newlines if zip_entry else None,
     )

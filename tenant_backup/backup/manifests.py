@@ -92,6 +92,7 @@ def _table_manifest(plan: BackupPlan, scope: TableScope, part: TablePart) -> Tab
         size=part.size,
         compressed_size=part.compressed_size,
         sha256=part.sha256,
+        newlines=part.newlines,
         columns=list(scope.columns),
         primary_key=list(scope.primary_key),
         scope=scope.describe(),
