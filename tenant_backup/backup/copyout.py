@@ -11,7 +11,7 @@ extraction threads still overlap.
 from __future__ import annotations
 
 import select
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 from psycopg import pq
@@ -29,14 +29,50 @@ class CopyOut:
         self._statement = statement
         self.rows = 0
 
-    def __iter__(self) -> Iterator[bytearray]:
+    def counted(self) -> Iterator[tuple[bytearray, int]]:
+        """The output blocks, each with the number of rows it holds (a value holding a newline
+        makes a row of more than one line)."""
+        get, consume, fd = self._start()
+        block = bytearray()
+        size = 0
+        rows = 0
+        while True:
+            nbytes, data = get(1)
+            if nbytes > 0:
+                block += data
+                size += nbytes
+                rows += 1
+                if size >= BLOCK:
+                    yield block, rows
+                    block = bytearray()
+                    size = rows = 0
+            elif nbytes == 0:
+                select.select([fd], [], [])
+                consume()
+            else:
+                break
+        if block:
+            yield block, rows
+        self._finish()
+
+    def _start(self) -> tuple[Callable[[int], tuple[int, memoryview]], Callable[[], None], int]:
         pgconn = self._conn.pgconn
         pgconn.send_query(self._statement)
         result = pgconn.get_result()
         if result is None or result.status != pq.ExecStatus.COPY_OUT:
             self._drain()
             raise psycopg.OperationalError(self._message(result))
-        get, consume, fd = pgconn.get_copy_data, pgconn.consume_input, pgconn.socket
+        return pgconn.get_copy_data, pgconn.consume_input, pgconn.socket
+
+    def _finish(self) -> None:
+        final = self._conn.pgconn.get_result()
+        self._drain()
+        if final is None or final.status != pq.ExecStatus.COMMAND_OK:
+            raise psycopg.OperationalError(self._message(final))
+        self.rows = int(final.command_tuples or 0)
+
+    def __iter__(self) -> Iterator[bytearray]:
+        get, consume, fd = self._start()
         block = bytearray()
         size = 0
         while True:
@@ -55,11 +91,7 @@ class CopyOut:
                 break  # -1: COPY done; -2: error, reported by the result below
         if block:
             yield block
-        final = pgconn.get_result()
-        self._drain()
-        if final is None or final.status != pq.ExecStatus.COMMAND_OK:
-            raise psycopg.OperationalError(self._message(final))
-        self.rows = int(final.command_tuples or 0)
+        self._finish()
 
     def _drain(self) -> None:
         while self._conn.pgconn.get_result() is not None:

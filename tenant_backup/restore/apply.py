@@ -13,7 +13,7 @@ from tenant_backup.errors import RestoreCheckError
 from tenant_backup.restore import delta
 from tenant_backup.restore.staging import Mode, TableChange, count_rows, table_changes
 from tenant_backup.tenancy.catalog import Catalog
-from tenant_backup.tenancy.diff import RestoreTable, dangling, delete_surplus, insert_missing, update_changed
+from tenant_backup.tenancy.diff import ACTION, RestoreTable, dangling, delete_surplus, insert_missing, update_changed
 from tenant_backup.tenancy.fk_order import RestoreOrder
 
 __all__ = ["apply_changes", "check_restored", "move_sequences"]
@@ -167,11 +167,17 @@ def _why(conn: psycopg.Connection, t: RestoreTable, tenant: str) -> str:
         sql.SQL(
             "SELECT count(*) FILTER (WHERE c.xmin = pg_current_xact_id()::xid), "
             "count(*) FILTER (WHERE c.xmin <> pg_current_xact_id()::xid) "
-            "FROM ({current}) c WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE {same})"
+            "FROM ({current}) c WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE {same}){written}"
         ).format(
             current=t.current(["xmin", *t.common]),
             stage=t.stage_ident(),
             same=sql.SQL("{} = {}").format(t.row_text("c"), t.row_text("s")),
+            # A partly staged table: only the keys it wrote have a staged row to equal.
+            written=sql.SQL(" AND ({}) IN (SELECT {} FROM {} WHERE {} IN ('i', 'u'))").format(
+                t.cols(t.pk, "c"), t.cols(t.pk), t.delta_ident(), ACTION
+            )
+            if t.partial
+            else sql.SQL(""),
         ),
         {"tenant": tenant},
     ).fetchone()

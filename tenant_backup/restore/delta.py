@@ -33,7 +33,7 @@ from psycopg import sql
 from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.restore.staging import Mode, TableChange, count_rows, table_changes
 from tenant_backup.tenancy.catalog import ForeignKey
-from tenant_backup.tenancy.diff import RestoreTable
+from tenant_backup.tenancy.diff import ACTION, RestoreTable
 from tenant_backup.tenancy.filters import tenant_filter
 
 __all__ = [
@@ -42,6 +42,8 @@ __all__ = [
     "classify",
     "count_delta",
     "counts",
+    "delta_ident",
+    "recent",
     "references_to_deleted",
     "settled",
     "snapshot",
@@ -50,13 +52,22 @@ __all__ = [
     "wrong_rows",
 ]
 
-_ACTION = sql.Identifier("tenant_backup_action")
 _HERE = sql.Identifier("tenant_backup_here")
 
 _XMIN_NAME = "tenant_backup_xmin"
 _XMIN = sql.Identifier(_XMIN_NAME)
 # A row version younger than the oldest transaction running at the snapshot (%(snap)s).
-_RECENT = sql.SQL("age({}) <= age(pg_snapshot_xmin(%(snap)s::pg_snapshot)::xid)")
+# Compared as age() would (modulo 2**32, the special ids 0-2 always old), with operators that a
+# parallel scan may run (age() is parallel-restricted): the check's counts scan every table.
+_RECENT = sql.SQL(
+    "({c}::text::bigint > 2 AND (({c}::text::bigint - (pg_snapshot_xmin(%(snap)s::pg_snapshot)::text::bigint "
+    "& 4294967295)) & 4294967295) < 2147483648)"
+)
+
+
+def recent(column: sql.Composable) -> sql.Composed:
+    """``column`` (an ``xmin``) is younger than the oldest transaction running at ``%(snap)s``."""
+    return _RECENT.format(c=column)
 
 
 def always_triggers(conn: psycopg.Connection, work: list[RestoreTable]) -> list[str]:
@@ -79,7 +90,7 @@ def snapshot(conn: psycopg.Connection) -> str:
 
 
 def delta_ident(t: RestoreTable) -> sql.Composed:
-    return t.stage_ident("_delta")
+    return t.delta_ident()
 
 
 def classify(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode, snap: str | None = None) -> None:
@@ -93,7 +104,7 @@ def classify(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode,
         sql.SQL("coalesce({}, {}) AS {}").format(sql.Identifier("s", c), sql.Identifier("c", c), sql.Identifier(c))
         for c in t.pk
     )
-    recent = sql.SQL(" OR {}").format(_RECENT.format(sql.Identifier("c", _XMIN_NAME))) if snap else sql.SQL("")
+    young = sql.SQL(" OR {}").format(recent(sql.Identifier("c", _XMIN_NAME))) if snap else sql.SQL("")
     wanted = (
         "s.{here} IS NULL OR c.{here} IS NULL OR {cmp_c} IS DISTINCT FROM {cmp_s}{recent}"
         if replace
@@ -112,7 +123,7 @@ def classify(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode,
             keys=keys,
             here=_HERE,
             gone=sql.Literal("d" if replace else "k"),
-            action=_ACTION,
+            action=ACTION,
             xmin=_XMIN,
             stage=t.stage_ident(),
             join=sql.SQL("FULL JOIN" if replace or snap else "LEFT JOIN"),
@@ -121,7 +132,7 @@ def classify(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode,
             match=t.key_match("s", "c"),
             cmp_c=t.comparable("c"),
             cmp_s=t.comparable("s"),
-            recent=recent,
+            recent=young,
         ),
         {"tenant": tenant, "snap": snap},
     )
@@ -137,7 +148,7 @@ def _staged_changes(t: RestoreTable, columns: list[str]) -> dict[str, sql.Compos
         "stage": t.stage_ident(),
         "delta": delta_ident(t),
         "match_d": t.key_match("d", "s"),
-        "action": _ACTION,
+        "action": ACTION,
         "match_x": t.key_match("x", "s"),
         "still": _still(t),
     }
@@ -182,7 +193,7 @@ def apply_delta(conn: psycopg.Connection, work: list[RestoreTable], tenant: str,
                 sql.SQL("DELETE FROM {target} x USING {delta} d WHERE d.{action} = 'd' AND {match} AND {still}").format(
                     target=t.target(),
                     delta=delta_ident(t),
-                    action=_ACTION,
+                    action=ACTION,
                     match=t.key_match("x", "d"),
                     still=_still(t),
                 ),
@@ -213,7 +224,7 @@ def count_delta(conn: psycopg.Connection, t: RestoreTable, rows: int) -> tuple[T
             "SELECT count(*) FILTER (WHERE d.{action} = 'i' AND EXISTS (SELECT 1 FROM {target} x WHERE {match})), "
             "count(*) FILTER (WHERE d.{action} = 'i'), count(*) FILTER (WHERE d.{action} = 'u'), "
             "count(*) FILTER (WHERE d.{action} = 'd') FROM {delta} d"
-        ).format(action=_ACTION, target=t.target(), match=t.key_match("x", "d"), delta=delta_ident(t))
+        ).format(action=ACTION, target=t.target(), match=t.key_match("x", "d"), delta=delta_ident(t))
     ).fetchone()
     taken, inserted, updated, deleted = (int(v) for v in row) if row else (0, 0, 0, 0)
     change = TableChange(
@@ -233,7 +244,7 @@ def wrong_rows(conn: psycopg.Connection, t: RestoreTable, tenant: str) -> int:
             stage=t.stage_ident(),
             delta=delta_ident(t),
             match_d=t.key_match("d", "s"),
-            action=_ACTION,
+            action=ACTION,
             current=t.current(t.common),
             match_c=t.key_match("c", "s"),
             cmp_c=t.comparable("c"),
@@ -267,6 +278,18 @@ def settled(conn: psycopg.Connection, t: RestoreTable, tenant: str, snap: str, *
     theirs = (
         "count(*) FILTER (WHERE c.{here} AND {recent} AND c.xmin <> pg_current_xact_id()::xid AND k.{here} IS NULL)"
     )
+    if not by_key:  # first without the delta (a temporary table): a parallel scan, and nearly always enough
+        ours = conn.execute("SELECT pg_current_xact_id()::xid::text").fetchone()
+        assert ours is not None
+        first = conn.execute(
+            sql.SQL("SELECT count(*), count(*) FILTER (WHERE {} AND xmin <> %(ours)s::xid) FROM ({}) c").format(
+                recent(sql.Identifier("xmin")), t.current(["xmin"])
+            ),
+            {"tenant": tenant, "snap": snap, "ours": ours[0]},
+        ).fetchone()
+        assert first is not None
+        if not first[1]:  # no row younger than the snapshot that this transaction did not write
+            return Settled(int(first[0]), 0, 0, 0)
     if by_key:
         counted = (
             "SELECT count(c.{here}), count(*) FILTER (WHERE c.{here} IS NULL), "
@@ -284,14 +307,14 @@ def settled(conn: psycopg.Connection, t: RestoreTable, tenant: str, snap: str, *
             "ON {match_k} AND k.{xmin} = c.xmin"
         ).format(
             here=_HERE,
-            recent=_RECENT.format(sql.Identifier("c", "xmin")),
+            recent=recent(sql.Identifier("c", "xmin")),
             keys=t.cols(list(t.pk)),
             stage=t.stage_ident(),
             current=t.current([*t.pk, "xmin"]),
             match=t.key_match("s", "c"),
             xmin=_XMIN,
             delta=delta_ident(t),
-            action=_ACTION,
+            action=ACTION,
             match_k=t.key_match("k", "c"),
         ),
         {"tenant": tenant, "snap": snap},
@@ -304,7 +327,7 @@ def counts(conn: psycopg.Connection, t: RestoreTable) -> tuple[int, int]:
     row = conn.execute(
         sql.SQL(
             "SELECT count(*) FILTER (WHERE {action} IN ('i', 'u')), count(*) FILTER (WHERE {action} = 'd') FROM {delta}"
-        ).format(action=_ACTION, delta=delta_ident(t))
+        ).format(action=ACTION, delta=delta_ident(t))
     ).fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
@@ -313,7 +336,7 @@ def written_rows(t: RestoreTable, columns: list[str]) -> sql.Composed:
     """``(SELECT <columns> …)`` of the rows of ``t`` that the apply inserted or updated (the
     tenant's: it wrote them so), read by key from the delta."""
     return sql.SQL("(SELECT {cols} FROM {target} x JOIN {delta} d ON {match} WHERE d.{action} IN ('i', 'u'))").format(
-        cols=t.cols(columns, "x"), target=t.target(), delta=delta_ident(t), match=t.key_match("d", "x"), action=_ACTION
+        cols=t.cols(columns, "x"), target=t.target(), delta=delta_ident(t), match=t.key_match("d", "x"), action=ACTION
     )
 
 
@@ -330,5 +353,5 @@ def references_to_deleted(fk: ForeignKey, child: RestoreTable, parent: RestoreTa
         cols=sql.SQL(", ").join(sql.Identifier("c", column_of[k]) for k in parent.pk),
         keys=parent.cols(list(parent.pk)),
         delta=delta_ident(parent),
-        action=_ACTION,
+        action=ACTION,
     )

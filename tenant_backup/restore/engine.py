@@ -31,9 +31,10 @@ from tenant_backup.artifact.reader import Artifact
 from tenant_backup.errors import RestoreRefusedError, TenantBusyError
 from tenant_backup.locks import take_tenant_lock_in_transaction
 from tenant_backup.progress import Progress, publish
-from tenant_backup.restore import delta, space
+from tenant_backup.restore import delta, fingerprint, space
 from tenant_backup.restore.apply import apply_changes, check_restored, move_sequences
 from tenant_backup.restore.failures import database_failure, lock_holders
+from tenant_backup.restore.readers import SnapshotReaders
 from tenant_backup.restore.staging import (
     MissingReference,
     Mode,
@@ -97,6 +98,8 @@ def restore_tenant(
     work_mem: str = "256MB",
     before_commit: Callable[[psycopg.Connection, RestorePlan], None] | None = None,
     cascade: bool = False,
+    open_session: Callable[[], psycopg.Connection] | None = None,
+    workers: int = 2,
 ) -> RestorePlan:
     """Plan (and with ``apply``, perform) the restore in one transaction on ``conn`` (autocommit).
 
@@ -104,7 +107,9 @@ def restore_tenant(
     With it, ``before_commit(conn, plan)`` runs last inside the transaction (the restore's log row
     is settled there), so that what it writes commits, or rolls back, with the rows. A statement
     the database refuses (a constraint, a lost connection) rolls it all back and is raised as a
-    :class:`RestoreFailedError` naming the table and the constraint.
+    :class:`RestoreFailedError` naming the table and the constraint. ``open_session`` opens a
+    session of the same database for up to ``workers`` readers of the tenant's rows in the
+    restore's snapshot (restore/readers.py); without it, ``conn`` reads them.
     """
     try:
         return _in_one_transaction(
@@ -119,6 +124,8 @@ def restore_tenant(
             work_mem=work_mem,
             before_commit=before_commit,
             cascade=cascade,
+            open_session=open_session,
+            workers=workers,
         )
     except pg_errors.LockNotAvailable as exc:
         busy = TenantBusyError(
@@ -148,13 +155,19 @@ def _in_one_transaction(
     work_mem: str,
     before_commit: Callable[[psycopg.Connection, RestorePlan], None] | None,
     cascade: bool,
+    open_session: Callable[[], psycopg.Connection] | None,
+    workers: int,
 ) -> RestorePlan:
     manifest = artifact.state  # a chain's tables as rebuilt at its last snapshot
     profile = stored_profile(manifest.profile_doc, manifest.tenant_column, manifest.db_schema)
     with conn.transaction():
         # work_mem: the anti-joins and EXCEPT ALL below hash instead of sorting to disk.
+        # random_page_cost (at most 1.1, as on SSDs): the writes and checks of a small change look up
+        # a few thousand keys of tables whose pages are in cache, by index rather than by a full scan.
         conn.execute(
-            "SELECT set_config('lock_timeout', %s, true), set_config('work_mem', %s, true)", (lock_timeout, work_mem)
+            "SELECT set_config('lock_timeout', %s, true), set_config('work_mem', %s, true), "
+            "set_config('random_page_cost', least(current_setting('random_page_cost')::float8, 1.1)::text, true)",
+            (lock_timeout, work_mem),
         )
         try:
             take_tenant_lock_in_transaction(conn, target_tenant, "restore", lock_timeout)
@@ -175,8 +188,22 @@ def _in_one_transaction(
             refuse_unkeyed_cycles(order, by_name, backup_id)
         need = space.estimate(conn, ordered, manifest.tables, work_mem)
         space.check_room(need, target_tenant, backup_id)
+        # Where only these statements write (see restore/delta.py), keyed tables pay for what
+        # changed: compared from the snapshot taken here, and staged by their changed rows where
+        # they can be (restore/fingerprint.py).
+        fast = replica and not delta.always_triggers(conn, ordered)
+        snap = delta.snapshot(conn) if fast else ""
+        rewrite = target_tenant != manifest.tenant_id
+        restored = {t.name for t in ordered}
+        by_lines = [t for t in ordered if fast and fingerprint.eligible(artifact, t, mode, restored, rewrite=rewrite)]
+        if by_lines:
+            # Other sessions read the tenant's rows where that pays for their start (a big tenant).
+            big = sum(manifest.tables[t.name].rows for t in by_lines) >= fingerprint.PARALLEL_ROWS
+            with SnapshotReaders(conn, open_session, workers if big else 0) as readers:
+                fingerprint.stage_changed(conn, artifact, by_lines, target_tenant, snap, readers)
         for t in ordered:
-            stage(conn, artifact, t, target_tenant, rewrite=target_tenant != manifest.tenant_id)
+            if not t.partial:
+                stage(conn, artifact, t, target_tenant, rewrite=rewrite)
         refuse_rows_without_values(conn, ordered, target_tenant, backup_id)
         # A plan counts ahead (and is rolled back); an apply counts what its statements do, and a
         # key of another tenant's row shows up in its check as a missing row.
@@ -261,13 +288,15 @@ def _in_one_transaction(
             # Replica mode skips the cascades these rows need: let the database do them.
             conn.execute("SET LOCAL session_replication_role = origin")
             replica = False
+            for t in ordered:
+                if t.partial:  # compared in full by the apply: every row of the backup
+                    fingerprint.stage_whole(conn, artifact, t, target_tenant)
             plan = plan.model_copy(update={"triggers": "fired"})
         publish(Progress(target_tenant, "(applying the changes)", 0, 0))
-        # Where only these statements write (see restore/delta.py), keyed tables pay for what changed.
-        by_delta = [t for t in ordered if t.keyed] if replica and not delta.always_triggers(conn, ordered) else []
-        snap = delta.snapshot(conn) if by_delta else ""
+        by_delta = [t for t in ordered if t.keyed] if replica and fast else []
         for t in by_delta:
-            delta.classify(conn, t, target_tenant, mode, snap)
+            if not t.partial:  # (a partly staged table was classified as it was staged)
+                delta.classify(conn, t, target_tenant, mode, snap)
         need = space.with_writes(
             conn, need, ordered, manifest.tables, delta.writes(conn, by_delta, ordered, manifest.tables)
         )
@@ -299,7 +328,8 @@ def _plan_counts(
     is compared once, into its delta (rolled back with the plan); one without a key as rows."""
     if not t.keyed:
         return count_changes(conn, t, tenant, mode, rows), 0
-    delta.classify(conn, t, tenant, mode)
+    if not t.partial:
+        delta.classify(conn, t, tenant, mode)
     return delta.count_delta(conn, t, rows)
 
 

@@ -211,7 +211,7 @@ def plan_restore(
 ) -> RestorePlan:
     """Stage the backup and count what a restore would change now, in one transaction rolled back."""
     with connect(db_url, lock_timeout=settings.lock_timeout) as conn:
-        return _restore(conn, settings, req, target, artifact, apply=False)
+        return _restore(conn, db_url, settings, req, target, artifact, apply=False)
 
 
 def apply_restore(
@@ -240,7 +240,7 @@ def apply_restore(
             _log(tx, settings, req, target.tenant_id, log, "success", plan=plan)
 
         try:
-            plan = _restore(conn, settings, req, target, artifact, apply=True, before_commit=settle)
+            plan = _restore(conn, db_url, settings, req, target, artifact, apply=True, before_commit=settle)
         except BaseException as exc:
             with suppress(psycopg.Error):  # a lost session: the flow's own log_restore settles the row
                 _log(conn, settings, req, target.tenant_id, log, "failed", error=error_text(exc))
@@ -250,6 +250,7 @@ def apply_restore(
 
 def _restore(
     conn: psycopg.Connection,
+    db_url: str,
     settings: Settings,
     req: RestoreRequest,
     target: RestoreTarget,
@@ -270,6 +271,8 @@ def _restore(
         work_mem=settings.work_mem,
         before_commit=before_commit,
         cascade=req.cascade,
+        open_session=lambda: connect(db_url, lock_timeout=settings.lock_timeout),
+        workers=settings.max_workers,
     )
 
 

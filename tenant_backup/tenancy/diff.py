@@ -27,6 +27,7 @@ from tenant_backup.tenancy.catalog import ForeignKey, TableScope
 from tenant_backup.tenancy.filters import TENANT, tenant_filter
 
 __all__ = [
+    "ACTION",
     "RestoreTable",
     "dangling",
     "delete_surplus",
@@ -43,6 +44,9 @@ _NO_EQUALITY = ("json", "xml", "point", "line", "lseg", "box", "path", "polygon"
 
 
 STAGE_PREFIX = "tenant_backup staging "
+# The column of a table's delta (restore/delta.py) that says what the apply does with a key:
+# insert, update, delete, or keep.
+ACTION = sql.Identifier("tenant_backup_action")
 
 
 def stage_name(table: str) -> str:
@@ -71,6 +75,9 @@ class RestoreTable:
         self.tenant = tenant
         # Matched by key when the table has one and the backup carries all of it; else as rows.
         self.pk = list(scope.key) if scope.key and all(c in self.common for c in scope.key) else []
+        # The staging table holds only the backup's rows that differ from the tenant's, and the
+        # table's delta names the rest (restore/fingerprint.py); else every row of the backup.
+        self.partial = False
 
     @property
     def keyed(self) -> bool:
@@ -86,6 +93,10 @@ class RestoreTable:
     def stage_ident(self, suffix: str = "") -> sql.Composed:
         """``pg_temp."<staging table>"``; a ``suffix`` names another temporary table of this table."""
         return sql.SQL("{}.{}").format(sql.Identifier("pg_temp"), sql.Identifier(stage_name(self.name + suffix)))
+
+    def delta_ident(self) -> sql.Composed:
+        """The table's delta: the keys a restore by delta writes or keeps (restore/delta.py)."""
+        return self.stage_ident("_delta")
 
     def cols(self, names: list[str], alias: str | None = None) -> sql.Composable:
         if alias is None:
@@ -261,8 +272,17 @@ def dangling(fk: ForeignKey, rows: sql.Composable, select: sql.Composable) -> sq
 
 def doomed_keys(fk: ForeignKey, parent: RestoreTable) -> sql.Composed:
     """``SELECT <fk's referenced columns>`` of the rows of ``parent`` that a replace would delete
-    (the tenant's rows the backup does not have)."""
+    (the tenant's rows the backup does not have: of a partly staged table, its delta's ``d``)."""
     columns = sorted(set(parent.identity()) | set(fk.ref_columns))
+    if parent.partial:
+        return sql.SQL("SELECT {} FROM ({}) c WHERE ({}) IN (SELECT {} FROM {} WHERE {} = 'd')").format(
+            parent.cols(list(fk.ref_columns), "c"),
+            parent.current(columns),
+            parent.cols(parent.pk, "c"),
+            parent.cols(parent.pk),
+            parent.delta_ident(),
+            ACTION,
+        )
     return sql.SQL("SELECT {} FROM ({}) c WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(
         parent.cols(list(fk.ref_columns), "c"), parent.current(columns), parent.stage_ident(), parent.same_row("s", "c")
     )
