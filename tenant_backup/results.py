@@ -122,6 +122,7 @@ class TableCounts(BaseModel):
     updated: int
     deleted: int
     matched_by: str = "key"  # "key (id)", or "rows" for a table without a key (a multiset of rows)
+    staged: int | None = None  # rows of the backup staged: all, or (compared by lines) those that differed
 
 
 class RestoreResult(BaseModel):

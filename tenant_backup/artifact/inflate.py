@@ -30,6 +30,7 @@ class _Entry:
         self._fh = fh
         self._info = info
         self._left = info.compress_size
+        self._size = info.file_size
         self._inflate = isal_zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
         self._pending = b""
         self._at = 0
@@ -69,6 +70,8 @@ class _Entry:
             if self._inflate is not None:
                 out += self._inflate.flush()
             self._done = True
+        out = out[: self._size]  # as zipfile, the entry's size: bytes decoded past it are not its
+        self._size -= len(out)
         self._crc = isal_zlib.crc32(out, self._crc)
         if self._done and self._crc != self._info.CRC:
             raise zipfile.BadZipFile(f"bad CRC-32 for entry {self._info.filename}")

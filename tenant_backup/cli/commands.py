@@ -239,6 +239,12 @@ def _print_counts(out: dict[str, Any], what: str, *, cascade: bool = False) -> N
             f"  {table:<24} {c['rows']:>12,}  {c['inserted']:>10,} {c['updated']:>10,} {c['deleted']:>10,}  "
             f"{c.get('matched_by', 'key')}"
         )
+    staged = [c for c in out["tables"].values() if c.get("staged") is not None]
+    if staged and sum(c["staged"] for c in staged) < sum(c["rows"] for c in staged):
+        print(
+            f"  compared by lines first: {sum(c['staged'] for c in staged):,} of the backup's "
+            f"{sum(c['rows'] for c in staged):,} rows differed from the tenant's and were staged"
+        )
     for effect in out["outside"]:
         print(
             f"  outside the restore: {count(effect['rows'], 'row')} of {effect['table']} would be reached "

@@ -210,7 +210,10 @@ def _in_one_transaction(
         if not apply:
             planned = [_plan_counts(conn, t, target_tenant, mode, manifest.tables[t.name].rows) for t in ordered]
             refuse_taken_keys([(t, taken) for t, (_, taken) in zip(ordered, planned, strict=True)], target_tenant)
-            changes = [change for change, _ in planned]
+            changes = [
+                change.model_copy(update={"staged": t.staged_rows})
+                for t, (change, _) in zip(ordered, planned, strict=True)
+            ]
         else:
             changes = [
                 TableChange(
@@ -220,6 +223,7 @@ def _in_one_transaction(
                     updated=0,
                     deleted=0,
                     matched_by=t.matched_by,
+                    staged=t.staged_rows,
                 )
                 for t in ordered
             ]
@@ -312,7 +316,7 @@ def _in_one_transaction(
         check_restored(
             conn, catalog, ordered, target_tenant, mode, manifest.tables, fk_check=replica, by_delta=(by_delta, snap)
         )
-        counted = [done[c.table].model_copy(update={"rows": c.rows}) for c in changes]
+        counted = [done[c.table].model_copy(update={"rows": c.rows, "staged": c.staged}) for c in changes]
         written = {c.table: (c.inserted + c.updated, c.deleted) for c in counted}
         need = space.with_writes(conn, need, ordered, manifest.tables, written)  # as done, not as feared
         plan = plan.model_copy(update={"applied": True, "tables": counted, "space": need})

@@ -160,7 +160,7 @@ def _stage(
     live = reading.result()
     with live.rows:
         conn.execute(t.create_stage())
-        copy_backup_rows(conn, t, backup, np.sort(backup.order[~live.matched]))
+        t.staged_rows = copy_backup_rows(conn, t, backup, np.sort(backup.order[~live.matched]))
         live_table = t.stage_ident("_live")
         conn.execute(
             sql.SQL(

@@ -50,6 +50,7 @@ class TableChange(BaseModel):
     updated: int
     deleted: int
     matched_by: str = "key"  # "key (id)" or "rows" (a table without a key)
+    staged: int | None = None  # rows of the backup staged and compared in SQL: all, or those whose line differed
 
 
 class OutsideEffect(BaseModel):
@@ -108,7 +109,8 @@ def stage(conn: psycopg.Connection, artifact: Artifact, t: RestoreTable, tenant:
     if rewrite and not t.scope.path and column in t.common:
         conn.execute(sql.SQL("UPDATE {} SET {} = %s").format(t.stage_ident(), sql.Identifier(column)), (tenant,))
     conn.execute(sql.SQL("ANALYZE {}").format(t.stage_ident()))
-    publish(Progress(tenant_id=tenant, table=t.name, rows=artifact.state.tables[t.name].rows, bytes=0, done=True))
+    t.staged_rows = artifact.state.tables[t.name].rows
+    publish(Progress(tenant_id=tenant, table=t.name, rows=t.staged_rows, bytes=0, done=True))
 
 
 def count_changes(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode, rows: int) -> TableChange:

@@ -357,7 +357,12 @@ def result_of(
         applied=plan.applied,
         tables={
             t.table: TableCounts(
-                rows=t.rows, inserted=t.inserted, updated=t.updated, deleted=t.deleted, matched_by=t.matched_by
+                rows=t.rows,
+                inserted=t.inserted,
+                updated=t.updated,
+                deleted=t.deleted,
+                matched_by=t.matched_by,
+                staged=t.staged,
             )
             for t in plan.tables
         },

@@ -78,6 +78,7 @@ class RestoreTable:
         # The staging table holds only the backup's rows that differ from the tenant's, and the
         # table's delta names the rest (restore/fingerprint.py); else every row of the backup.
         self.partial = False
+        self.staged_rows: int | None = None  # how many rows of the backup are in the staging table
 
     @property
     def keyed(self) -> bool:
