@@ -316,7 +316,9 @@ def _in_one_transaction(
         check_restored(
             conn, catalog, ordered, target_tenant, mode, manifest.tables, fk_check=replica, by_delta=(by_delta, snap)
         )
-        counted = [done[c.table].model_copy(update={"rows": c.rows, "staged": c.staged}) for c in changes]
+        counted = [
+            done[c.table].model_copy(update={"rows": c.rows, "staged": by_name[c.table].staged_rows}) for c in changes
+        ]
         written = {c.table: (c.inserted + c.updated, c.deleted) for c in counted}
         need = space.with_writes(conn, need, ordered, manifest.tables, written)  # as done, not as feared
         plan = plan.model_copy(update={"applied": True, "tables": counted, "space": need})

@@ -3,28 +3,33 @@
 A restore by delta (restore/delta.py) compares the staged backup with the tenant's rows by key.
 Staging every row costs most of a restore of a tenant that changed a little (COPY FROM parses
 each row: ~2 s a million rows here). For a keyed table of a CSV backup whose columns are the
-table's columns now, in a ``replace``, this module finds the rows that differ first:
+table's columns now, in a ``replace``, this module finds the rows that differ first
+(restore/sides.py):
 
 1. each row of the artifact is hashed as the bytes COPY wrote it (Python's keyed 64-bit hash of
-   the line), and the hashes sorted;
+   the record; records split at newlines outside quotes, restore/records.py), the hashes sorted;
 2. the tenant's rows are read with the same ``COPY … (FORMAT csv)`` in the same pinned session
    settings, so a row holding the values the backup holds prints the same line; a row younger
-   than the restore's snapshot (``delta._RECENT``) carries its ``xmin`` in a last field;
+   than the restore's snapshot (``delta.recent``) carries its ``xmin`` in a last field. Other
+   sessions read them, in the restore's exported snapshot (restore/readers.py), while this one
+   hashes the next table and stages the last;
 3. the artifact rows whose line no live row printed are staged (to insert, or to update); the
-   live rows whose line the artifact lacks (to update, or delete), and the young rows with their
+   live rows whose line the artifact lacks (to update, or delete), and the young ones with their
    ``xmin``, go to a small table (``_live``).
 
 The delta is then built from those rows alone (:func:`classify`), with the same actions and
 ``xmin`` guard as a full comparison, and the same check before commit holds: every other row of
-the tenant was equal, as a line, to a row of the backup in this transaction's snapshot, and the
-check finds any row another session wrote since. A line that differs while the values are equal
-(a backup printed under other settings, ``1.0`` against ``1.00``) is only staged: the classify
-compares values and leaves it alone.
+the tenant was equal, as a line, to a row of the backup in the restore's snapshot, and the check
+finds any row another session wrote since. A line that differs while the values are equal (a
+column retyped ``numeric(12,2)`` -> ``numeric(12,3)``) is only staged: the classify compares
+values and leaves it alone. A false match needs two different lines with equal 64-bit keyed
+hashes (about one in 10^13 per changed row of a million-row table); two backed-up rows with
+equal hashes send the table to a whole staging.
 
-Anything else is staged whole, as before (:func:`staging.stage`): a table the comparison cannot
-frame as lines (a value holding a newline: the line count differs from the row count), more than
-``MAX_ROWS`` rows (client memory: ~20 bytes a row), an artifact of another format or a chain, a
-restore into another tenant, or a table whose columns changed since the backup.
+Anything else is staged whole, as before (:func:`staging.stage`): more than ``MAX_ROWS`` rows
+(client memory: ~25 bytes a row), an artifact of another format or a chain, a restore into
+another tenant, ``merge``, a table whose columns changed since the backup, or one of which the
+tenant has no rows now (every row is an insert).
 """
 
 from __future__ import annotations
