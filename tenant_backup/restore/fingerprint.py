@@ -52,7 +52,7 @@ from tenant_backup.tenancy.diff import ACTION, RestoreTable
 
 __all__ = ["MAX_ROWS", "eligible", "stage_changed", "stage_whole"]
 
-MAX_ROWS = 4_000_000
+MAX_ROWS = 3_000_000  # a table of more is staged whole: its hashes would cost ~28 bytes a row at the peak
 PARALLEL_ROWS = 200_000  # rows of a tenant from which its rows are read in several sessions
 _CHUNK = 1 << 20
 _XMIN = sql.Identifier("tenant_backup_xmin")
@@ -86,8 +86,8 @@ def stage_changed(
     """Stage by their changed rows those of ``tables`` that can be (marked ``partial``, their delta
     built); the others are left for the caller to stage whole. With parallel ``readers``, one
     thread hashes the backup's tables in turn while the readers read the tenant's rows and this
-    session stages what both sides have done, all at once; memory stays bounded (``MAX_ROWS``
-    rows' hashes at a time)."""
+    session stages what both sides have done, all at once; memory stays bounded (the hashes of
+    ``MAX_ROWS / 2`` rows at a time, or of one table)."""
     present = [
         t
         for t in sorted(tables, key=lambda t: -artifact.manifest.tables[t.name].rows)  # the longest reads first
@@ -99,7 +99,7 @@ def stage_changed(
                 with backup.spool:
                     _stage(conn, t, backup, readers.submit(read_live, t, tenant, snap, backup), tenant, snap)
         return
-    budget = _Budget(MAX_ROWS)
+    budget = _Budget(MAX_ROWS // 2)
 
     def prepare(t: RestoreTable) -> tuple[BackupSide, Future[LiveSide]] | None:
         budget.take(artifact.manifest.tables[t.name].rows)

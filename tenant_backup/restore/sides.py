@@ -39,7 +39,7 @@ class BackupSide(NamedTuple):
     order: npt.NDArray[np.int32]
     quoted: bool  # its values hold newlines: records are split at those outside quotes
     spool: IO[bytes]  # the table's CSV, inflated (the caller closes it)
-    buckets: npt.NDArray[np.int64]  # where each bucket of hashes (their top ``bits`` bits) starts
+    buckets: npt.NDArray[np.int32]  # where each bucket of hashes (their top ``bits`` bits) starts
     bits: int
 
     def find(self, hashes: Hashes) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
@@ -47,7 +47,7 @@ class BackupSide(NamedTuple):
         row or two, so each lookup reads one or two entries (a binary search over millions of
         hashes misses the cache at each of its ~20 steps)."""
         bucket = (hashes >> (64 - self.bits)) + (1 << (self.bits - 1))
-        at = self.buckets[bucket]
+        at = self.buckets[bucket].astype(np.int64)
         end = self.buckets[bucket + 1]
         found = np.zeros(len(hashes), np.bool_)
         where = at.copy()
@@ -93,9 +93,9 @@ def read_backup(artifact: Artifact, t: RestoreTable) -> BackupSide | None:
     except BaseException:
         spool.close()
         raise
-    bits = int(min(24, max(4, np.ceil(np.log2(max(len(hashes), 2))))))
+    bits = int(min(23, max(4, np.ceil(np.log2(max(len(hashes), 2))) - 1)))  # ~2 hashes a bucket
     edges = (np.arange(1 << bits, dtype=np.int64) - (1 << (bits - 1))) << (64 - bits)
-    buckets = np.append(np.searchsorted(hashes, edges), len(hashes)).astype(np.int64)
+    buckets = np.append(np.searchsorted(hashes, edges), len(hashes)).astype(np.int32)
     return BackupSide(hashes, order, quoted, spool, buckets, bits)
 
 
@@ -112,7 +112,7 @@ def read_live(conn: psycopg.Connection, t: RestoreTable, tenant: str, snap: str,
         sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(select), {"tenant": tenant, "snap": snap}
     )
     matched = np.zeros(len(backup.hashes), np.bool_)
-    out = tempfile.SpooledTemporaryFile(max_size=16 << 20)  # noqa: SIM115 - handed to the caller
+    out = tempfile.SpooledTemporaryFile(max_size=4 << 20)  # noqa: SIM115 - handed to the caller
     try:
         for block, rows in CopyOut(conn, statement.encode()).counted():
             lines = bytes(block).split(b"\n")
