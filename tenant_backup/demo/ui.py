@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -53,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(args.port)],
         env={k: v for k, v in env.items() if k != "PREFECT_API_URL"},
     )
+
+    def stop(signum: int, frame: object) -> None:  # `kill`: stop the server too, not only this process
+        server.terminate()
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         print(f"starting a Prefect server on port {args.port} (its first start sets up its database) ...", flush=True)
         _wait_for(f"{api}/health", server)
