@@ -165,7 +165,10 @@ def _stage(
     live = reading.result()
     with live.rows:
         conn.execute(t.create_stage())
-        t.staged_rows = copy_backup_rows(conn, t, backup, np.sort(backup.order[~live.matched]))
+        differ = np.flatnonzero(~live.matched)  # positions among the sorted hashes
+        rows = backup.order[differ]
+        by_row = np.argsort(rows)
+        t.staged_rows = copy_backup_rows(conn, t, backup, rows[by_row], backup.hashes[differ][by_row])
         live_table = t.stage_ident("_live")
         conn.execute(
             sql.SQL(

@@ -9,6 +9,7 @@ TO STDOUT (FORMAT csv)`` of the tenant's rows, in a session that sees the restor
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from typing import IO, NamedTuple
@@ -39,6 +40,8 @@ class BackupSide(NamedTuple):
     order: npt.NDArray[np.int32]
     quoted: bool  # its values hold newlines: records are split at those outside quotes
     spool: IO[bytes]  # the table's CSV, inflated (the caller closes it)
+    lengths: npt.NDArray[np.uint32]  # of each row in the spool, in file order, its newline included
+    start: int  # where the first row starts in the spool (after the BOM and the header row)
     buckets: npt.NDArray[np.int32]  # where each bucket of hashes (their top ``bits`` bits) starts
     bits: int
 
@@ -78,13 +81,14 @@ def read_backup(artifact: Artifact, t: RestoreTable) -> BackupSide | None:
     spool = tempfile.TemporaryFile(dir=artifact.path.parent)  # noqa: SIM115 - handed to the caller
     try:
         with artifact.open_table(t.name) as fh:
-            hashes = _hashes(_teed(fh, spool), quoted)
-        if hashes is not None and len(hashes) != entry.rows and not quoted and entry.newlines is None:
+            read = _hashes(_teed(fh, spool), quoted)
+        if read is not None and len(read[0]) != entry.rows and not quoted and entry.newlines is None:
             quoted = True  # values hold newlines: split at those outside quotes
-            hashes = _hashes(_spooled(spool), quoted)
-        if hashes is None or len(hashes) != entry.rows:
+            read = _hashes(_spooled(spool), quoted)
+        if read is None or len(read[0]) != entry.rows:
             spool.close()
             return None
+        hashes, lengths, start = read
         order = np.argsort(hashes, kind="stable").astype(np.int32)  # (fingerprint.MAX_ROWS rows at most)
         hashes = hashes[order]
         if len(hashes) > 1 and bool(np.any(hashes[1:] == hashes[:-1])):
@@ -96,7 +100,7 @@ def read_backup(artifact: Artifact, t: RestoreTable) -> BackupSide | None:
     bits = int(min(23, max(4, np.ceil(np.log2(max(len(hashes), 2))) - 1)))  # ~2 hashes a bucket
     edges = (np.arange(1 << bits, dtype=np.int64) - (1 << (bits - 1))) << (64 - bits)
     buckets = np.append(np.searchsorted(hashes, edges), len(hashes)).astype(np.int32)
-    return BackupSide(hashes, order, quoted, spool, buckets, bits)
+    return BackupSide(hashes, order, quoted, spool, lengths, start, buckets, bits)
 
 
 def read_live(conn: psycopg.Connection, t: RestoreTable, tenant: str, snap: str, backup: BackupSide) -> LiveSide:
@@ -140,21 +144,25 @@ def read_live(conn: psycopg.Connection, t: RestoreTable, tenant: str, snap: str,
 
 
 def copy_backup_rows(
-    conn: psycopg.Connection, t: RestoreTable, backup: BackupSide, wanted: npt.NDArray[np.int32]
+    conn: psycopg.Connection, t: RestoreTable, backup: BackupSide, wanted: npt.NDArray[np.int32], expect: Hashes
 ) -> int:
-    """COPY the backup's rows of ``t`` numbered ``wanted`` (sorted, from 0) into its staging table."""
+    """COPY the backup's rows of ``t`` numbered ``wanted`` (sorted, from 0; ``expect``: their
+    hashes) into its staging table, each read from the spool where it lies."""
     if not len(wanted):
         return 0
+    ends = np.cumsum(backup.lengths, dtype=np.int64)[wanted] + backup.start
+    sizes = backup.lengths[wanted].astype(np.int64)
     copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(t.stage_ident(), t.cols(t.backup_columns))
-    first = 0  # the number of the chunk's first row
+    fd = backup.spool.fileno()
     with conn.cursor() as cur, cur.copy(copy_in) as copy:
-        for got in _records(_spooled(backup.spool), backup.quoted):
-            if first > wanted[-1]:
-                break
-            lo, hi = np.searchsorted(wanted, [first, first + len(got)])
-            if hi > lo:
-                copy.write(b"".join([got[i - first][:-1] + b"\n" for i in wanted[lo:hi].tolist()]))
-            first += len(got)
+        for at in range(0, len(wanted), 4096):
+            rows = [
+                os.pread(fd, size, end - size)
+                for end, size in zip(ends[at : at + 4096].tolist(), sizes[at : at + 4096].tolist(), strict=True)
+            ]
+            got = np.fromiter((hash(row[:-1] + b",") for row in rows), np.int64, len(rows))
+            assert (got == expect[at : at + 4096]).all(), f"table {t.name}: a row read back from the spool differs"
+            copy.write(b"".join(rows))
     return len(wanted)
 
 
@@ -175,23 +183,30 @@ class _NotRecords(Exception):
 
 
 def _records(chunks: Iterator[bytes], quoted: bool) -> Iterator[list[bytes]]:
-    """A table's rows, a chunk at a time, each marked as the live side prints it (``…,``: the
-    empty last field of an old row); the header row left out."""
+    """A table's CSV, a chunk of records at a time, each marked as the live side prints it
+    (``…,``: the empty last field of an old row; as long as the record with its newline); the
+    first is the header row (after the BOM)."""
     records = Records(quoted=quoted, mark=True)
-    header = True
     for data in chunks:
-        got = records.feed(data)
-        if header and got:
-            got, header = got[1:], False  # the BOM and the header row
-        yield got
-    if records.pending or header:
+        yield records.feed(data)
+    if records.pending:
         raise _NotRecords()
 
 
-def _hashes(chunks: Iterator[bytes], quoted: bool) -> Hashes | None:
-    """The hash of each row, in file order; None when the CSV does not end with a complete record."""
+def _hashes(chunks: Iterator[bytes], quoted: bool) -> tuple[Hashes, npt.NDArray[np.uint32], int] | None:
+    """The hash and the length of each row, in file order, and where the first one starts; None
+    when the CSV does not end with a complete record."""
+    hashes: list[Hashes] = []
+    lengths: list[npt.NDArray[np.uint32]] = []
+    start = -1
     try:
-        parts = [np.fromiter(map(hash, got), np.int64, len(got)) for got in _records(chunks, quoted)]
+        for got in _records(chunks, quoted):
+            if start < 0 and got:
+                start, got = len(got[0]), got[1:]  # the BOM and the header row
+            hashes.append(np.fromiter(map(hash, got), np.int64, len(got)))
+            lengths.append(np.fromiter(map(len, got), np.uint32, len(got)))
     except _NotRecords:
         return None
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    if start < 0:
+        return None
+    return np.concatenate(hashes), np.concatenate(lengths), start
