@@ -26,7 +26,6 @@ import psycopg
 from psycopg import errors as pg_errors
 from pydantic import BaseModel
 
-from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.artifact.reader import Artifact
 from tenant_backup.errors import RestoreRefusedError, TenantBusyError
 from tenant_backup.locks import take_tenant_lock_in_transaction
@@ -43,6 +42,7 @@ from tenant_backup.restore.staging import (
     count_changes,
     missing_references,
     outside_effects,
+    prepare_tables,
     refuse_rows_without_values,
     refuse_taken_keys,
     refuse_unkeyed_cycles,
@@ -53,8 +53,7 @@ from tenant_backup.tenancy.access import check_access
 from tenant_backup.tenancy.catalog import Catalog, TableInfo, read_catalog
 from tenant_backup.tenancy.diff import RestoreTable
 from tenant_backup.tenancy.fk_order import restore_order
-from tenant_backup.tenancy.profiles import Profile, stored_profile
-from tenant_backup.tenancy.scope import find_tenant_table, plan_scope
+from tenant_backup.tenancy.profiles import stored_profile
 
 __all__ = ["MissingReference", "OutsideEffect", "RestorePlan", "TableChange", "restore_tenant"]
 
@@ -177,7 +176,7 @@ def _in_one_transaction(
         replica = _try_replica(conn)
         conn.execute("SET CONSTRAINTS ALL DEFERRED")
         catalog = read_catalog(conn, profile.db_schema, profile.schemas)
-        work = _prepare(catalog, profile, manifest.tables, manifest.tenant_id, target_tenant, tables, backup_id)
+        work = prepare_tables(catalog, profile, manifest.tables, manifest.tenant_id, target_tenant, tables, backup_id)
         order = restore_order([t.name for t in work], catalog.foreign_keys)
         by_name = {t.name: t for t in work}
         ordered = [by_name[n] for n in order.tables]
@@ -347,51 +346,6 @@ def _try_replica(conn: psycopg.Connection) -> bool:
         return True
     except pg_errors.InsufficientPrivilege:
         return False
-
-
-def _prepare(
-    catalog: Catalog,
-    profile: Profile,
-    manifest_tables: dict[str, TableManifest],
-    source: str,
-    target: str,
-    tables: list[str] | None,
-    backup_id: str,
-) -> list[RestoreTable]:
-    prefix = f"{catalog.schema}."
-    wanted = [
-        t.removeprefix(prefix) if t.removeprefix(prefix) in manifest_tables else t for t in tables or manifest_tables
-    ]
-    unknown = [t for t in wanted if t not in manifest_tables]
-    if unknown:
-        raise RestoreRefusedError(
-            f"backup {backup_id} holds no table {', '.join(unknown)}; it holds: {', '.join(sorted(manifest_tables))}",
-            backup_id=backup_id,
-        )
-    gone = [t for t in wanted if t not in catalog.tables]
-    if gone:
-        raise RestoreRefusedError(
-            f"table(s) {', '.join(gone)} of backup {backup_id} no longer exist in schema {catalog.schema!r}; "
-            "restore the others with tables=[...]",
-            backup_id=backup_id,
-        )
-    if source != target:
-        tenant_table = find_tenant_table(catalog, profile)
-        if tenant_table is not None and tables and tenant_table.name in wanted:
-            raise RestoreRefusedError(
-                f"table {tenant_table.name} is the tenant table: a restore into another tenant ({target}) never "
-                f"copies tenant {source}'s own row over it; restore the other tables (--table), or into "
-                f"tenant {source} itself; nothing was written",
-                backup_id=backup_id,
-                table=tenant_table.name,
-            )
-        if tenant_table is not None and tenant_table.name in wanted:
-            wanted = [t for t in wanted if t != tenant_table.name]  # another tenant's own row stays its own
-    scopes = {s.table: s for s in plan_scope(catalog, profile, wanted)}
-    return [
-        RestoreTable(scopes[name], [c.name for c in manifest_tables[name].columns if not c.generated])
-        for name in wanted
-    ]
 
 
 def _needs(catalog: Catalog, work: list[RestoreTable], mode: Mode) -> dict[TableInfo, list[str]]:

@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel
 
+from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.artifact.reader import Artifact
 from tenant_backup.errors import RestoreRefusedError
 from tenant_backup.progress import Progress, publish
@@ -22,6 +23,8 @@ from tenant_backup.restore.chain import copy_rows, stage_chain
 from tenant_backup.tenancy.catalog import Catalog, ForeignKey
 from tenant_backup.tenancy.diff import RestoreTable, dangling, doomed_keys, referencing
 from tenant_backup.tenancy.fk_order import RestoreOrder
+from tenant_backup.tenancy.profiles import Profile
+from tenant_backup.tenancy.scope import find_tenant_table, plan_scope
 
 __all__ = [
     "ACTIONS",
@@ -33,6 +36,7 @@ __all__ = [
     "count_rows",
     "missing_references",
     "outside_effects",
+    "prepare_tables",
     "refuse_rows_without_values",
     "refuse_taken_keys",
     "refuse_unkeyed_cycles",
@@ -240,3 +244,51 @@ def refuse_unkeyed_cycles(order: RestoreOrder, work: dict[str, RestoreTable], ba
                 table=fk.table,
                 backup_id=backup_id,
             )
+
+
+def prepare_tables(
+    catalog: Catalog,
+    profile: Profile,
+    manifest_tables: dict[str, TableManifest],
+    source: str,
+    target: str,
+    tables: list[str] | None,
+    backup_id: str,
+) -> list[RestoreTable]:
+    """The tables to restore (``tables``, or every one of the backup), each with its scope now and
+    the backup's columns; refuses unknown and vanished tables, and, into another tenant, the
+    tenant table itself."""
+    prefix = f"{catalog.schema}."
+    wanted = [
+        t.removeprefix(prefix) if t.removeprefix(prefix) in manifest_tables else t for t in tables or manifest_tables
+    ]
+    unknown = [t for t in wanted if t not in manifest_tables]
+    if unknown:
+        raise RestoreRefusedError(
+            f"backup {backup_id} holds no table {', '.join(unknown)}; it holds: {', '.join(sorted(manifest_tables))}",
+            backup_id=backup_id,
+        )
+    gone = [t for t in wanted if t not in catalog.tables]
+    if gone:
+        raise RestoreRefusedError(
+            f"table(s) {', '.join(gone)} of backup {backup_id} no longer exist in schema {catalog.schema!r}; "
+            "restore the others with tables=[...]",
+            backup_id=backup_id,
+        )
+    if source != target:
+        tenant_table = find_tenant_table(catalog, profile)
+        if tenant_table is not None and tables and tenant_table.name in wanted:
+            raise RestoreRefusedError(
+                f"table {tenant_table.name} is the tenant table: a restore into another tenant ({target}) never "
+                f"copies tenant {source}'s own row over it; restore the other tables (--table), or into "
+                f"tenant {source} itself; nothing was written",
+                backup_id=backup_id,
+                table=tenant_table.name,
+            )
+        if tenant_table is not None and tenant_table.name in wanted:
+            wanted = [t for t in wanted if t != tenant_table.name]  # another tenant's own row stays its own
+    scopes = {s.table: s for s in plan_scope(catalog, profile, wanted)}
+    return [
+        RestoreTable(scopes[name], [c.name for c in manifest_tables[name].columns if not c.generated])
+        for name in wanted
+    ]
