@@ -16,15 +16,31 @@ from typing import BinaryIO, cast
 
 from isal import isal_zlib
 
-__all__ = ["open_entry"]
+__all__ = ["ForwardStream", "open_entry"]
 
 _READ = 1 << 20
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature ... file name length, extra field length
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 
 
-class _Entry:
-    """A readable, non-seekable stream of one entry's bytes."""
+class ForwardStream:
+    """A readable stream that cannot seek, over the file ``_fh`` (what COPY and zipfile ask of one)."""
+
+    _fh: BinaryIO
+
+    @property
+    def closed(self) -> bool:
+        return self._fh.closed
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+
+class _Entry(ForwardStream):
+    """One entry's bytes."""
 
     def __init__(self, fh: BinaryIO, info: zipfile.ZipInfo) -> None:
         self._fh = fh
@@ -36,16 +52,6 @@ class _Entry:
         self._at = 0
         self._crc = 0
         self._done = False
-
-    @property
-    def closed(self) -> bool:
-        return self._fh.closed
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
 
     def read(self, size: int = -1) -> bytes:
         """Up to ``size`` bytes (fewer near a block's end, as a raw stream may); all with -1."""

@@ -31,7 +31,7 @@ from tenant_backup.artifact.encryption import (
     load_identities,
 )
 from tenant_backup.artifact.formats import copy_in_line, legacy_copy_in_line
-from tenant_backup.artifact.inflate import open_entry
+from tenant_backup.artifact.inflate import ForwardStream, open_entry
 from tenant_backup.artifact.manifest import INCREMENTAL_VERSION, Manifest
 from tenant_backup.artifact.rows import json_row_to_copy_text
 from tenant_backup.errors import VerificationError
@@ -139,7 +139,7 @@ def _unreadable(table: str, backup_id: str, exc: BaseException) -> VerificationE
     )
 
 
-class _Checked:
+class _Checked(ForwardStream):
     """A table's stream that checks its sha256 against the manifest when it reaches the end
     (the one check of a table's bytes: up front for a whole ZIP, or as a restore reads it)."""
 
@@ -147,16 +147,6 @@ class _Checked:
         self._fh, self._manifest, self._table, self._backup_id = fh, manifest, table, backup_id
         self._digest = hashlib.sha256()
         self._checked = False
-
-    @property
-    def closed(self) -> bool:
-        return self._fh.closed
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
 
     def read(self, size: int = -1) -> bytes:
         try:
