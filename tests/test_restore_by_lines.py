@@ -116,7 +116,7 @@ def test_only_the_rows_that_differ_are_staged_and_every_row_comes_back(db: Datab
     backup = _backup(run)
     before = state_of(db.url, profile, "acme")
     with db.connect() as conn:
-        conn.execute("UPDATE notes SET body = 'changed' WHERE org_id = 'acme' AND n IN (3, 4)")  # plain
+        conn.execute("UPDATE notes SET body = 'changed' WHERE org_id = 'acme' AND n IN (3, 4, 300)")  # 300: last
         conn.execute("UPDATE notes SET body = 'now' || chr(10) || 'two lines' WHERE org_id = 'acme' AND n = 6")
         conn.execute("UPDATE notes SET body = 'one line' WHERE org_id = 'acme' AND n = 10")  # had a newline
         conn.execute("UPDATE notes SET body = NULL WHERE org_id = 'acme' AND n = 11")  # '' -> NULL
@@ -136,11 +136,11 @@ def test_only_the_rows_that_differ_are_staged_and_every_row_comes_back(db: Datab
     assert state_of(db.url, profile, "acme") == before
     assert state_of(db.url, profile, "beta") == beta
     notes, lines, pieces = tables["notes"], tables["lines"], tables["pieces"]
-    assert (notes["inserted"], notes["updated"], notes["deleted"]) == (0, 7, 1)
+    assert (notes["inserted"], notes["updated"], notes["deleted"]) == (0, 8, 1)
     assert (lines["inserted"], lines["updated"], lines["deleted"]) == (3, 0, 1)
     assert (pieces["inserted"], pieces["updated"], pieces["deleted"]) == (3, 2, 0)
     # Staged: the rows whose line differs, not all of them (the equal rewrite printed the same line).
-    assert (notes["staged"], lines["staged"], pieces["staged"]) == (7, 3, 5)
+    assert (notes["staged"], lines["staged"], pieces["staged"]) == (8, 3, 5)
     assert notes["rows"] == 300 and lines["rows"] == 900
 
 

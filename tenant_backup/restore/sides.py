@@ -153,6 +153,7 @@ def copy_backup_rows(
     ends = np.cumsum(backup.lengths, dtype=np.int64)[wanted] + backup.start
     sizes = backup.lengths[wanted].astype(np.int64)
     copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(t.stage_ident(), t.cols(t.backup_columns))
+    backup.spool.flush()  # read below the file object, from its descriptor
     fd = backup.spool.fileno()
     with conn.cursor() as cur, cur.copy(copy_in) as copy:
         for at in range(0, len(wanted), 4096):
