@@ -26,7 +26,9 @@ class Settings(BaseSettings):
     ledger_schema: str = Field("tenant_backup", description="Schema of the ledger tables.")
     max_workers: int = Field(
         default_factory=lambda: max(2, min(4, os.cpu_count() or 2)),
-        description="Tables extracted at once for one tenant (one connection each).",
+        ge=1,
+        description="Tables extracted at once for one tenant, and sessions reading a restore's tenant rows "
+        "(one connection each).",
     )
     tenant_concurrency: int = Field(2, description="Tenants backed up at once by backup_all_tenants.")
     lock_timeout: str = Field(

@@ -10,19 +10,22 @@ snapshot (``PARALLEL_ROWS`` 0) and once on the restore's own session."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tenant_backup.artifact.reader import Artifact, _verify_zip
 from tenant_backup.cli import main
+from tenant_backup.ledger import migrate
 from tenant_backup.restore import fingerprint, sides
 from tenant_backup.restore.records import Records
 from tests.conftest import Database, drop_database, make_database
-from tests.helpers import state_of
+from tests.helpers import grant_app_role, state_of, url_as
 
 SCHEMA = r"""
 CREATE TABLE orgs (id text PRIMARY KEY);
@@ -41,6 +44,10 @@ INSERT INTO notes SELECT o, g,
   FROM unnest(ARRAY['acme', 'beta']) o, generate_series(1, 300) g;
 INSERT INTO lines SELECT row_number() OVER (), org_id, n, 'line of ' || n FROM notes, generate_series(1, 3);
 INSERT INTO pieces SELECT id, id, decode(md5(id::text), 'hex') FROM lines;
+-- Values equal by = that print otherwise.
+CREATE TABLE measures (org_id text NOT NULL REFERENCES orgs, id integer NOT NULL, f float8, n numeric,
+                       iv interval, jb jsonb, PRIMARY KEY (org_id, id));
+INSERT INTO measures VALUES ('acme', 1, '-0', 1.0, '24 hours', '{"x": 1.0}'), ('acme', 2, 1, 2, '1 day', '{}');
 """
 
 PROFILE = """
@@ -52,7 +59,7 @@ name = "orgs"
 key = "id"
 
 [categories]
-all = ["notes", "lines", "pieces"]
+all = ["notes", "lines", "pieces", "measures"]
 """
 
 
@@ -156,6 +163,31 @@ def test_a_column_whose_text_changed_while_its_values_did_not_is_staged_but_not_
             "note 3",
             "4.500",
         )
+
+
+@pytest.mark.parametrize("how", ["replace", "merge", "app role"])
+def test_values_equal_by_their_operator_but_printed_otherwise_are_restored_as_the_backup_printed_them(
+    db: Database, run: Any, profile: str, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backup = _backup(run)
+    before = state_of(db.url, profile, "acme")
+    with db.connect() as conn:  # each equal by = to what the backup holds
+        conn.execute("UPDATE measures SET f = 0, n = 1.000, iv = '1 day', jb = '{\"x\": 1.00}' WHERE id = 1")
+        if how == "app role":  # triggers fire: the full comparison (restore/apply.py)
+            role = f"tb_lines_{uuid.uuid4().hex[:8]}"
+            migrate(conn, "tenant_backup")
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+            grant_app_role(conn, role)
+            monkeypatch.setenv("TENANT_BACKUP_DATABASE_URL", url_as(db.url, role))
+    try:
+        tables = _restore(run, backup, *(["--mode", "merge"] if how == "merge" else []))
+        assert tables["measures"]["updated"] == 1
+        assert state_of(db.url, profile, "acme") == before
+    finally:
+        if how == "app role":
+            with db.connect() as conn:
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def test_a_row_rewritten_between_the_comparison_and_the_apply_fails_the_restore_and_nothing_changes(

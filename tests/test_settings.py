@@ -17,6 +17,7 @@ from tenant_backup.settings import get_settings
         ("TENANT_BACKUP_LOCK_TIMEOUT", "soon", "expected a PostgreSQL duration such as 10s"),
         ("TENANT_BACKUP_WORK_MEM", "lots", "expected a PostgreSQL size such as 256MB"),
         ("TENANT_BACKUP_SLOTS", "x", "input should be a valid integer"),
+        ("TENANT_BACKUP_MAX_WORKERS", "0", "input should be greater than or equal to 1"),
     ],
 )
 def test_a_bad_setting_is_a_configuration_error_naming_the_variable_and_what_it_expects(

@@ -39,9 +39,6 @@ __all__ = [
     "update_changed",
 ]
 
-# Types without an equality operator: compared through their text form.
-_NO_EQUALITY = ("json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle")
-
 
 STAGE_PREFIX = "tenant_backup staging "
 # The column of a table's delta (restore/delta.py) that says what the apply does with a key:
@@ -104,18 +101,12 @@ class RestoreTable:
             return sql.SQL(", ").join(sql.Identifier(c) for c in names)
         return sql.SQL(", ").join(sql.Identifier(alias, c) for c in names)
 
-    def comparable_list(self, alias: str) -> sql.Composable:
-        """The common columns of ``alias``, those of types without equality cast to text."""
-        return sql.SQL(", ").join(
-            sql.SQL("{}::text").format(sql.Identifier(alias, c))
-            if self.types[c].split("(")[0].split("[")[0] in _NO_EQUALITY
-            else sql.Identifier(alias, c)
-            for c in self.common
-        )
-
     def comparable(self, alias: str) -> sql.Composed:
-        """The common columns of ``alias`` as a row that has an equality operator."""
-        return sql.SQL("ROW({})").format(self.comparable_list(alias))
+        """The common columns of ``alias`` as what tells two rows apart: their text, as COPY prints
+        each value. Not their values' ``=``, which holds between ``0`` and ``-0``, ``1.0`` and
+        ``1.00``, ``'1 day'`` and ``'24 hours'``, jsonb ``1.0`` and ``1.00``: rows a restore must
+        give back as the backup printed them."""
+        return self.row_text(alias)
 
     def row_text(self, alias: str) -> sql.Composed:
         """The common columns of ``alias`` as one text value: a row of a keyless table, hashable,
@@ -208,8 +199,8 @@ class RestoreTable:
 
     def count_missing(self) -> sql.Composed:
         """Staged rows that the tenant's rows lack (``EXCEPT ALL``: duplicates count)."""
-        current = sql.SQL("SELECT {} FROM ({}) c").format(self.comparable_list("c"), self.current(self.common))
-        staged = sql.SQL("SELECT {} FROM {} c").format(self.comparable_list("c"), self.stage_ident())
+        current = sql.SQL("SELECT {} FROM ({}) c").format(self.comparable("c"), self.current(self.common))
+        staged = sql.SQL("SELECT {} FROM {} c").format(self.comparable("c"), self.stage_ident())
         return sql.SQL("SELECT count(*) FROM ({} EXCEPT ALL {}) d").format(staged, current)
 
 
