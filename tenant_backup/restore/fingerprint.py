@@ -87,7 +87,7 @@ def stage_changed(
     built); the others are left for the caller to stage whole. With parallel ``readers``, one
     thread hashes the backup's tables in turn while the readers read the tenant's rows and this
     session stages what both sides have done, all at once; memory stays bounded (the hashes of
-    ``MAX_ROWS / 2`` rows at a time, or of one table)."""
+    ``MAX_ROWS`` rows at a time, or of one table)."""
     present = [
         t
         for t in sorted(tables, key=lambda t: -artifact.manifest.tables[t.name].rows)  # the longest reads first
@@ -99,7 +99,7 @@ def stage_changed(
                 with backup.spool:
                     _stage(conn, t, backup, readers.submit(read_live, t, tenant, snap, backup), tenant, snap)
         return
-    budget = _Budget(MAX_ROWS // 2)
+    budget = _Budget(MAX_ROWS)
 
     def prepare(t: RestoreTable) -> tuple[BackupSide, Future[LiveSide]] | None:
         budget.take(artifact.manifest.tables[t.name].rows)
