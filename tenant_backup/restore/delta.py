@@ -276,8 +276,10 @@ def settled(conn: psycopg.Connection, t: RestoreTable, tenant: str, snap: str, *
     table, whose check sees that one). It does not where rows may go while others come back
     (``merge`` keeps extra rows) or where a table on the path is not restored: ``by_key`` then.
 
-    ``age(xmin)`` first: a row older than the snapshot's oldest running transaction (nearly
-    every row; frozen ones too) is not looked at further."""
+    The young-row test first: a row older than the snapshot's oldest running transaction
+    (nearly every row; frozen ones too) is not looked at further. Without ``by_key``, one
+    parallel scan counts the rows and the young ones not this transaction's; only when there
+    are any is the delta (a temporary table: no parallel scan) joined to tell its kept rows."""
     theirs = (
         "count(*) FILTER (WHERE c.{here} AND {recent} AND c.xmin <> pg_current_xact_id()::xid AND k.{here} IS NULL)"
     )
