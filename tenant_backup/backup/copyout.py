@@ -11,7 +11,7 @@ extraction threads still overlap.
 from __future__ import annotations
 
 import select
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import psycopg
 from psycopg import pq
@@ -29,18 +29,28 @@ class CopyOut:
         self._statement = statement
         self.rows = 0
 
+    def __iter__(self) -> Iterator[bytearray]:
+        for block, _ in self.counted():
+            yield block
+
     def counted(self) -> Iterator[tuple[bytearray, int]]:
         """The output blocks, each with the number of rows it holds (a value holding a newline
         makes a row of more than one line)."""
-        get, consume, fd = self._start()
+        pgconn = self._conn.pgconn
+        pgconn.send_query(self._statement)
+        result = pgconn.get_result()
+        if result is None or result.status != pq.ExecStatus.COPY_OUT:
+            self._drain()
+            raise psycopg.OperationalError(self._message(result))
+        get, consume, fd = pgconn.get_copy_data, pgconn.consume_input, pgconn.socket
         block = bytearray()
         size = 0
         rows = 0
         while True:
-            nbytes, data = get(1)
+            nbytes, data = get(1)  # 1: never block inside libpq while holding the GIL
             if nbytes > 0:
                 block += data
-                size += nbytes
+                size += nbytes  # cheaper than len(block) on every row
                 rows += 1
                 if size >= BLOCK:
                     yield block, rows
@@ -50,48 +60,14 @@ class CopyOut:
                 select.select([fd], [], [])
                 consume()
             else:
-                break
+                break  # -1: COPY done; -2: error, reported by the result below
         if block:
             yield block, rows
-        self._finish()
-
-    def _start(self) -> tuple[Callable[[int], tuple[int, memoryview]], Callable[[], None], int]:
-        pgconn = self._conn.pgconn
-        pgconn.send_query(self._statement)
-        result = pgconn.get_result()
-        if result is None or result.status != pq.ExecStatus.COPY_OUT:
-            self._drain()
-            raise psycopg.OperationalError(self._message(result))
-        return pgconn.get_copy_data, pgconn.consume_input, pgconn.socket
-
-    def _finish(self) -> None:
-        final = self._conn.pgconn.get_result()
+        final = pgconn.get_result()
         self._drain()
         if final is None or final.status != pq.ExecStatus.COMMAND_OK:
             raise psycopg.OperationalError(self._message(final))
         self.rows = int(final.command_tuples or 0)
-
-    def __iter__(self) -> Iterator[bytearray]:
-        get, consume, fd = self._start()
-        block = bytearray()
-        size = 0
-        while True:
-            nbytes, data = get(1)  # 1: never block inside libpq while holding the GIL
-            if nbytes > 0:
-                block += data
-                size += nbytes  # cheaper than len(block) on every row
-                if size >= BLOCK:
-                    yield block
-                    block = bytearray()
-                    size = 0
-            elif nbytes == 0:
-                select.select([fd], [], [])
-                consume()
-            else:
-                break  # -1: COPY done; -2: error, reported by the result below
-        if block:
-            yield block
-        self._finish()
 
     def _drain(self) -> None:
         while self._conn.pgconn.get_result() is not None:

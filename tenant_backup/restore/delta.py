@@ -42,7 +42,6 @@ __all__ = [
     "classify",
     "count_delta",
     "counts",
-    "delta_ident",
     "recent",
     "references_to_deleted",
     "settled",
@@ -89,10 +88,6 @@ def snapshot(conn: psycopg.Connection) -> str:
     return str(row[0])
 
 
-def delta_ident(t: RestoreTable) -> sql.Composed:
-    return t.delta_ident()
-
-
 def classify(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode, snap: str | None = None) -> None:
     """One full join of the staged rows with the tenant's rows, by key: the keys whose row is
     missing, different, or (``replace``) not in the backup go into the delta table, each with the
@@ -119,7 +114,7 @@ def classify(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode,
             "(SELECT {cols}, r.xmin AS {xmin}, true AS {here} FROM ({current}) r) c ON {match} "
             "WHERE " + wanted
         ).format(
-            delta=delta_ident(t),
+            delta=t.delta_ident(),
             keys=keys,
             here=_HERE,
             gone=sql.Literal("d" if replace else "k"),
@@ -136,7 +131,7 @@ def classify(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: Mode,
         ),
         {"tenant": tenant, "snap": snap},
     )
-    conn.execute(sql.SQL("ANALYZE {}").format(delta_ident(t)))
+    conn.execute(sql.SQL("ANALYZE {}").format(t.delta_ident()))
 
 
 def _staged_changes(t: RestoreTable, columns: list[str]) -> dict[str, sql.Composable]:
@@ -146,7 +141,7 @@ def _staged_changes(t: RestoreTable, columns: list[str]) -> dict[str, sql.Compos
         "cols": t.cols(columns),
         "vals": t.cols(columns, "s"),
         "stage": t.stage_ident(),
-        "delta": delta_ident(t),
+        "delta": t.delta_ident(),
         "match_d": t.key_match("d", "s"),
         "action": ACTION,
         "match_x": t.key_match("x", "s"),
@@ -192,7 +187,7 @@ def apply_delta(conn: psycopg.Connection, work: list[RestoreTable], tenant: str,
             deleted[t.name] = conn.execute(
                 sql.SQL("DELETE FROM {target} x USING {delta} d WHERE d.{action} = 'd' AND {match} AND {still}").format(
                     target=t.target(),
-                    delta=delta_ident(t),
+                    delta=t.delta_ident(),
                     action=ACTION,
                     match=t.key_match("x", "d"),
                     still=_still(t),
@@ -224,7 +219,7 @@ def count_delta(conn: psycopg.Connection, t: RestoreTable, rows: int) -> tuple[T
             "SELECT count(*) FILTER (WHERE d.{action} = 'i' AND EXISTS (SELECT 1 FROM {target} x WHERE {match})), "
             "count(*) FILTER (WHERE d.{action} = 'i'), count(*) FILTER (WHERE d.{action} = 'u'), "
             "count(*) FILTER (WHERE d.{action} = 'd') FROM {delta} d"
-        ).format(action=ACTION, target=t.target(), match=t.key_match("x", "d"), delta=delta_ident(t))
+        ).format(action=ACTION, target=t.target(), match=t.key_match("x", "d"), delta=t.delta_ident())
     ).fetchone()
     taken, inserted, updated, deleted = (int(v) for v in row) if row else (0, 0, 0, 0)
     change = TableChange(
@@ -246,7 +241,7 @@ def wrong_rows(conn: psycopg.Connection, t: RestoreTable, tenant: str) -> int:
             "(SELECT 1 FROM ({current}) c WHERE {match_c} AND {same})"
         ).format(
             stage=t.stage_ident(),
-            delta=delta_ident(t),
+            delta=t.delta_ident(),
             match_d=t.key_match("d", "s"),
             action=ACTION,
             current=t.current(t.common),
@@ -318,7 +313,7 @@ def settled(conn: psycopg.Connection, t: RestoreTable, tenant: str, snap: str, *
             current=t.current([*t.pk, "xmin"]),
             match=t.key_match("s", "c"),
             xmin=_XMIN,
-            delta=delta_ident(t),
+            delta=t.delta_ident(),
             action=ACTION,
             match_k=t.key_match("k", "c"),
         ),
@@ -332,7 +327,7 @@ def counts(conn: psycopg.Connection, t: RestoreTable) -> tuple[int, int]:
     row = conn.execute(
         sql.SQL(
             "SELECT count(*) FILTER (WHERE {action} IN ('i', 'u')), count(*) FILTER (WHERE {action} = 'd') FROM {delta}"
-        ).format(action=ACTION, delta=delta_ident(t))
+        ).format(action=ACTION, delta=t.delta_ident())
     ).fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
@@ -341,7 +336,7 @@ def written_rows(t: RestoreTable, columns: list[str]) -> sql.Composed:
     """``(SELECT <columns> …)`` of the rows of ``t`` that the apply inserted or updated (the
     tenant's: it wrote them so), read by key from the delta."""
     return sql.SQL("(SELECT {cols} FROM {target} x JOIN {delta} d ON {match} WHERE d.{action} IN ('i', 'u'))").format(
-        cols=t.cols(columns, "x"), target=t.target(), delta=delta_ident(t), match=t.key_match("d", "x"), action=ACTION
+        cols=t.cols(columns, "x"), target=t.target(), delta=t.delta_ident(), match=t.key_match("d", "x"), action=ACTION
     )
 
 
@@ -357,6 +352,6 @@ def references_to_deleted(fk: ForeignKey, child: RestoreTable, parent: RestoreTa
         current=child.current(sorted(set(fk.columns))),
         cols=sql.SQL(", ").join(sql.Identifier("c", column_of[k]) for k in parent.pk),
         keys=parent.cols(list(parent.pk)),
-        delta=delta_ident(parent),
+        delta=parent.delta_ident(),
         action=ACTION,
     )

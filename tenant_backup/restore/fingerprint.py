@@ -20,14 +20,15 @@ table's columns now, in a ``replace``, this module finds the rows that differ fi
 The delta is then built from those rows alone (:func:`classify`), with the same actions and
 ``xmin`` guard as a full comparison, and the same check before commit holds: every other row of
 the tenant was equal, as a line, to a row of the backup in the restore's snapshot, and the check
-finds any row another session wrote since. A line that differs while the values are equal (a
-column retyped ``numeric(12,2)`` -> ``numeric(12,3)``) is only staged: the classify compares
-values and leaves it alone. A false match needs two different lines with equal 64-bit keyed
+finds any row another session wrote since. A line that differs only because the table changed
+how it prints (a column retyped ``numeric(12,2)`` -> ``numeric(12,3)``) is only staged: the
+classify compares the staged row, read into today's types, with the live one as both print now,
+and leaves it alone. A false match needs two different lines with equal 64-bit keyed
 hashes (about one in 10^13 per changed row of a million-row table); two backed-up rows with
 equal hashes send the table to a whole staging.
 
 Anything else is staged whole, as before (:func:`staging.stage`): more than ``MAX_ROWS`` rows
-(client memory: ~25 bytes a row), an artifact of another format or a chain, a restore into
+(client memory: ~28 bytes a row at the peak), an artifact of another format or a chain, a restore into
 another tenant, ``merge``, a table whose columns changed since the backup, or one of which the
 tenant has no rows now (every row is an insert).
 """
@@ -44,7 +45,7 @@ from psycopg import sql
 
 from tenant_backup.artifact.reader import Artifact
 from tenant_backup.progress import Progress, publish
-from tenant_backup.restore.delta import delta_ident, recent
+from tenant_backup.restore.delta import recent
 from tenant_backup.restore.readers import SnapshotReaders
 from tenant_backup.restore.sides import BackupSide, LiveSide, copy_backup_rows, read_backup, read_live
 from tenant_backup.restore.staging import Mode, stage
@@ -188,7 +189,7 @@ def _stage(
 
 def stage_whole(conn: psycopg.Connection, artifact: Artifact, t: RestoreTable, tenant: str) -> None:
     """Stage every row of a partly staged table after all (an apply that compares every row)."""
-    conn.execute(sql.SQL("DROP TABLE {}, {}, {}").format(t.stage_ident(), t.stage_ident("_live"), delta_ident(t)))
+    conn.execute(sql.SQL("DROP TABLE {}, {}, {}").format(t.stage_ident(), t.stage_ident("_live"), t.delta_ident()))
     t.partial = False
     stage(conn, artifact, t, tenant, rewrite=False)
 
@@ -217,7 +218,7 @@ def classify(conn: psycopg.Connection, t: RestoreTable, tenant: str, snap: str) 
             "FROM (SELECT *, true AS {here} FROM {stage}) s FULL JOIN (SELECT *, true AS {here} FROM {live}) l "
             "ON {match} LEFT JOIN {target} x ON {x_match}"
         ).format(
-            delta=delta_ident(t),
+            delta=t.delta_ident(),
             keys=keys,
             here=_HERE,
             changed=_CHANGED,
@@ -234,4 +235,4 @@ def classify(conn: psycopg.Connection, t: RestoreTable, tenant: str, snap: str) 
         ),
         {"tenant": tenant, "snap": snap},
     )
-    conn.execute(sql.SQL("ANALYZE {}").format(delta_ident(t)))
+    conn.execute(sql.SQL("ANALYZE {}").format(t.delta_ident()))
