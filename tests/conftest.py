@@ -12,6 +12,7 @@ import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,18 @@ def make_database(server: str, prefix: str = "tb_test") -> Database:
 def drop_database(db: Database) -> None:
     with psycopg.connect(db.server, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name)))
+
+
+@contextmanager
+def database_with(server: str, schema: str) -> Iterator[Database]:
+    """A fresh database holding ``schema`` (SQL), dropped after."""
+    db = make_database(server)
+    try:
+        with db.connect() as conn:
+            conn.execute(schema)
+        yield db
+    finally:
+        drop_database(db)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from tenant_backup.cli import main
 from tenant_backup.ledger import migrate
 from tenant_backup.restore import fingerprint, sides
 from tenant_backup.restore.records import Records
-from tests.conftest import Database, drop_database, make_database
+from tests.conftest import Database, database_with
 from tests.helpers import grant_app_role, state_of, url_as
 
 SCHEMA = r"""
@@ -65,13 +65,8 @@ all = ["notes", "lines", "pieces", "measures"]
 
 @pytest.fixture
 def db(pg_server: str) -> Iterator[Database]:
-    made = make_database(pg_server)
-    try:
-        with made.connect() as conn:
-            conn.execute(SCHEMA)
+    with database_with(pg_server, SCHEMA) as made:
         yield made
-    finally:
-        drop_database(made)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import pytest
 from psycopg import sql
 
 from tenant_backup.ledger import migrate
-from tests.conftest import Database, drop_database, make_database
+from tests.conftest import Database, database_with, drop_database, make_database
 from tests.helpers import grant_app_role, state_of, url_as
 
 SCHEMA = """
@@ -59,13 +59,8 @@ ACME_ITEMS = "SELECT i.id FROM order_items i JOIN orders o ON o.id = i.order_id 
 
 @pytest.fixture
 def shop(pg_server: str) -> Iterator[Database]:
-    db = make_database(pg_server)
-    try:
-        with db.connect() as conn:
-            conn.execute(SCHEMA)
+    with database_with(pg_server, SCHEMA) as db:
         yield db
-    finally:
-        drop_database(db)
 
 
 Cli = Callable[..., "subprocess.Popen[str]"]

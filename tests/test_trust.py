@@ -22,7 +22,7 @@ from flows.backup import backup_tenant
 from flows.restore import restore_backup
 from tenant_backup.errors import ConfigurationError, RestoreCheckError, RoleAccessError
 from tenant_backup.ledger import migrate
-from tests.conftest import Database, drop_database, make_database
+from tests.conftest import Database, database_with
 from tests.helpers import state_of
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -64,14 +64,10 @@ org = ["orgs"]
 
 @pytest.fixture(scope="module")
 def notes_db(pg_server: str) -> Iterator[Database]:
-    db = make_database(pg_server)
-    try:
+    with database_with(pg_server, SCHEMA) as db:
         with db.connect() as conn:
-            conn.execute(SCHEMA)
             migrate(conn, "tenant_backup")
         yield db
-    finally:
-        drop_database(db)
 
 
 @pytest.fixture
