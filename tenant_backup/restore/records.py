@@ -1,12 +1,13 @@
 """PostgreSQL's CSV (``COPY … (FORMAT csv)``) split into records, fast, chunk by chunk.
 
 A record ends at a newline outside quotes. Most tables hold no value with a newline, and their
-records are the lines (``bytes.split``: C speed). :class:`Records` splits at every newline unless
-told ``quoted``; then a line with an odd number of quote characters (``"`` inside a quoted value
-is doubled, so it counts twice) opens or closes a value that goes on to the next line, and such
-lines are joined back into their record (~0.2 µs a line more). A caller that does not know
-counts the records and compares with the row count it expects: more records than rows means
-values hold newlines, and the stream is read again ``quoted``.
+records are the lines (``bytes.split``: C speed, ~0.3 µs a record). :class:`Records` splits at
+every newline unless told ``quoted``; then a line with an odd number of quote characters (``"``
+inside a quoted value is doubled, so it counts twice) opens or closes a value that goes on to the
+next line, and such lines are joined back into their record (~0.5 µs a record more, on a table of
+notes of which one in twenty holds a newline). A caller that does not know counts the records
+and compares with the row count it expects: more records than rows means values hold newlines,
+and the stream is read again ``quoted``.
 
 With ``mark``, each record comes with a ``,`` appended (what the tenant's live rows print with an
 empty last field: see restore/fingerprint.py); a record's own newlines stay as they are.
@@ -14,13 +15,12 @@ empty last field: see restore/fingerprint.py); a record's own newlines stay as t
 
 from __future__ import annotations
 
-from operator import methodcaller
-
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["Records"]
 
-_QUOTES = methodcaller("count", b'"')
+_QUOTE, _NEWLINE = ord('"'), ord("\n")
 
 
 class Records:
@@ -41,19 +41,17 @@ class Records:
         buf = self._rest + data if self._rest else bytes(data)
         cut = buf.rfind(b"\n") + 1
         body, self._rest = buf[:cut], buf[cut:]
+        odd = _odd_lines(body) if self.quoted and b'"' in body else None
         if self.mark:
             body = body.replace(b"\n", b",\n")
         lines = body.split(b"\n")
         lines.pop()  # after the last newline: nothing
-        if self.quoted and b'"' in body:
-            lines = self._joined(lines)
+        if odd is not None and odd.any():
+            lines = self._joined(lines, odd)
         self.count += len(lines)
         return lines
 
-    def _joined(self, lines: list[bytes]) -> list[bytes]:
-        odd = np.fromiter(map(_QUOTES, lines), np.int64, len(lines)) & 1
-        if not odd.any():
-            return lines
+    def _joined(self, lines: list[bytes], odd: npt.NDArray[np.int64]) -> list[bytes]:
         inside = np.cumsum(odd) & 1  # 1: the record goes on after this line
         ends = np.flatnonzero(inside == 0)
         last = int(ends[-1]) + 1 if len(ends) else 0
@@ -68,3 +66,12 @@ class Records:
             inner = [p[:-1] for p in parts[:-1]] if self.mark else parts[:-1]
             records[k] = b"\n".join([*inner, parts[-1]])
         return records
+
+
+def _odd_lines(body: bytes) -> npt.NDArray[np.int64]:
+    """For each line of ``body`` (which ends with a newline), 1 where it holds an odd number of
+    quote characters: the quotes before each newline counted at once (a count per line, in a
+    Python loop, cost 3x as much)."""
+    data = np.frombuffer(body, np.uint8)
+    before = np.searchsorted(np.flatnonzero(data == _QUOTE), np.flatnonzero(data == _NEWLINE))
+    return np.diff(before, prepend=0) & 1
