@@ -5,8 +5,10 @@ table's rows is the database's work, and on a database with more than one core s
 are read at once. The restore's session exports its snapshot (``pg_export_snapshot()``); each
 reader opens its own session and imports it (``SET TRANSACTION SNAPSHOT``, REPEATABLE READ,
 READ ONLY), so it sees exactly the rows that the restore's session saw at that moment, as
-pg_dump's parallel workers do. Readers only read: every write stays in the restore's one
-transaction.
+pg_dump's parallel workers do, and takes the planner settings of the restore's transaction
+(``work_mem``: a table whose tenant is found through its parent hashes the parent's keys, which
+a server's default 4 MB spills to disk; ``random_page_cost``). Readers only read: every write
+stays in the restore's one transaction.
 
 Without a way to open sessions (``open_session`` None, or ``workers`` 0), work runs on the
 restore's own session, one table after another.
@@ -42,6 +44,7 @@ class SnapshotReaders:
         self._workers = workers if open_session is not None else 0
         self._pool: ThreadPoolExecutor | None = None
         self._snapshot = ""
+        self._settings: list[str] = []  # the restore transaction's work_mem and random_page_cost
         self._local = threading.local()
         self._sessions: list[psycopg.Connection] = []  # every session opened
         self._idle: list[psycopg.Connection] = []  # those no reader thread has taken yet
@@ -49,9 +52,11 @@ class SnapshotReaders:
 
     def __enter__(self) -> SnapshotReaders:
         if self._workers > 0:
-            row = self._conn.execute("SELECT pg_export_snapshot()").fetchone()
+            row = self._conn.execute(
+                "SELECT pg_export_snapshot(), current_setting('work_mem'), current_setting('random_page_cost')"
+            ).fetchone()
             assert row is not None
-            self._snapshot = str(row[0])
+            self._snapshot, *self._settings = (str(v) for v in row)
             try:  # all sessions now: a database at its connection limit reads on the restore's own
                 for _ in range(self._workers):
                     self._idle.append(self._import())
@@ -84,6 +89,9 @@ class SnapshotReaders:
         session.autocommit = True
         session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         session.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self._snapshot)))
+        session.execute(
+            "SELECT set_config('work_mem', %s, true), set_config('random_page_cost', %s, true)", self._settings
+        )
         return session
 
     @property
