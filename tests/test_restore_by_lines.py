@@ -9,7 +9,10 @@ snapshot (``PARALLEL_ROWS`` 0) and once on the restore's own session."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -238,3 +241,25 @@ def test_records_split_at_newlines_outside_quotes_however_the_chunks_fall(mark: 
         got = [r for start in range(0, len(data), size) for r in records.feed(data[start : start + size])]
         assert got == [r + b"," if mark else r for r in rows] and not records.pending, size
     assert len(Records(quoted=False).feed(data)) == 10  # split at every newline: more records than rows
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_records_of_random_csv_are_the_rows_the_writer_wrote(seed: int) -> None:
+    """Against Python's csv writer (the quoting PostgreSQL's CSV uses): values of quotes, commas,
+    newlines and carriage returns, split in random chunks, come back as the rows written."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(400):
+        out = io.StringIO()
+        values = ["".join(rng.choice('ab,"\n\r ') for _ in range(rng.randrange(7))) for _ in range(rng.randrange(1, 4))]
+        csv.writer(out, lineterminator="\n").writerow(values)
+        rows.append(out.getvalue().encode()[:-1])
+    data = b"".join(r + b"\n" for r in rows)
+    records = Records(quoted=True)
+    got: list[bytes] = []
+    at = 0
+    while at < len(data):
+        size = rng.randrange(1, 300)
+        got += records.feed(data[at : at + size])
+        at += size
+    assert got == rows and not records.pending
