@@ -28,7 +28,7 @@ hashes (about one in 10^13 per changed row of a million-row table); two backed-u
 equal hashes send the table to a whole staging.
 
 Anything else is staged whole, as before (:func:`staging.stage`): more than ``MAX_ROWS`` rows
-(client memory: ~28 bytes a row at the peak), an artifact of another format or a chain, a restore into
+(client memory: ~24 bytes a row at the peak), an artifact of another format or a chain, a restore into
 another tenant, ``merge``, a table whose columns changed since the backup, or one of which the
 tenant has no rows now (every row is an insert).
 """
@@ -53,7 +53,7 @@ from tenant_backup.tenancy.diff import ACTION, RestoreTable
 
 __all__ = ["MAX_ROWS", "eligible", "stage_changed", "stage_whole"]
 
-MAX_ROWS = 3_000_000  # a table of more is staged whole: its hashes would cost ~28 bytes a row at the peak
+MAX_ROWS = 3_000_000  # a table of more is staged whole: its hashes would cost ~24 bytes a row at the peak
 PARALLEL_ROWS = 200_000  # rows of a tenant from which its rows are read in several sessions
 _CHUNK = 1 << 20
 _XMIN = sql.Identifier("tenant_backup_xmin")
