@@ -492,4 +492,4 @@ def test_a_restore_into_another_tenant_names_every_table_whose_keys_that_tenant_
     assert done.returncode == 2, done.stderr
     named = [t for t in ("clients", "tables", "zones") if f"of table {t}" in done.stderr]
     assert named == ["clients", "tables", "zones"], done.stderr  # every one, not the first alone
-    assert "of a row of another tenant; nothing was written" in done.stderr
+    assert "of a row of another tenant or of none" in done.stderr and "nothing was written" in done.stderr

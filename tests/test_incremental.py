@@ -18,7 +18,13 @@ from flows.sequences.backup import backup_tenant
 from flows.sequences.restore import ApprovalRequest, restore_backup, verify_backup
 from tenant_backup.backup.steps import BackupRequest
 from tenant_backup.cli.execute import local_runner
-from tenant_backup.errors import ConfigurationError, LedgerError, VerificationError
+from tenant_backup.errors import (
+    ConfigurationError,
+    LedgerError,
+    RestoreCheckError,
+    RestoreRefusedError,
+    VerificationError,
+)
 from tenant_backup.ledger import BackupRow
 from tenant_backup.operations.retention import RetentionPolicy, decide
 from tenant_backup.restore.steps import RestoreRequest
@@ -561,5 +567,38 @@ def test_the_changed_rows_of_a_table_reached_through_its_parent_are_never_a_subp
                 )
                 plan = "\n".join(str(r[0]) for r in conn.execute(f"EXPLAIN {query}"))
                 assert "SubPlan" not in plan, plan
+    finally:
+        drop_database(db)
+
+
+def test_a_parent_key_changed_with_on_update_cascade_since_the_backup_is_refused_with_what_to_do(
+    env: dict[str, Any], pg_server: str
+) -> None:
+    """The restore writes the parent's old key back without firing ON UPDATE CASCADE, so the
+    children that followed the new key reach no tenant: refused, nothing changed, and the message
+    says to set the key back; done, the restore completes. (Found by a stranger's schema.)"""
+    db = make_database(pg_server)
+    try:
+        _run(
+            db,
+            "CREATE TABLE org (id int PRIMARY KEY, shop text NOT NULL, code text UNIQUE NOT NULL)",
+            "CREATE TABLE proj (id int PRIMARY KEY, org_code text NOT NULL REFERENCES org (code) ON UPDATE CASCADE)",
+            "INSERT INTO org VALUES (1, 's1', 'c1'), (2, 's2', 'c2')",
+            "INSERT INTO proj SELECT p, 'c' || (1 + p % 2) FROM generate_series(1, 10) p",
+        )
+        env["use"](db)
+        run = local_runner()
+        full = backup_tenant(run, BackupRequest(tenant_id="s1", tenant_column="shop", force=True), None, None)
+        expected = state_of(db.url, _profile("shop"), "s1")
+        _run(db, "UPDATE org SET code = 'c1-new' WHERE id = 1", "DELETE FROM proj WHERE id = 2")
+        changed = state_of(db.url, _profile("shop"), "s1")
+        with pytest.raises(
+            (RestoreCheckError, RestoreRefusedError), match="of a row of another tenant or of none .*set that key back"
+        ) as refused:
+            _restore(full.backup_id)
+        assert "nothing" in str(refused.value) and state_of(db.url, _profile("shop"), "s1") == changed
+        _run(db, "UPDATE org SET code = 'c1' WHERE id = 1")  # as the message says
+        _restore(full.backup_id)
+        assert state_of(db.url, _profile("shop"), "s1") == expected
     finally:
         drop_database(db)

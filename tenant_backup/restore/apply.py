@@ -11,7 +11,7 @@ from psycopg import sql
 from tenant_backup.artifact.manifest import TableManifest
 from tenant_backup.errors import RestoreCheckError
 from tenant_backup.restore import delta
-from tenant_backup.restore.staging import Mode, TableChange, count_rows, table_changes
+from tenant_backup.restore.staging import TAKEN, Mode, TableChange, count_rows, table_changes
 from tenant_backup.tenancy.catalog import Catalog
 from tenant_backup.tenancy.diff import ACTION, RestoreTable, dangling, delete_surplus, insert_missing, update_changed
 from tenant_backup.tenancy.fk_order import RestoreOrder
@@ -184,8 +184,8 @@ def _why(conn: psycopg.Connection, t: RestoreTable, tenant: str) -> str:
     ours, theirs = (int(row[0]), int(row[1])) if row else (0, 0)
     if t.keyed and (held := count_rows(conn, t.count_foreign_keys(), tenant)):
         return (
-            f"{held} row(s) of the backup have the key ({', '.join(t.pk)}) of a row of another tenant (taken since "
-            "the backup, or moved there while the restore ran), so the restore could not write them"
+            f"{held} row(s) of the backup have the key ({', '.join(t.pk)}) {TAKEN}; taken since the backup, or "
+            "moved there while the restore ran, so the restore could not write them"
         )
     if theirs:
         return (

@@ -129,6 +129,15 @@ def count_changes(conn: psycopg.Connection, t: RestoreTable, tenant: str, mode: 
     return TableChange(table=t.name, rows=rows, inserted=inserted, updated=0, deleted=deleted, matched_by="rows")
 
 
+# Whose row holds a backed-up key, when it is not the tenant's: another tenant's, or a row that
+# no tenant reaches (its path runs through a NULL foreign key, or a parent key changed since the
+# backup: the restore writes the old key back without firing ON UPDATE CASCADE).
+TAKEN = (
+    "of a row of another tenant or of none (a NULL foreign key on its path, or a parent whose key "
+    "changed since the backup: set that key back, and ON UPDATE CASCADE takes its rows along)"
+)
+
+
 def refuse_taken_keys(taken: list[tuple[RestoreTable, int]], tenant: str) -> None:
     """A plan refuses backed-up rows whose key another tenant's row holds, naming every table."""
     taken = [(t, n) for t, n in taken if n]
@@ -137,7 +146,7 @@ def refuse_taken_keys(taken: list[tuple[RestoreTable, int]], tenant: str) -> Non
             "; ".join(f"{n} row(s) of table {t.name}" for t, n in taken)
             + f" in the backup have the key ({', '.join(taken[0][0].pk)}"
             + (", …" if len(taken) > 1 else "")
-            + ") of a row of another tenant; nothing was written (restoring into another tenant works only where "
+            + f") {TAKEN}; nothing was written (restoring into another tenant works only where "
             "keys are unique per tenant: with ids unique over the whole table, restore into the tenant the backup "
             "is of)",
             table=taken[0][0].name,
