@@ -184,8 +184,8 @@ def _why(conn: psycopg.Connection, t: RestoreTable, tenant: str) -> str:
     ours, theirs = (int(row[0]), int(row[1])) if row else (0, 0)
     if t.keyed and (held := count_rows(conn, t.count_foreign_keys(), tenant)):
         return (
-            f"{held} row(s) of the backup have the key ({', '.join(t.pk)}) {TAKEN}; taken since the backup, or "
-            "moved there while the restore ran, so the restore could not write them"
+            f"{held} row(s) of the backup have the key ({', '.join(t.pk)}) {TAKEN}, since the backup or "
+            "since the restore began, so the restore could not write them"
         )
     if theirs:
         return (
