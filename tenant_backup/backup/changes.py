@@ -77,22 +77,18 @@ def changed_filter(scope: TableScope) -> sql.Composable:
     255 s instead of 2. Keys ``IN`` a ``UNION ALL`` are a semi-join, which a hash join spills."""
     if not scope.path:
         return _NEW
-    key = _columns(scope.key)
-    return sql.SQL("{} IN (SELECT {} FROM {} WHERE {} UNION ALL SELECT {} FROM {} WHERE {} IN ({}))").format(
-        _row(scope.key), key, scope.ident(), _NEW, key, scope.ident(), _row(scope.path[0].columns), _changed(scope.path)
-    )
+    return sql.SQL("{} IN ({})").format(_row(scope.key), _written(scope.key, scope.ident(), scope.path))
 
 
-def _changed(path: tuple[Hop, ...]) -> sql.Composable:
-    """``SELECT <the columns the first hop references>`` of the rows of its parent table written
-    since, or whose own parent's were, to the end of ``path``."""
-    hop, rest = path[0], path[1:]
-    refs = _columns(hop.ref_columns)
-    written = sql.SQL("SELECT {} FROM {} WHERE {}").format(refs, hop.parent(), _NEW)
-    if not rest:
+def _written(columns: tuple[str, ...], table: sql.Composable, path: tuple[Hop, ...]) -> sql.Composable:
+    """``SELECT <columns> FROM <table>`` of its rows written since, and of those whose foreign key
+    along ``path`` names a row of the parent that is in the same set of its own table."""
+    written = sql.SQL("SELECT {} FROM {} WHERE {}").format(_columns(columns), table, _NEW)
+    if not path:
         return written
+    hop, rest = path[0], path[1:]
     return sql.SQL("{} UNION ALL SELECT {} FROM {} WHERE {} IN ({})").format(
-        written, refs, hop.parent(), _row(rest[0].columns), _changed(rest)
+        written, _columns(columns), table, _row(hop.columns), _written(hop.ref_columns, hop.parent(), rest)
     )
 
 
